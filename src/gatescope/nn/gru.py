@@ -1,0 +1,313 @@
+r"""Gated Recurrent Unit (Cho et al. 2014), in both of its published forms.
+
+Gate order r, z, n as in PyTorch; W_ih (3H, D) = [W_ir; W_iz; W_in], W_hh likewise::
+
+    r_t = sigma(x_t W_ir^T + h_{t-1} W_hr^T + b_r)                       reset gate
+    z_t = sigma(x_t W_iz^T + h_{t-1} W_hz^T + b_z)                       update gate
+    reset_after=False (the chapter's form, Cho et al.):
+        n_t = tanh(x_t W_in^T + b_n + (r_t * h_{t-1}) W_hn^T)
+    reset_after=True (PyTorch and cuDNN; Keras' reset_after):
+        n_t = tanh(x_t W_in^T + b_n + r_t * (h_{t-1} W_hn^T + b_hn))
+    h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+
+The update-gate convention is PyTorch's: z_t near 1 *keeps* the old state. The chapter
+writes h = (1 - z) h_prev + z h_cand, so its z is our 1 - z; nothing else differs.
+`reset_after=True` needs the extra bias b_hn (H,) inside the reset product, so a GRU
+imported from PyTorch has 3H + H bias entries per layer; the default form has 3H.
+
+Backward, with dh = dL/dh_t::
+
+    dn = dh * (1 - z)    dz = dh * (h_{t-1} - n)    da_n = dn * (1 - n^2)   da_z = dz z(1-z)
+    reset_after=False:  drh = da_n W_hn;   dr = drh * h_{t-1};   dW_hn += da_n^T (r * h_{t-1})
+    reset_after=True:   dr = da_n * (h_{t-1} W_hn^T + b_hn);    dW_hn += (r da_n)^T h_{t-1}
+    da_r = dr r(1-r);   dh_{t-1} = dh * z + [da_r, da_z] W_h{r,z} + (drh * r  |  (r da_n) W_hn)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .checks import Seed, as_float_dtype, as_generator
+from .functional import sigmoid
+from .recurrent import Recurrent, RecurrentConfig, init_packed
+
+# --------------------------------------------------------------------------------------------
+# One step, readable
+
+
+def gru_cell_forward(x, h_prev, w_ih, w_hh, b, b_hn, reset_after):
+    """One step: x (B, D), h_prev (B, H) -> h (B, H), cache."""
+    H = h_prev.shape[1]
+    ax = x @ w_ih.T  # (B, 3H)
+    if b is not None:
+        ax = ax + b
+    ah = h_prev @ w_hh[: 2 * H].T  # (B, 2H) recurrent part of r and z
+    r = sigmoid(ax[:, :H] + ah[:, :H])
+    z = sigmoid(ax[:, H : 2 * H] + ah[:, H:])
+    if reset_after:
+        hn = h_prev @ w_hh[2 * H :].T  # (B, H)
+        if b_hn is not None:
+            hn = hn + b_hn
+        n = np.tanh(ax[:, 2 * H :] + r * hn)
+    else:
+        hn = r * h_prev  # (B, H) the reset state, what W_hn sees
+        n = np.tanh(ax[:, 2 * H :] + hn @ w_hh[2 * H :].T)
+    h = (1 - z) * n + z * h_prev
+    return h, (x, h_prev, r, z, n, hn)
+
+
+def gru_cell_backward(dh, cache, w_ih, w_hh, reset_after):
+    """One step back: dh (B, H) -> dx, dh_prev, dW_ih, dW_hh, db, db_hn."""
+    x, h_prev, r, z, n, hn = cache
+    H = h_prev.shape[1]
+    da_n = dh * (1 - z) * (1 - n**2)
+    da_z = dh * (h_prev - n) * z * (1 - z)
+    w_hn = w_hh[2 * H :]
+    if reset_after:
+        da_r = da_n * hn * r * (1 - r)
+        dhn = da_n * r  # dL/d(h_prev W_hn^T + b_hn)
+        dh_prev = dh * z + dhn @ w_hn
+        dw_hn = dhn.T @ h_prev
+    else:
+        drh = da_n @ w_hn
+        da_r = drh * h_prev * r * (1 - r)
+        dh_prev = dh * z + drh * r
+        dw_hn = da_n.T @ hn
+        dhn = np.zeros_like(da_n)
+    da_rz = np.concatenate([da_r, da_z], axis=1)  # (B, 2H)
+    dh_prev = dh_prev + da_rz @ w_hh[: 2 * H]
+    dax = np.concatenate([da_rz, da_n], axis=1)  # (B, 3H)
+    dw_hh = np.concatenate([da_rz.T @ h_prev, dw_hn], axis=0)
+    return dax @ w_ih, dh_prev, dax.T @ x, dw_hh, dax.sum(axis=0), dhn.sum(axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# A whole sequence, fast
+
+
+@dataclass
+class GRUCache:
+    """Everything backward needs; it doubles as the trace."""
+
+    x: np.ndarray  # (T, B, D) the layer's input
+    gates: np.ndarray  # (T, B, 3H) activated gates [r, z, n]
+    hs: np.ndarray  # (T + 1, B, H) hidden states, h_0 first
+    hn: np.ndarray  # (T, B, H) h W_hn^T + b_hn (reset_after) or r * h_{t-1} (not)
+
+
+def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after) -> GRUCache:
+    """A sequence: x (T, B, D), h0 (B, H) -> cache with every gate and state."""
+    T, B, D = x.shape
+    H = h0.shape[1]
+    gates = (x.reshape(T * B, D) @ w_ih.T).reshape(T, B, 3 * H)  # input projections, at once
+    if b is not None:
+        gates += b
+    hs = np.empty((T + 1, B, H), x.dtype)
+    hn = np.empty((T, B, H), x.dtype)
+    hs[0] = h0
+    w_rz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]
+    rec = np.empty((B, 2 * H), x.dtype)
+    for t in range(T):
+        a = gates[t]  # (B, 3H), activated in place
+        h_prev = hs[t]
+        np.matmul(h_prev, w_rz.T, out=rec)
+        a[:, : 2 * H] += rec
+        sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])
+        r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+        if reset_after:
+            np.matmul(h_prev, w_hn.T, out=hn[t])
+            if b_hn is not None:
+                hn[t] += b_hn
+            n += r * hn[t]
+        else:
+            np.multiply(r, h_prev, out=hn[t])
+            n += hn[t] @ w_hn.T
+        np.tanh(n, out=n)
+        # h = (1 - z) n + z h_prev = n + z (h_prev - n)
+        np.subtract(h_prev, n, out=hs[t + 1])
+        hs[t + 1] *= z
+        hs[t + 1] += n
+    return GRUCache(x, gates, hs, hn)
+
+
+def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after):
+    """BPTT: dy (T, B, H) or None, dhT (B, H) -> dx, dh0, dW_ih, dW_hh, db, db_hn."""
+    x, gates, hs, hn = cache.x, cache.gates, cache.hs, cache.hn
+    T, B, D = x.shape
+    H = hs.shape[2]
+    w_rz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]
+    dax = np.empty((T, B, 3 * H), x.dtype)  # dL/d(input pre-activations) [r, z, n]
+    dhn = np.empty((T, B, H), x.dtype)  # dL/d(hn) in the reset_after form, else unused
+    dh = np.array(dhT, dtype=x.dtype)
+    for t in reversed(range(T)):
+        if dy is not None:
+            dh += dy[t]
+        h_prev = hs[t]
+        r, z, n = gates[t, :, :H], gates[t, :, H : 2 * H], gates[t, :, 2 * H :]
+        d = dax[t]
+        da_r, da_z, da_n = d[:, :H], d[:, H : 2 * H], d[:, 2 * H :]
+        np.multiply(dh, (1 - z) * (1 - n * n), out=da_n)
+        np.multiply(dh, (h_prev - n) * z * (1 - z), out=da_z)
+        if reset_after:
+            np.multiply(da_n, hn[t] * r * (1 - r), out=da_r)
+            np.multiply(da_n, r, out=dhn[t])
+            dh_rec = dhn[t] @ w_hn
+        else:
+            drh = da_n @ w_hn  # (B, H)
+            np.multiply(drh, h_prev * r * (1 - r), out=da_r)
+            dh_rec = drh * r
+        dh *= z
+        dh += dh_rec
+        dh += d[:, : 2 * H] @ w_rz
+    dax2 = dax.reshape(T * B, 3 * H)
+    h_prev_all = hs[:-1].reshape(T * B, H)
+    dx = (dax2 @ w_ih).reshape(T, B, D)
+    dw_ih = dax2.T @ x.reshape(T * B, D)
+    dw_hh = np.empty_like(w_hh)
+    dw_hh[: 2 * H] = dax2[:, : 2 * H].T @ h_prev_all
+    if reset_after:
+        dw_hh[2 * H :] = dhn.reshape(T * B, H).T @ h_prev_all
+        db_hn = dhn.reshape(T * B, H).sum(axis=0)
+    else:
+        dw_hh[2 * H :] = dax2[:, 2 * H :].T @ hn.reshape(T * B, H)
+        db_hn = None
+    return dx, dh, dw_ih, dw_hh, dax2.sum(axis=0), db_hn
+
+
+# --------------------------------------------------------------------------------------------
+# The public classes
+
+
+class GRUCell:
+    """One GRU step with its own parameters: `h, cache = cell.forward(x, h_prev)`.
+
+    `backward(dh, cache)` returns (dx, dh_prev) and *accumulates* parameter gradients into
+    `grads`; call `zero_grad()` before a new sequence.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        bias: bool = True,
+        reset_after: bool = False,
+        seed: Seed = 0,
+        dtype: object = np.float64,
+    ) -> None:
+        layer = GRU(
+            input_size, hidden_size, bias=bias, reset_after=reset_after, seed=seed, dtype=dtype
+        )
+        self.reset_after = reset_after
+        self.params = layer.layer_params(0)
+        self.grads = {n: np.zeros_like(p) for n, p in self.params.items()}
+
+    def forward(self, x: np.ndarray, h_prev: np.ndarray):
+        p = self.params
+        return gru_cell_forward(
+            x,
+            h_prev,
+            p["weight_ih"],
+            p["weight_hh"],
+            p.get("bias"),
+            p.get("bias_hn"),
+            self.reset_after,
+        )
+
+    def backward(self, dh: np.ndarray, cache):
+        p = self.params
+        dx, dh_prev, dw_ih, dw_hh, db, db_hn = gru_cell_backward(
+            dh, cache, p["weight_ih"], p["weight_hh"], self.reset_after
+        )
+        for name, value in (
+            ("weight_ih", dw_ih),
+            ("weight_hh", dw_hh),
+            ("bias", db),
+            ("bias_hn", db_hn),
+        ):
+            if name in self.grads:
+                self.grads[name] += value
+        return dx, dh_prev
+
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g[...] = 0
+
+
+class GRU(Recurrent):
+    """A stack of GRU layers. `y, h = gru(x, h0)`; trace keys r z n h.
+
+    Parameters per layer k: weight_ih_lk (3H, D), weight_hh_lk (3H, H), bias_lk (3H,), and
+    bias_hn_lk (H,) when `reset_after=True` (PyTorch's form; the default is the chapter's).
+    """
+
+    arch = "gru"
+    gates = 3
+    state_names = ("h",)
+    trace_names = ("r", "z", "n", "h")
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = True,
+        reset_after: bool = False,
+        seed: Seed = 0,
+        dtype: object = np.float64,
+    ) -> None:
+        config = RecurrentConfig(
+            "gru",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dtype=as_float_dtype(dtype).name,
+            reset_after=bool(reset_after),
+        )
+        super().__init__(config, as_generator(seed))
+
+    def _init_layer(self, d_in, rng):
+        H = self.hidden_size
+        w_ih, w_hh = init_packed(rng, 3, d_in, H)
+        p = {"weight_ih": w_ih, "weight_hh": w_hh}
+        if self.config.bias:
+            p["bias"] = np.zeros(3 * H)
+            if self.config.reset_after:
+                p["bias_hn"] = np.zeros(H)
+        return p
+
+    def _layer_forward(self, p, x, state0):
+        (h0,) = state0
+        cache = gru_forward(
+            x,
+            h0,
+            p["weight_ih"],
+            p["weight_hh"],
+            p.get("bias"),
+            p.get("bias_hn"),
+            self.config.reset_after,
+        )
+        return (cache.hs[-1].copy(),), cache
+
+    def _layer_backward(self, p, cache, dy, dstate):
+        (dhT,) = dstate
+        dx, dh0, dw_ih, dw_hh, db, db_hn = gru_backward(
+            cache, dy, dhT, p["weight_ih"], p["weight_hh"], self.config.reset_after
+        )
+        grads = {"weight_ih": dw_ih, "weight_hh": dw_hh}
+        if "bias" in p:
+            grads["bias"] = db
+        if "bias_hn" in p:
+            grads["bias_hn"] = db_hn
+        return dx, (dh0,), grads
+
+    def _layer_trace(self, cache):
+        H = self.hidden_size
+        g = cache.gates
+        return {"r": g[:, :, :H], "z": g[:, :, H : 2 * H], "n": g[:, :, 2 * H :], "h": cache.hs[1:]}

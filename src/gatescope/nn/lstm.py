@@ -1,0 +1,255 @@
+r"""Long Short-Term Memory (Hochreiter & Schmidhuber 1997, with the forget gate of Gers 2000).
+
+For each step t, with x_t (B, D), h_{t-1} and c_{t-1} (B, H), and PyTorch's gate order::
+
+    a_t = x_t W_ih^T + h_{t-1} W_hh^T + b          (B, 4H)  = [a_i, a_f, a_g, a_o]
+    i_t = sigma(a_i)   f_t = sigma(a_f)   g_t = tanh(a_g)   o_t = sigma(a_o)
+    c_t = f_t * c_{t-1} + i_t * g_t                 the additive "constant error carousel"
+    h_t = o_t * tanh(c_t)
+
+Backward, given dh = dL/dh_t (from the output and from step t+1) and dc = dL/dc_t (from t+1)::
+
+    do   = dh * tanh(c_t)
+    dc  += dh * o_t * (1 - tanh(c_t)^2)
+    di   = dc * g_t     df = dc * c_{t-1}     dg = dc * i_t
+    da   = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]
+    dc_{t-1} = dc * f_t                          the product of forget gates, step by step
+    dh_{t-1} = da W_hh     dx_t = da W_ih     dW_ih += da^T x_t   dW_hh += da^T h_{t-1}
+
+Two implementations: `lstm_cell_forward/backward` (one step, easy to read) and
+`lstm_forward/backward` (a whole sequence: one matrix product for every input projection,
+one for each weight gradient). They are tested to agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .checks import Seed, as_float_dtype, as_generator
+from .functional import sigmoid
+from .recurrent import Recurrent, RecurrentConfig, init_packed
+
+# --------------------------------------------------------------------------------------------
+# One step, readable
+
+
+def lstm_cell_forward(x, h_prev, c_prev, w_ih, w_hh, b):
+    """One step: x (B, D), h_prev, c_prev (B, H) -> h, c (B, H), cache."""
+    H = h_prev.shape[1]
+    a = x @ w_ih.T + h_prev @ w_hh.T  # (B, 4H)
+    if b is not None:
+        a = a + b
+    i = sigmoid(a[:, :H])
+    f = sigmoid(a[:, H : 2 * H])
+    g = np.tanh(a[:, 2 * H : 3 * H])
+    o = sigmoid(a[:, 3 * H :])
+    c = f * c_prev + i * g  # (B, H)
+    h = o * np.tanh(c)  # (B, H)
+    return h, c, (x, h_prev, c_prev, i, f, g, o, c)
+
+
+def lstm_cell_backward(dh, dc, cache, w_ih, w_hh):
+    """One step back: dh, dc (B, H) -> dx, dh_prev, dc_prev, dW_ih, dW_hh, db."""
+    x, h_prev, c_prev, i, f, g, o, c = cache
+    tc = np.tanh(c)
+    do = dh * tc
+    dc = dc + dh * o * (1 - tc**2)
+    da = np.concatenate(
+        [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g**2), do * o * (1 - o)],
+        axis=1,
+    )  # (B, 4H)
+    return da @ w_ih, da @ w_hh, dc * f, da.T @ x, da.T @ h_prev, da.sum(axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# A whole sequence, fast
+
+
+@dataclass
+class LSTMCache:
+    """Everything backward needs; it doubles as the trace (recording gates costs nothing)."""
+
+    x: np.ndarray  # (T, B, D) the layer's input
+    gates: np.ndarray  # (T, B, 4H) activated gates [i, f, g, o]
+    hs: np.ndarray  # (T + 1, B, H) hidden states, h_0 first
+    cs: np.ndarray  # (T + 1, B, H) cell states, c_0 first
+    tanh_c: np.ndarray  # (T, B, H) tanh(c_t), kept for backward
+
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b) -> LSTMCache:
+    """A sequence: x (T, B, D), h0, c0 (B, H) -> cache with every gate and state."""
+    T, B, D = x.shape
+    H = h0.shape[1]
+    gates = (x.reshape(T * B, D) @ w_ih.T).reshape(T, B, 4 * H)  # input projections, at once
+    if b is not None:
+        gates += b
+    hs = np.empty((T + 1, B, H), x.dtype)
+    cs = np.empty((T + 1, B, H), x.dtype)
+    tanh_c = np.empty((T, B, H), x.dtype)
+    hs[0], cs[0] = h0, c0
+    rec = np.empty((B, 4 * H), x.dtype)  # h_{t-1} W_hh^T
+    for t in range(T):
+        a = gates[t]  # (B, 4H), activated in place
+        np.matmul(hs[t], w_hh.T, out=rec)
+        a += rec
+        sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # i, f
+        np.tanh(a[:, 2 * H : 3 * H], out=a[:, 2 * H : 3 * H])  # g
+        sigmoid(a[:, 3 * H :], out=a[:, 3 * H :])  # o
+        i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        np.multiply(f, cs[t], out=cs[t + 1])
+        cs[t + 1] += i * g
+        np.tanh(cs[t + 1], out=tanh_c[t])
+        np.multiply(o, tanh_c[t], out=hs[t + 1])
+    return LSTMCache(x, gates, hs, cs, tanh_c)
+
+
+def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh):
+    """BPTT: dy (T, B, H) or None, dhT, dcT (B, H) -> dx, dh0, dc0, dW_ih, dW_hh, db."""
+    x, gates, hs, cs, tanh_c = cache.x, cache.gates, cache.hs, cache.cs, cache.tanh_c
+    T, B, D = x.shape
+    H = hs.shape[2]
+    da = np.empty((T, B, 4 * H), x.dtype)  # dL/d(pre-activations)
+    dh = np.array(dhT, dtype=x.dtype)  # (B, H)
+    dc = np.array(dcT, dtype=x.dtype)  # (B, H)
+    for t in reversed(range(T)):
+        if dy is not None:
+            dh += dy[t]
+        i, f, g, o = (gates[t, :, k * H : (k + 1) * H] for k in range(4))
+        tc = tanh_c[t]
+        d = da[t]
+        np.multiply(dh, tc, out=d[:, 3 * H :])
+        d[:, 3 * H :] *= o * (1 - o)  # da_o
+        dc += dh * o * (1 - tc * tc)
+        np.multiply(dc, g * i * (1 - i), out=d[:, :H])  # da_i
+        np.multiply(dc, cs[t] * f * (1 - f), out=d[:, H : 2 * H])  # da_f
+        np.multiply(dc, i * (1 - g * g), out=d[:, 2 * H : 3 * H])  # da_g
+        dc *= f  # dc_{t-1}
+        np.matmul(d, w_hh, out=dh)  # dh_{t-1}
+    da2 = da.reshape(T * B, 4 * H)
+    dx = (da2 @ w_ih).reshape(T, B, D)
+    dw_ih = da2.T @ x.reshape(T * B, D)
+    dw_hh = da2.T @ hs[:-1].reshape(T * B, H)
+    return dx, dh, dc, dw_ih, dw_hh, da2.sum(axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# The public classes
+
+
+class LSTMCell:
+    """One LSTM step with its own parameters, as in the seeds: `h, c, cache = cell.forward(x, h, c)`.
+
+    `backward(dh, dc, cache)` returns (dx, dh_prev, dc_prev) and *accumulates* parameter
+    gradients into `grads` over the steps of a sequence; call `zero_grad()` before a new one.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        bias: bool = True,
+        forget_bias: float = 1.0,
+        seed: Seed = 0,
+        dtype: object = np.float64,
+    ) -> None:
+        layer = LSTM(
+            input_size, hidden_size, bias=bias, forget_bias=forget_bias, seed=seed, dtype=dtype
+        )
+        self.params = layer.layer_params(0)
+        self.grads = {n: np.zeros_like(p) for n, p in self.params.items()}
+
+    def forward(self, x: np.ndarray, h_prev: np.ndarray, c_prev: np.ndarray):
+        p = self.params
+        return lstm_cell_forward(x, h_prev, c_prev, p["weight_ih"], p["weight_hh"], p.get("bias"))
+
+    def backward(self, dh: np.ndarray, dc: np.ndarray, cache):
+        p = self.params
+        dx, dh_prev, dc_prev, dw_ih, dw_hh, db = lstm_cell_backward(
+            dh, dc, cache, p["weight_ih"], p["weight_hh"]
+        )
+        self.grads["weight_ih"] += dw_ih
+        self.grads["weight_hh"] += dw_hh
+        if "bias" in self.grads:
+            self.grads["bias"] += db
+        return dx, dh_prev, dc_prev
+
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g[...] = 0
+
+
+class LSTM(Recurrent):
+    """A stack of LSTM layers. `y, (h, c) = lstm(x, (h0, c0))`; trace keys i f g o c h.
+
+    Parameters per layer k: weight_ih_lk (4H, D), weight_hh_lk (4H, H), bias_lk (4H,),
+    gates in PyTorch's order i, f, g, o. The bias is initialised to 0 except the forget
+    gate's, `forget_bias` (default 1: remember by default at the start of training).
+    """
+
+    arch = "lstm"
+    gates = 4
+    state_names = ("h", "c")
+    trace_names = ("i", "f", "g", "o", "c", "h")
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = True,
+        forget_bias: float = 1.0,
+        seed: Seed = 0,
+        dtype: object = np.float64,
+    ) -> None:
+        config = RecurrentConfig(
+            "lstm",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dtype=as_float_dtype(dtype).name,
+            forget_bias=float(forget_bias),
+        )
+        super().__init__(config, as_generator(seed))
+
+    def _init_layer(self, d_in, rng):
+        H = self.hidden_size
+        w_ih, w_hh = init_packed(rng, 4, d_in, H)
+        p = {"weight_ih": w_ih, "weight_hh": w_hh}
+        if self.config.bias:
+            p["bias"] = np.zeros(4 * H)
+            p["bias"][H : 2 * H] = self.config.forget_bias
+        return p
+
+    def _layer_forward(self, p, x, state0):
+        h0, c0 = state0
+        cache = lstm_forward(x, h0, c0, p["weight_ih"], p["weight_hh"], p.get("bias"))
+        return (cache.hs[-1].copy(), cache.cs[-1].copy()), cache
+
+    def _layer_backward(self, p, cache, dy, dstate):
+        dhT, dcT = dstate
+        dx, dh0, dc0, dw_ih, dw_hh, db = lstm_backward(
+            cache, dy, dhT, dcT, p["weight_ih"], p["weight_hh"]
+        )
+        grads = {"weight_ih": dw_ih, "weight_hh": dw_hh}
+        if "bias" in p:
+            grads["bias"] = db
+        return dx, (dh0, dc0), grads
+
+    def _layer_trace(self, cache):
+        H = self.hidden_size
+        g = cache.gates
+        return {
+            "i": g[:, :, :H],
+            "f": g[:, :, H : 2 * H],
+            "g": g[:, :, 2 * H : 3 * H],
+            "o": g[:, :, 3 * H :],
+            "c": cache.cs[1:],
+            "h": cache.hs[1:],
+        }

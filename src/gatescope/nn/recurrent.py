@@ -1,0 +1,266 @@
+"""What LSTM, GRU and RNN share: configuration, stacking, state handling and validation.
+
+A `Recurrent` is a stack of `num_layers` single-layer recurrences. Layer k reads the hidden
+states of layer k-1 (layer 0 reads the input). Each subclass supplies three things for one
+layer, all time-major (T, B, .): `_init_layer`, `_layer_forward` and `_layer_backward`.
+Everything else (batch-first layout, state packing, checks, the trace) lives here.
+
+Shapes: B batch, T time, D input features, H hidden units, L layers, G gates.
+The public state of one layer is `h` (B, H) (GRU, RNN) or `(h, c)` (LSTM). With
+`num_layers > 1` each array gains a leading layer axis: (L, B, H), as in PyTorch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .checks import Seed, as_float_dtype, as_generator, check_array, check_positive_int, shape_str
+
+ARCHS = ("lstm", "gru", "rnn")
+NONLINEARITIES = ("tanh", "relu")
+
+
+@dataclass(frozen=True)
+class RecurrentConfig:
+    """Everything needed to rebuild a recurrent stack (the weights aside)."""
+
+    arch: str  # "lstm", "gru" or "rnn"
+    input_size: int  # D: features per time step of the input
+    hidden_size: int  # H: units per layer
+    num_layers: int = 1  # L: stacked layers; layer k > 0 reads layer k-1's hidden states
+    bias: bool = True  # one bias vector per layer (plus GRU's bias_hn when reset_after)
+    batch_first: bool = True  # x is (B, T, D) if True, else (T, B, D)
+    dtype: str = "float64"  # "float32" or "float64", for parameters and all computation
+    forget_bias: float = 1.0  # LSTM: initial forget-gate bias (Gers et al. 2000; the chapter)
+    reset_after: bool = False  # GRU: reset gate after the recurrent product (PyTorch, cuDNN)
+    nonlinearity: str = "tanh"  # RNN: "tanh" or "relu"
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {self.arch!r}")
+        check_positive_int("input_size", self.input_size)
+        check_positive_int("hidden_size", self.hidden_size)
+        check_positive_int("num_layers", self.num_layers)
+        as_float_dtype(self.dtype)
+        if self.nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}")
+        if not np.isfinite(self.forget_bias):
+            raise ValueError(f"forget_bias must be finite, got {self.forget_bias!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict; `RecurrentConfig(**d)` reads it back."""
+        return asdict(self)
+
+
+class Recurrent:
+    """A stack of recurrent layers over batch-first sequences, with exact BPTT.
+
+    Call it as `y, state = layer(x, state0=None)`; then `dx = layer.backward(dy, dstate)`
+    fills `layer.grads` (same keys and shapes as `layer.params`) and `layer.dstate0`
+    (the gradient with respect to the initial state, same structure as the state).
+    `layer.trace` holds the gates and states of every step of the last forward pass.
+    """
+
+    arch: ClassVar[str]
+    gates: ClassVar[int]  # G: gate blocks packed in weight_ih / weight_hh
+    state_names: ClassVar[tuple[str, ...]]  # ("h",) or ("h", "c")
+    trace_names: ClassVar[tuple[str, ...]]
+
+    def __init__(self, config: RecurrentConfig, seed: Seed = 0) -> None:
+        if config.arch != self.arch:
+            raise ValueError(f"{type(self).__name__} needs arch={self.arch!r}, got {config.arch!r}")
+        self.config = config
+        self.dtype = as_float_dtype(config.dtype)
+        rng = as_generator(seed)
+        self.params: dict[str, np.ndarray] = {}
+        for k in range(config.num_layers):
+            d_in = config.input_size if k == 0 else config.hidden_size
+            for name, value in self._init_layer(d_in, rng).items():
+                self.params[f"{name}_l{k}"] = value.astype(self.dtype)
+        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        self.dstate0: Any = None
+        self._caches: list[Any] | None = None  # one per layer, from the last forward
+
+    # -- what each architecture supplies ------------------------------------------------------
+
+    def _init_layer(self, d_in: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Fresh parameters of one layer, keyed without the `_l{k}` suffix."""
+        raise NotImplementedError
+
+    def _layer_forward(self, p: dict, x: np.ndarray, state0: tuple) -> tuple[tuple, Any]:
+        """x (T, B, D_in), state0 per-layer tuple of (B, H) -> (final state, cache).
+
+        The cache must expose `cache.hs`, (T + 1, B, H) with the initial state first.
+        """
+        raise NotImplementedError
+
+    def _layer_backward(
+        self, p: dict, cache: Any, dy: np.ndarray | None, dstate: tuple
+    ) -> tuple[np.ndarray, tuple, dict]:
+        """dy (T, B, H) or None, dstate per-layer tuple -> (dx, dstate0, grads by short name)."""
+        raise NotImplementedError
+
+    def _layer_trace(self, cache: Any) -> dict[str, np.ndarray]:
+        """The cache as time-major (T, B, H) arrays named by `trace_names`."""
+        raise NotImplementedError
+
+    # -- the public interface ----------------------------------------------------------------
+
+    @property
+    def input_size(self) -> int:
+        return self.config.input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    def num_params(self) -> int:
+        """Total number of scalar parameters."""
+        return sum(p.size for p in self.params.values())
+
+    def layer_params(self, k: int) -> dict[str, np.ndarray]:
+        """Layer k's parameters by short name ("weight_ih", ...), sharing memory with params."""
+        suffix = f"_l{k}"
+        return {n[: -len(suffix)]: p for n, p in self.params.items() if n.endswith(suffix)}
+
+    def __call__(self, x: np.ndarray, state0: Any = None) -> tuple[np.ndarray, Any]:
+        return self.forward(x, state0)
+
+    def forward(self, x: np.ndarray, state0: Any = None) -> tuple[np.ndarray, Any]:
+        """x (B, T, D) (or (T, B, D) if not batch_first) -> y (B, T, H), final state."""
+        xt = self._check_input(x)  # (T, B, D)
+        T, B, _ = xt.shape
+        states = self._check_state("state0", state0, B)
+        caches, finals = [], []
+        inp = xt
+        for k in range(self.num_layers):
+            final, cache = self._layer_forward(self.layer_params(k), inp, states[k])
+            caches.append(cache)
+            finals.append(final)
+            inp = cache.hs[1:]  # (T, B, H): this layer's outputs feed the next
+        self._caches = caches
+        return self._from_time_major(inp), self._pack_state(finals)
+
+    def backward(self, dy: np.ndarray | None, dstate: Any = None) -> np.ndarray:
+        """Backprop through time. dy (B, T, H) is dL/dy; dstate is dL/d(final state).
+
+        Either may be None (zero). Returns dx, dL/dx with the shape of x; overwrites
+        `grads` in place and sets `dstate0`.
+        """
+        if self._caches is None:
+            raise RuntimeError(
+                "backward() called before forward(): run the layer on an input first"
+            )
+        T, B = self._caches[0].hs.shape[0] - 1, self._caches[0].hs.shape[1]
+        H = self.hidden_size
+        dyt = None
+        if dy is not None:
+            shape = (B, T, H) if self.config.batch_first else (T, B, H)
+            dy = check_array("dy", dy, shape, self.dtype, legend=self._layout("H"))
+            dyt = np.ascontiguousarray(dy.transpose(1, 0, 2)) if self.config.batch_first else dy
+        dstates = self._check_state("dstate", dstate, B)
+        dstate0 = [None] * self.num_layers
+        for k in reversed(range(self.num_layers)):
+            dx, dstate0[k], g = self._layer_backward(
+                self.layer_params(k), self._caches[k], dyt, dstates[k]
+            )
+            for name, value in g.items():
+                self.grads[f"{name}_l{k}"][...] = value
+            dyt = dx
+        self.dstate0 = self._pack_state(dstate0)
+        return self._from_time_major(dyt)
+
+    @property
+    def trace(self) -> dict[str, np.ndarray]:
+        """Gates and states of every step of the last forward, each (B, T, H).
+
+        With num_layers > 1 each array is (L, B, T, H). Empty before the first forward.
+        """
+        if self._caches is None:
+            return {}
+        per_layer = [self._layer_trace(c) for c in self._caches]
+        out = {}
+        for name in self.trace_names:
+            arrays = [t[name].transpose(1, 0, 2) for t in per_layer]  # each (B, T, H)
+            out[name] = arrays[0] if self.num_layers == 1 else np.stack(arrays)
+        return out
+
+    def zero_state(self, batch_size: int) -> Any:
+        """The all-zero state for a batch, in the public structure."""
+        B = check_positive_int("batch_size", batch_size)
+        zero = tuple(np.zeros((B, self.hidden_size), self.dtype) for _ in self.state_names)
+        return self._pack_state([zero] * self.num_layers)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"{type(self).__name__}(input_size={c.input_size}, hidden_size={c.hidden_size}, "
+            f"num_layers={c.num_layers}, dtype={c.dtype}, params={self.num_params():,})"
+        )
+
+    # -- layout and state plumbing -------------------------------------------------------------
+
+    def _layout(self, last: str) -> str:
+        return f"(batch, time, {last})" if self.config.batch_first else f"(time, batch, {last})"
+
+    def _check_input(self, x: object) -> np.ndarray:
+        """Validate x and return it time-major, contiguous, in the layer's dtype."""
+        D = self.input_size
+        x = check_array("x", x, (None, None, D), self.dtype, legend=self._layout(f"D={D}"))
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"x must hold at least one sequence of one step, got shape {x.shape}")
+        return np.ascontiguousarray(x.transpose(1, 0, 2) if self.config.batch_first else x)
+
+    def _from_time_major(self, a: np.ndarray) -> np.ndarray:
+        return a.transpose(1, 0, 2) if self.config.batch_first else a
+
+    def _state_shape(self, B: int) -> tuple[int, ...]:
+        H, L = self.hidden_size, self.num_layers
+        return (B, H) if L == 1 else (L, B, H)
+
+    def _check_state(self, name: str, state: Any, B: int) -> list[tuple[np.ndarray, ...]]:
+        """Public state (or None for zeros) -> per-layer tuples of (B, H) arrays."""
+        H, L = self.hidden_size, self.num_layers
+        if state is None:
+            zero = tuple(np.zeros((B, H), self.dtype) for _ in self.state_names)
+            return [zero] * L
+        parts = (state,) if len(self.state_names) == 1 else state
+        if len(self.state_names) > 1 and (not isinstance(parts, tuple | list) or len(parts) != 2):
+            raise ValueError(
+                f"{name} must be a tuple (h, c) for an LSTM, got {type(state).__name__}"
+            )
+        shape = self._state_shape(B)
+        arrays = [
+            check_array(f"{name} {n}", a, shape, self.dtype, legend=shape_str(shape))
+            for n, a in zip(self.state_names, parts, strict=True)
+        ]
+        if L == 1:
+            return [tuple(arrays)]
+        return [tuple(a[k] for a in arrays) for k in range(L)]
+
+    def _pack_state(self, per_layer: list[tuple[np.ndarray, ...]]) -> Any:
+        """Per-layer tuples of (B, H) -> the public structure (see the module docstring)."""
+        if self.num_layers == 1:
+            arrays = list(per_layer[0])
+        else:
+            arrays = [np.stack([s[i] for s in per_layer]) for i in range(len(self.state_names))]
+        return arrays[0] if len(arrays) == 1 else tuple(arrays)
+
+
+def init_packed(
+    rng: np.random.Generator, gates: int, d_in: int, hidden: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The chapter's packed initialisation: one (G*H, D+H) matrix W ~ N(0, 1/(D+H)).
+
+    W acts on the concatenation [x, h]; its first D columns are weight_ih, the rest
+    weight_hh, so the split loses nothing and PyTorch's layout loads directly.
+    """
+    W = rng.normal(0.0, 1.0 / np.sqrt(d_in + hidden), (gates * hidden, d_in + hidden))
+    return np.ascontiguousarray(W[:, :d_in]), np.ascontiguousarray(W[:, d_in:])

@@ -1,0 +1,199 @@
+r"""The vanilla (Elman) recurrent network: the baseline whose gradients vanish.
+
+For each step t::
+
+    h_t = phi(x_t W_ih^T + h_{t-1} W_hh^T + b)        phi = tanh or relu
+
+Backward, with dh = dL/dh_t::
+
+    da = dh * phi'(a_t)   (1 - h_t^2 for tanh, [h_t > 0] for relu)
+    dh_{t-1} = da W_hh    dx_t = da W_ih    dW_ih += da^T x_t    dW_hh += da^T h_{t-1}
+
+so dL/dh_k is a product of T - k Jacobians diag(phi') W_hh: it shrinks or explodes
+geometrically, which is the problem the gated networks exist to solve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .checks import Seed, as_float_dtype, as_generator
+from .recurrent import Recurrent, RecurrentConfig, init_packed
+
+
+def _activate(a: np.ndarray, nonlinearity: str, out: np.ndarray | None = None) -> np.ndarray:
+    if nonlinearity == "tanh":
+        return np.tanh(a, out=out)
+    return np.maximum(a, 0, out=out)
+
+
+def _activation_grad(h: np.ndarray, nonlinearity: str) -> np.ndarray:
+    """phi'(a) written in terms of the output h = phi(a)."""
+    return 1 - h * h if nonlinearity == "tanh" else (h > 0).astype(h.dtype)
+
+
+def rnn_cell_forward(x, h_prev, w_ih, w_hh, b, nonlinearity):
+    """One step: x (B, D), h_prev (B, H) -> h (B, H), cache."""
+    a = x @ w_ih.T + h_prev @ w_hh.T  # (B, H)
+    if b is not None:
+        a = a + b
+    h = _activate(a, nonlinearity)
+    return h, (x, h_prev, h)
+
+
+def rnn_cell_backward(dh, cache, w_ih, w_hh, nonlinearity):
+    """One step back: dh (B, H) -> dx, dh_prev, dW_ih, dW_hh, db."""
+    x, h_prev, h = cache
+    da = dh * _activation_grad(h, nonlinearity)  # (B, H)
+    return da @ w_ih, da @ w_hh, da.T @ x, da.T @ h_prev, da.sum(axis=0)
+
+
+@dataclass
+class RNNCache:
+    """Everything backward needs; it doubles as the trace."""
+
+    x: np.ndarray  # (T, B, D) the layer's input
+    hs: np.ndarray  # (T + 1, B, H) hidden states, h_0 first
+
+
+def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity) -> RNNCache:
+    """A sequence: x (T, B, D), h0 (B, H) -> cache with every hidden state."""
+    T, B, D = x.shape
+    H = h0.shape[1]
+    hs = np.empty((T + 1, B, H), x.dtype)
+    hs[0] = h0
+    pre = (x.reshape(T * B, D) @ w_ih.T).reshape(T, B, H)  # input projections, at once
+    if b is not None:
+        pre += b
+    for t in range(T):
+        np.matmul(hs[t], w_hh.T, out=hs[t + 1])
+        hs[t + 1] += pre[t]
+        _activate(hs[t + 1], nonlinearity, out=hs[t + 1])
+    return RNNCache(x, hs)
+
+
+def rnn_backward(cache: RNNCache, dy, dhT, w_ih, w_hh, nonlinearity):
+    """BPTT: dy (T, B, H) or None, dhT (B, H) -> dx, dh0, dW_ih, dW_hh, db."""
+    x, hs = cache.x, cache.hs
+    T, B, D = x.shape
+    H = hs.shape[2]
+    da = np.empty((T, B, H), x.dtype)
+    dh = np.array(dhT, dtype=x.dtype)
+    for t in reversed(range(T)):
+        if dy is not None:
+            dh += dy[t]
+        np.multiply(dh, _activation_grad(hs[t + 1], nonlinearity), out=da[t])
+        np.matmul(da[t], w_hh, out=dh)
+    da2 = da.reshape(T * B, H)
+    dx = (da2 @ w_ih).reshape(T, B, D)
+    return dx, dh, da2.T @ x.reshape(T * B, D), da2.T @ hs[:-1].reshape(T * B, H), da2.sum(axis=0)
+
+
+class RNNCell:
+    """One vanilla RNN step with its own parameters: `h, cache = cell.forward(x, h_prev)`.
+
+    `backward(dh, cache)` returns (dx, dh_prev) and *accumulates* parameter gradients.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        seed: Seed = 0,
+        dtype: object = np.float64,
+    ) -> None:
+        layer = RNN(
+            input_size, hidden_size, bias=bias, nonlinearity=nonlinearity, seed=seed, dtype=dtype
+        )
+        self.nonlinearity = nonlinearity
+        self.params = layer.layer_params(0)
+        self.grads = {n: np.zeros_like(p) for n, p in self.params.items()}
+
+    def forward(self, x: np.ndarray, h_prev: np.ndarray):
+        p = self.params
+        return rnn_cell_forward(
+            x, h_prev, p["weight_ih"], p["weight_hh"], p.get("bias"), self.nonlinearity
+        )
+
+    def backward(self, dh: np.ndarray, cache):
+        p = self.params
+        dx, dh_prev, dw_ih, dw_hh, db = rnn_cell_backward(
+            dh, cache, p["weight_ih"], p["weight_hh"], self.nonlinearity
+        )
+        self.grads["weight_ih"] += dw_ih
+        self.grads["weight_hh"] += dw_hh
+        if "bias" in self.grads:
+            self.grads["bias"] += db
+        return dx, dh_prev
+
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g[...] = 0
+
+
+class RNN(Recurrent):
+    """A stack of vanilla RNN layers. `y, h = rnn(x, h0)`; trace key h.
+
+    Parameters per layer k: weight_ih_lk (H, D), weight_hh_lk (H, H), bias_lk (H,).
+    """
+
+    arch = "rnn"
+    gates = 1
+    state_names = ("h",)
+    trace_names = ("h",)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = True,
+        nonlinearity: str = "tanh",
+        seed: Seed = 0,
+        dtype: object = np.float64,
+    ) -> None:
+        config = RecurrentConfig(
+            "rnn",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dtype=as_float_dtype(dtype).name,
+            nonlinearity=nonlinearity,
+        )
+        super().__init__(config, as_generator(seed))
+
+    def _init_layer(self, d_in, rng):
+        w_ih, w_hh = init_packed(rng, 1, d_in, self.hidden_size)
+        p = {"weight_ih": w_ih, "weight_hh": w_hh}
+        if self.config.bias:
+            p["bias"] = np.zeros(self.hidden_size)
+        return p
+
+    def _layer_forward(self, p, x, state0):
+        (h0,) = state0
+        cache = rnn_forward(
+            x, h0, p["weight_ih"], p["weight_hh"], p.get("bias"), self.config.nonlinearity
+        )
+        return (cache.hs[-1].copy(),), cache
+
+    def _layer_backward(self, p, cache, dy, dstate):
+        (dhT,) = dstate
+        dx, dh0, dw_ih, dw_hh, db = rnn_backward(
+            cache, dy, dhT, p["weight_ih"], p["weight_hh"], self.config.nonlinearity
+        )
+        grads = {"weight_ih": dw_ih, "weight_hh": dw_hh}
+        if "bias" in p:
+            grads["bias"] = db
+        return dx, (dh0,), grads
+
+    def _layer_trace(self, cache):
+        return {"h": cache.hs[1:]}

@@ -1,0 +1,70 @@
+"""Shared test helpers: every recurrent configuration we support, and a gradient checker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gatescope as gs
+
+# (arch, options) pairs covering every layer and option of the core
+CONFIGS = [
+    ("lstm", {}),
+    ("lstm", {"bias": False}),
+    ("lstm", {"forget_bias": 0.0}),
+    ("gru", {}),
+    ("gru", {"reset_after": True}),
+    ("gru", {"reset_after": True, "bias": False}),
+    ("rnn", {}),
+    ("rnn", {"nonlinearity": "relu"}),
+    ("rnn", {"bias": False}),
+]
+CLASSES = {"lstm": gs.LSTM, "gru": gs.GRU, "rnn": gs.RNN}
+
+
+def config_id(c) -> str:
+    arch, opts = c
+    return arch + "".join(f"-{k}={v}" for k, v in opts.items())
+
+
+@pytest.fixture(params=CONFIGS, ids=config_id)
+def config(request):
+    return request.param
+
+
+def make(arch: str, D: int, H: int, num_layers: int = 1, seed: int = 0, **opts):
+    return CLASSES[arch](D, H, num_layers, seed=seed, **opts)
+
+
+def random_state(layer, B: int, rng: np.random.Generator):
+    """A random initial state in the layer's public structure."""
+    zero = layer.zero_state(B)
+    if isinstance(zero, tuple):
+        return tuple(rng.normal(size=z.shape) for z in zero)
+    return rng.normal(size=zero.shape)
+
+
+def flat(state) -> list[np.ndarray]:
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def central_difference(f, a: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """dF/da by central differences, perturbing `a` in place element by element."""
+    grad = np.zeros_like(a)
+    it = np.nditer(a, flags=["multi_index"])
+    for _ in it:
+        idx = it.multi_index
+        old = a[idx]
+        a[idx] = old + eps
+        up = f()
+        a[idx] = old - eps
+        down = f()
+        a[idx] = old
+        grad[idx] = (up - down) / (2 * eps)
+    return grad
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    """||a - b|| / (||a|| + ||b||), 0 when both are 0."""
+    denom = np.linalg.norm(a) + np.linalg.norm(b)
+    return 0.0 if denom == 0 else float(np.linalg.norm(a - b) / denom)
