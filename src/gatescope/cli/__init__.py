@@ -1,0 +1,65 @@
+"""The `gatescope` command. The `cli` package is the only place that knows about argv,
+files and exit codes; each command lives in its own module with two functions:
+
+    register(sub)  -> adds its subparser(s) to `sub` and sets `handler=` via set_defaults
+    handler(args)  -> does the work; returns an exit code (0 for success)
+
+Errors the user can fix (bad values, missing files) are raised as `CLIError`, `ValueError`
+or `OSError` and printed as one line `error: ...` on stderr with exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# modules under gatescope.cli that contribute commands, in the order --help lists them
+COMMAND_MODULES = ("demo", "train", "plot", "charlm", "cells", "explore", "sweep")
+
+
+class CLIError(Exception):
+    """A problem the user can fix; printed as `error: <message>`."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2, as argparse does
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="gatescope",
+        description="Train LSTM, GRU and vanilla RNNs in NumPy and look inside them.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"gatescope.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"gatescope.cli.{name}":
+                raise
+            continue  # that command has not been built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
