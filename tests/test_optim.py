@@ -544,3 +544,23 @@ def test_clip_grad_value_bad_value():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="clip_value"):
             clip_grad_value(make_grads(28, 1)[0], bad)
+
+
+def test_every_optimizer_state_fits_in_a_checkpoint(tmp_path):
+    """state_dict holds only dtypes checkpoints store (flags as int64), and round-trips."""
+    from gatescope.checkpoint import load_checkpoint, save_checkpoint
+
+    for name, kw in [
+        ("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+        ("adam", {}),
+        ("rmsprop", {"momentum": 0.5}),
+        ("adagrad", {}),
+    ]:
+        params = {"w": np.ones((2, 3))}
+        opt = make_optimizer(name, params, **kw)
+        opt.step({"w": np.full((2, 3), 0.5)})
+        save_checkpoint(tmp_path / f"{name}.safetensors", opt.state_dict(), {})
+        loaded, _ = load_checkpoint(tmp_path / f"{name}.safetensors")
+        fresh = make_optimizer(name, {"w": params["w"].copy()}, **kw)
+        fresh.load_state_dict(loaded)
+        assert fresh.hyperparams() == opt.hyperparams()

@@ -17,7 +17,7 @@ State
 ``state_dict()`` returns a flat ``dict[str, np.ndarray]`` that safetensors can store as is:
 
 - ``"<name>.step"``: the step counter, an int64 array of shape (1,);
-- ``"<name>.hp.<hyper>"``: each hyper-parameter, float64 (or bool) of shape (1,);
+- ``"<name>.hp.<hyper>"``: each hyper-parameter, float64 (flags as int64 0/1) of shape (1,);
 - ``"<name>.<buffer>.<param key>"``: each state buffer, e.g. ``"adam.m.rnn.weight_ih_l0"``.
 
 ``load_state_dict(d)`` restores all three (hyper-parameters included, as torch does), so a run
@@ -202,7 +202,8 @@ class Optimizer:
         self._ensure_buffers()
         d: dict[str, np.ndarray] = {f"{self.name}.step": np.array([self.step_count], np.int64)}
         for hp, v in self.hyperparams().items():
-            dtype = np.bool_ if isinstance(v, bool) else np.float64
+            # flags as int64 0/1: checkpoints store only float32, float64 and int64
+            dtype = np.int64 if isinstance(v, bool) else np.float64
             d[f"{self.name}.hp.{hp}"] = np.array([v], dtype=dtype)
         for b in self._buffer_names():
             for k, arr in self._state[b].items():
