@@ -79,6 +79,11 @@ def to_torch(model: Recurrent) -> Any:
     import torch
 
     c = model.config
+    if c.arch == "lstm" and c.variant != "vanilla":
+        raise ValueError(
+            f"to_torch: torch.nn.LSTM has no {c.variant!r} variant; only variant='vanilla' "
+            "LSTMs can be exported"
+        )
     if c.arch == "gru" and not c.reset_after:
         raise ValueError(
             "to_torch: PyTorch's GRU applies the reset gate after the recurrent product; "

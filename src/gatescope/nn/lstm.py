@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import lstm_variants
 from .checks import Seed, as_float_dtype, as_generator
 from .functional import sigmoid
 from .recurrent import Recurrent, RecurrentConfig, init_packed
@@ -187,6 +188,10 @@ class LSTM(Recurrent):
     Parameters per layer k: weight_ih_lk (4H, D), weight_hh_lk (4H, H), bias_lk (4H,),
     gates in PyTorch's order i, f, g, o. The bias is initialised to 0 except the forget
     gate's, `forget_bias` (default 1: remember by default at the start of training).
+
+    `variant` (default "vanilla", PyTorch's LSTM on the fast path) selects one of Greff et
+    al.'s variants or layer norm: peephole, cifg, nfg, nig, nog, noaf, layernorm; see
+    `gatescope.nn.lstm_variants` for their equations, parameters and trace constants.
     """
 
     arch = "lstm"
@@ -203,6 +208,7 @@ class LSTM(Recurrent):
         bias: bool = True,
         batch_first: bool = True,
         forget_bias: float = 1.0,
+        variant: str = "vanilla",
         seed: Seed = 0,
         dtype: object = np.float64,
     ) -> None:
@@ -215,11 +221,17 @@ class LSTM(Recurrent):
             batch_first=batch_first,
             dtype=as_float_dtype(dtype).name,
             forget_bias=float(forget_bias),
+            variant=variant,
         )
         super().__init__(config, as_generator(seed))
 
     def _init_layer(self, d_in, rng):
         H = self.hidden_size
+        if self.config.variant != "vanilla":
+            c = self.config
+            return lstm_variants.init_layer(
+                c.variant, d_in, H, rng, bias=c.bias, forget_bias=c.forget_bias
+            )
         w_ih, w_hh = init_packed(rng, 4, d_in, H)
         p = {"weight_ih": w_ih, "weight_hh": w_hh}
         if self.config.bias:
@@ -229,11 +241,17 @@ class LSTM(Recurrent):
 
     def _layer_forward(self, p, x, state0):
         h0, c0 = state0
+        if self.config.variant != "vanilla":
+            cache = lstm_variants.variant_forward(self.config.variant, x, h0, c0, p)
+            return (cache.hs[-1].copy(), cache.cs[-1].copy()), cache
         cache = lstm_forward(x, h0, c0, p["weight_ih"], p["weight_hh"], p.get("bias"))
         return (cache.hs[-1].copy(), cache.cs[-1].copy()), cache
 
     def _layer_backward(self, p, cache, dy, dstate):
         dhT, dcT = dstate
+        if self.config.variant != "vanilla":
+            dx, dh0, dc0, grads = lstm_variants.variant_backward(cache, p, dy, dhT, dcT)
+            return dx, (dh0, dc0), grads
         dx, dh0, dc0, dw_ih, dw_hh, db = lstm_backward(
             cache, dy, dhT, dcT, p["weight_ih"], p["weight_hh"]
         )
@@ -243,6 +261,7 @@ class LSTM(Recurrent):
         return dx, (dh0, dc0), grads
 
     def _layer_trace(self, cache):
+        # variants lay out their cache alike, missing gates filled with the constant they act as
         H = self.hidden_size
         g = cache.gates
         return {

@@ -21,6 +21,7 @@ from .checks import Seed, as_float_dtype, as_generator, check_array, check_posit
 
 ARCHS = ("lstm", "gru", "rnn")
 NONLINEARITIES = ("tanh", "relu")
+LSTM_VARIANTS = ("vanilla", "peephole", "cifg", "nfg", "nig", "nog", "noaf", "layernorm")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class RecurrentConfig:
     forget_bias: float = 1.0  # LSTM: initial forget-gate bias (Gers et al. 2000; the chapter)
     reset_after: bool = False  # GRU: reset gate after the recurrent product (PyTorch, cuDNN)
     nonlinearity: str = "tanh"  # RNN: "tanh" or "relu"
+    variant: str = "vanilla"  # LSTM: one of LSTM_VARIANTS (see nn/lstm_variants.py)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -47,6 +49,12 @@ class RecurrentConfig:
         as_float_dtype(self.dtype)
         if self.nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}")
+        if self.variant not in LSTM_VARIANTS:
+            raise ValueError(
+                f"variant must be one of {', '.join(LSTM_VARIANTS)}; got {self.variant!r}"
+            )
+        if self.variant != "vanilla" and self.arch != "lstm":
+            raise ValueError(f"variant={self.variant!r} is an LSTM option, got arch={self.arch!r}")
         if not np.isfinite(self.forget_bias):
             raise ValueError(f"forget_bias must be finite, got {self.forget_bias!r}")
 

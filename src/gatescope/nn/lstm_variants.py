@@ -1,0 +1,328 @@
+r"""LSTM variants: peepholes, coupled gates, a gate removed, no output activation, layer norm.
+
+The variants of Greff et al. 2017 ("LSTM: A Search Space Odyssey"), each one change to the
+LSTM of `lstm.py`, plus the layer-normalised LSTM of Ba, Kiros & Hinton 2016. Selected with
+`gs.LSTM(D, H, variant=NAME)`; "vanilla" (PyTorch's LSTM) keeps the fast path of `lstm.py`,
+every other name runs here. Symbols as in `lstm.py`; s_t is the squashed cell::
+
+    u_t = x_t W_ih^T  (all steps at once)      v_t = h_{t-1} W_hh^T      (B, G*H)
+    a_t = u_t + v_t + b                        = the G gate blocks present, in order i f g o
+    i_t = sigma(a_i)   f_t = sigma(a_f)   g_t = tanh(a_g)   o_t = sigma(a_o)
+    c_t = f_t * c_{t-1} + i_t * g_t
+    s_t = tanh(c_t)    h_t = o_t * s_t
+
+    vanilla    as above (G = 4)
+    peephole   a_i += p_i * c_{t-1},  a_f += p_f * c_{t-1},  a_o += p_o * c_t
+               (Gers & Schmidhuber 2000; o peeks at the *new* cell; p (3H,) = [p_i, p_f, p_o])
+    cifg       i_t = 1 - f_t                (coupled input-forget gate; blocks f g o, G = 3)
+    nfg        f_t = 1                      (no forget gate, the 1997 LSTM; blocks i g o)
+    nig        i_t = 1                      (no input gate; blocks f g o)
+    nog        o_t = 1, so h_t = s_t        (no output gate; blocks i f g)
+    noaf       s_t = c_t, so h_t = o_t * c_t  (no output activation; G = 4)
+    layernorm  a_t = LN(u_t) * gamma_ih + LN(v_t) * gamma_hh + b      (over all 4H units)
+               s_t = tanh(LN(c_t) * gamma_c + beta_c)
+               LN(z) = (z - mean(z)) / sqrt(var(z) + eps), per example and step, eps = 1e-5
+
+Layer norm follows Ba et al. (their eqs. 20-22): the input and recurrent projections are
+normalised separately, each over all 4H gate units, and the cell before its tanh (the cell
+that is carried on, c_t, stays unnormalised). Their two shifts beta_ih, beta_hh always appear
+summed with b, so, as with PyTorch's two LSTM biases, gatescope keeps one: b.
+
+Gates that a variant lacks are still in the trace, as the constant (or expression) they act
+as: nig i = 1, nfg f = 1, nog o = 1, cifg i = 1 - f. So `c = f * c_prev + i * g` and
+`h = o * s` hold for every variant, and every figure reading the trace works unchanged.
+
+Parameters per layer (short names; `_l{k}` appended by the stack). G blocks of H rows:
+
+    weight_ih (G*H, D)   weight_hh (G*H, H)   bias (G*H,)  (if bias=True)
+    peephole  (3H,)      peephole only: [p_i, p_f, p_o], initialised to 0 (starts as vanilla)
+    ln_gain_ih, ln_gain_hh (4H,) and ln_gain_c (H,), initialised to 1; ln_bias_c (H,),
+    initialised to 0 and present only with bias=True (bias=False: no additive shift anywhere)
+
+so, per layer, vanilla and noaf 4H(D+H+1), peephole + 3H, cifg/nfg/nig/nog 3H(D+H+1),
+layernorm + 9H + H (the last H only with bias). The forget bias `forget_bias` goes on the f
+block where there is one (every variant except nfg).
+
+Backward, given dh = dL/dh_t (from the output and from step t+1) and dc = dL/dc_t (from t+1)::
+
+    do   = dh * s_t         ds = dh * o_t
+    dc  += ds * (1 - s^2)                     (noaf: dc += ds;  layernorm: dc += LN'(ds (1-s^2) gamma_c))
+    da_o = do * o (1 - o);   peephole: dc += da_o * p_o          (nog: no da_o)
+    di = dc * g    dg = dc * i    df = dc * c_{t-1}    cifg: df -= di  (since i = 1 - f)
+    da_i = di * i (1 - i)   da_f = df * f (1 - f)   da_g = dg * (1 - g^2)   (blocks present)
+    dc_{t-1} = dc * f  (+ da_i * p_i + da_f * p_f with peepholes)
+    dv = da  (layernorm: dv = LN'(da * gamma_hh))       dh_{t-1} = dv W_hh
+    after the loop: du = da (layernorm: LN'(da * gamma_ih)), dx = du W_ih, dW_ih = du^T x,
+    dW_hh = dv^T h_{t-1}, db = sum da, dp and the gains from sums of products,
+
+where LN'(dy) = (dy - mean(dy) - y * mean(dy * y)) / sqrt(var + eps) is layer norm's
+backward (y the normalised value). One readable sequence implementation: a Python loop over
+steps, with the input projections (and their normalisation) done for all steps at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .functional import sigmoid
+from .recurrent import LSTM_VARIANTS, init_packed
+
+VARIANTS = LSTM_VARIANTS
+LN_EPS = 1e-5  # layer norm's epsilon (PyTorch's LayerNorm default)
+
+# the gate blocks each variant packs into weight_ih / weight_hh / bias, in this order
+BLOCKS: dict[str, str] = {
+    "vanilla": "ifgo",
+    "peephole": "ifgo",
+    "cifg": "fgo",
+    "nfg": "igo",
+    "nig": "fgo",
+    "nog": "ifg",
+    "noaf": "ifgo",
+    "layernorm": "ifgo",
+}
+
+
+def check_variant(variant: str) -> str:
+    if variant not in BLOCKS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
+    return variant
+
+
+def num_gate_blocks(variant: str) -> int:
+    """G: how many H-row gate blocks the variant packs into weight_ih and weight_hh."""
+    return len(BLOCKS[check_variant(variant)])
+
+
+def param_count(variant: str, input_size: int, hidden_size: int, bias: bool = True) -> int:
+    """Parameters of one layer of `variant` (the formula; tests check it against the arrays)."""
+    G, D, H = num_gate_blocks(variant), input_size, hidden_size
+    n = G * H * (D + H) + (G * H if bias else 0)
+    if variant == "peephole":
+        n += 3 * H
+    if variant == "layernorm":
+        n += 4 * H + 4 * H + H + (H if bias else 0)
+    return n
+
+
+def init_layer(
+    variant: str,
+    d_in: int,
+    hidden: int,
+    rng: np.random.Generator,
+    *,
+    bias: bool,
+    forget_bias: float,
+) -> dict[str, np.ndarray]:
+    """Fresh parameters of one layer (short names): the chapter's packed init, G blocks."""
+    blocks, H = BLOCKS[check_variant(variant)], hidden
+    w_ih, w_hh = init_packed(rng, len(blocks), d_in, H)
+    p = {"weight_ih": w_ih, "weight_hh": w_hh}
+    if bias:
+        p["bias"] = np.zeros(len(blocks) * H)
+        if "f" in blocks:
+            k = blocks.index("f")
+            p["bias"][k * H : (k + 1) * H] = forget_bias
+    if variant == "peephole":
+        p["peephole"] = np.zeros(3 * H)  # [p_i, p_f, p_o]: starts as the vanilla LSTM
+    if variant == "layernorm":
+        p["ln_gain_ih"] = np.ones(4 * H)
+        p["ln_gain_hh"] = np.ones(4 * H)
+        p["ln_gain_c"] = np.ones(H)
+        if bias:
+            p["ln_bias_c"] = np.zeros(H)
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# Layer normalisation over the last axis
+
+
+def layer_norm(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """z (..., N) -> (y, r): y = (z - mean) * r, r = 1 / sqrt(var + eps), r (..., 1)."""
+    zc = z - z.mean(axis=-1, keepdims=True)
+    r = 1.0 / np.sqrt((zc * zc).mean(axis=-1, keepdims=True) + LN_EPS)
+    return zc * r, r
+
+
+def layer_norm_backward(dy: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """dL/dy -> dL/dz for y = layer_norm(z) (y, r from the forward)."""
+    return r * (dy - dy.mean(axis=-1, keepdims=True) - y * (dy * y).mean(axis=-1, keepdims=True))
+
+
+# --------------------------------------------------------------------------------------------
+# A whole sequence
+
+
+@dataclass
+class VariantCache:
+    """What backward needs; `gates`, `hs`, `cs` are laid out as in `LSTMCache` (the trace)."""
+
+    variant: str
+    x: np.ndarray  # (T, B, D) the layer's input
+    gates: np.ndarray  # (T, B, 4H) [i, f, g, o], constants filled in for missing gates
+    hs: np.ndarray  # (T + 1, B, H) hidden states, h_0 first
+    cs: np.ndarray  # (T + 1, B, H) cell states, c_0 first
+    s: np.ndarray  # (T, B, H) squashed cell: tanh(c), c (noaf), tanh(LN(c) gamma + beta)
+    ln: dict[str, np.ndarray] = field(default_factory=dict)  # layernorm: normalised values, 1/std
+
+
+def _blocks_of(a: np.ndarray, blocks: str, H: int) -> dict[str, np.ndarray]:
+    """(..., G*H) -> {gate name: (..., H) view}."""
+    return {name: a[..., k * H : (k + 1) * H] for k, name in enumerate(blocks)}
+
+
+def variant_forward(
+    variant: str, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, p: dict[str, np.ndarray]
+) -> VariantCache:
+    """A sequence: x (T, B, D), h0, c0 (B, H), one layer's params -> cache with every gate."""
+    blocks = BLOCKS[check_variant(variant)]
+    T, B, D = x.shape
+    H = h0.shape[1]
+    G = len(blocks)
+    w_ih, w_hh, b = p["weight_ih"], p["weight_hh"], p.get("bias")
+    is_ln, peep = variant == "layernorm", p.get("peephole")
+    ln: dict[str, np.ndarray] = {}
+
+    u = (x.reshape(T * B, D) @ w_ih.T).reshape(T, B, G * H)  # input projections, at once
+    if is_ln:
+        ln["u"], ln["ru"] = layer_norm(u)  # (T, B, 4H), (T, B, 1)
+        u = ln["u"] * p["ln_gain_ih"]
+        ln["v"] = np.empty((T, B, G * H), x.dtype)  # normalised recurrent projections
+        ln["rv"] = np.empty((T, B, 1), x.dtype)
+        ln["c"] = np.empty((T, B, H), x.dtype)  # normalised cells
+        ln["rc"] = np.empty((T, B, 1), x.dtype)
+    if b is not None:
+        u = u + b
+
+    gates = np.empty((T, B, 4 * H), x.dtype)
+    hs = np.empty((T + 1, B, H), x.dtype)
+    cs = np.empty((T + 1, B, H), x.dtype)
+    s = np.empty((T, B, H), x.dtype)
+    hs[0], cs[0] = h0, c0
+    for t in range(T):
+        c_prev = cs[t]
+        v = hs[t] @ w_hh.T  # (B, G*H)
+        if is_ln:
+            ln["v"][t], ln["rv"][t] = layer_norm(v)
+            v = ln["v"][t] * p["ln_gain_hh"]
+        a = _blocks_of(u[t] + v, blocks, H)  # pre-activations by gate, each (B, H)
+        if peep is not None:
+            a["i"] = a["i"] + peep[:H] * c_prev
+            a["f"] = a["f"] + peep[H : 2 * H] * c_prev
+        i, f, g, o = (gates[t, :, k * H : (k + 1) * H] for k in range(4))
+        if "f" in blocks:
+            sigmoid(a["f"], out=f)
+        else:
+            f[...] = 1  # nfg
+        if "i" in blocks:
+            sigmoid(a["i"], out=i)
+        elif variant == "cifg":
+            np.subtract(1, f, out=i)
+        else:
+            i[...] = 1  # nig
+        np.tanh(a["g"], out=g)
+        c = cs[t + 1]
+        np.multiply(f, c_prev, out=c)
+        c += i * g
+        if "o" in blocks:
+            sigmoid(a["o"] + peep[2 * H :] * c if peep is not None else a["o"], out=o)
+        else:
+            o[...] = 1  # nog
+        if is_ln:
+            ln["c"][t], ln["rc"][t] = layer_norm(c)
+            nc = ln["c"][t] * p["ln_gain_c"]
+            np.tanh(nc + p["ln_bias_c"] if "ln_bias_c" in p else nc, out=s[t])
+        elif variant == "noaf":
+            s[t] = c
+        else:
+            np.tanh(c, out=s[t])
+        np.multiply(o, s[t], out=hs[t + 1])
+    return VariantCache(variant, x, gates, hs, cs, s, ln)
+
+
+def variant_backward(
+    cache: VariantCache,
+    p: dict[str, np.ndarray],
+    dy: np.ndarray | None,
+    dhT: np.ndarray,
+    dcT: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """BPTT: dy (T, B, H) or None, dhT, dcT (B, H) -> dx, dh0, dc0, grads by short name."""
+    variant, x, gates, hs, cs, s, ln = (
+        cache.variant, cache.x, cache.gates, cache.hs, cache.cs, cache.s, cache.ln
+    )  # fmt: skip
+    blocks = BLOCKS[variant]
+    T, B, D = x.shape
+    H = hs.shape[2]
+    G = len(blocks)
+    w_ih, w_hh = p["weight_ih"], p["weight_hh"]
+    is_ln, peep = variant == "layernorm", p.get("peephole")
+
+    da = np.zeros((T, B, G * H), x.dtype)  # dL/d(pre-activations a_t)
+    dv = da if not is_ln else np.empty_like(da)  # dL/d(v_t), the recurrent projection
+    dnc = np.empty((T, B, H), x.dtype) if is_ln else None  # dL/d(LN(c_t) gamma_c + beta_c)
+    dh = np.array(dhT, dtype=x.dtype)  # (B, H)
+    dc = np.array(dcT, dtype=x.dtype)  # (B, H)
+    for t in reversed(range(T)):
+        if dy is not None:
+            dh = dh + dy[t]
+        i, f, g, o = (gates[t, :, k * H : (k + 1) * H] for k in range(4))
+        c_prev, st = cs[t], s[t]
+        d = _blocks_of(da[t], blocks, H)  # views into da[t], by gate
+        do = dh * st
+        ds = dh * o
+        if is_ln:
+            dnc[t] = ds * (1 - st * st)
+            dc = dc + layer_norm_backward(dnc[t] * p["ln_gain_c"], ln["c"][t], ln["rc"][t])
+        elif variant == "noaf":
+            dc = dc + ds
+        else:
+            dc = dc + ds * (1 - st * st)
+        if "o" in blocks:
+            d["o"][...] = do * o * (1 - o)
+            if peep is not None:
+                dc = dc + d["o"] * peep[2 * H :]
+        di = dc * g
+        df = dc * c_prev
+        if variant == "cifg":
+            df -= di  # i = 1 - f
+        d["g"][...] = dc * i * (1 - g * g)
+        if "i" in blocks:
+            d["i"][...] = di * i * (1 - i)
+        if "f" in blocks:
+            d["f"][...] = df * f * (1 - f)
+        dc = dc * f  # dc_{t-1}
+        if peep is not None:
+            dc += d["i"] * peep[:H] + d["f"] * peep[H : 2 * H]
+        if is_ln:
+            dv[t] = layer_norm_backward(da[t] * p["ln_gain_hh"], ln["v"][t], ln["rv"][t])
+        dh = dv[t] @ w_hh  # dh_{t-1}
+
+    grads: dict[str, np.ndarray] = {}
+    du = da
+    if is_ln:
+        grads["ln_gain_ih"] = (da * ln["u"]).sum(axis=(0, 1))
+        grads["ln_gain_hh"] = (da * ln["v"]).sum(axis=(0, 1))
+        grads["ln_gain_c"] = (dnc * ln["c"]).sum(axis=(0, 1))
+        if "ln_bias_c" in p:
+            grads["ln_bias_c"] = dnc.sum(axis=(0, 1))
+        du = layer_norm_backward(da * p["ln_gain_ih"], ln["u"], ln["ru"])
+    du2 = du.reshape(T * B, G * H)
+    dx = (du2 @ w_ih).reshape(T, B, D)
+    grads["weight_ih"] = du2.T @ x.reshape(T * B, D)
+    grads["weight_hh"] = dv.reshape(T * B, G * H).T @ hs[:-1].reshape(T * B, H)
+    if "bias" in p:
+        grads["bias"] = da.sum(axis=(0, 1))
+    if peep is not None:
+        d = _blocks_of(da, blocks, H)
+        grads["peephole"] = np.concatenate(
+            [
+                (d["i"] * cs[:-1]).sum(axis=(0, 1)),
+                (d["f"] * cs[:-1]).sum(axis=(0, 1)),
+                (d["o"] * cs[1:]).sum(axis=(0, 1)),
+            ]
+        )
+    return dx, dh, dc, grads
