@@ -80,10 +80,14 @@ class LSTMCache:
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b) -> LSTMCache:
-    """A sequence: x (T, B, D), h0, c0 (B, H) -> cache with every gate and state."""
+    """A sequence: x (T, B, D), h0, c0 (B, H) -> cache with every gate and state.
+
+    The step loop allocates nothing: every ufunc writes into the cache or into two
+    preallocated (B, H) / (B, 2H) scratch buffers.
+    """
     T, B, D = x.shape
     H = h0.shape[1]
-    gates = (x.reshape(T * B, D) @ w_ih.T).reshape(T, B, 4 * H)  # input projections, at once
+    gates = np.matmul(x.reshape(T * B, D), w_ih.T).reshape(T, B, 4 * H)  # all input projections
     if b is not None:
         gates += b
     hs = np.empty((T + 1, B, H), x.dtype)
@@ -91,48 +95,90 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b) -> LSTMCache:
     tanh_c = np.empty((T, B, H), x.dtype)
     hs[0], cs[0] = h0, c0
     rec = np.empty((B, 4 * H), x.dtype)  # h_{t-1} W_hh^T
+    tmp2 = np.empty((B, 2 * H), x.dtype)  # sigmoid scratch
+    tmp = tmp2[:, :H]  # (B, H) scratch
+    w_hh_t = w_hh.T
     for t in range(T):
         a = gates[t]  # (B, 4H), activated in place
-        np.matmul(hs[t], w_hh.T, out=rec)
+        np.matmul(hs[t], w_hh_t, out=rec)
         a += rec
-        sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # i, f
-        np.tanh(a[:, 2 * H : 3 * H], out=a[:, 2 * H : 3 * H])  # g
-        sigmoid(a[:, 3 * H :], out=a[:, 3 * H :])  # o
         i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-        np.multiply(f, cs[t], out=cs[t + 1])
-        cs[t + 1] += i * g
-        np.tanh(cs[t + 1], out=tanh_c[t])
+        sigmoid(a[:, : 2 * H], out=a[:, : 2 * H], tmp=tmp2)  # i, f
+        np.tanh(g, out=g)
+        sigmoid(o, out=o, tmp=tmp)
+        c = cs[t + 1]
+        np.multiply(f, cs[t], out=c)
+        np.multiply(i, g, out=tmp)
+        c += tmp  # c_t = f c_{t-1} + i g
+        np.tanh(c, out=tanh_c[t])
         np.multiply(o, tanh_c[t], out=hs[t + 1])
     return LSTMCache(x, gates, hs, cs, tanh_c)
 
 
+def _chunk_steps(T: int, B: int) -> int:
+    """Steps per chunk of dL/da kept in backward: about 1024 rows (B per step) for the weight
+    gradient products, and at most a quarter of the sequence, to bound the memory."""
+    return max(1, min(-(-1024 // B), -(-T // 4)))
+
+
 def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh):
-    """BPTT: dy (T, B, H) or None, dhT, dcT (B, H) -> dx, dh0, dc0, dW_ih, dW_hh, db."""
+    """BPTT: dy (T, B, H) or None, dhT, dcT (B, H) -> dx, dh0, dc0, dW_ih, dW_hh, db.
+
+    dL/da is kept for a chunk of K steps only (see `_chunk_steps`); each finished chunk
+    goes through one product for dx, one for each weight gradient. The step loop
+    allocates nothing.
+    """
     x, gates, hs, cs, tanh_c = cache.x, cache.gates, cache.hs, cache.cs, cache.tanh_c
     T, B, D = x.shape
     H = hs.shape[2]
-    da = np.empty((T, B, 4 * H), x.dtype)  # dL/d(pre-activations)
-    dh = np.array(dhT, dtype=x.dtype)  # (B, H)
-    dc = np.array(dcT, dtype=x.dtype)  # (B, H)
-    for t in reversed(range(T)):
-        if dy is not None:
-            dh += dy[t]
-        i, f, g, o = (gates[t, :, k * H : (k + 1) * H] for k in range(4))
-        tc = tanh_c[t]
-        d = da[t]
-        np.multiply(dh, tc, out=d[:, 3 * H :])
-        d[:, 3 * H :] *= o * (1 - o)  # da_o
-        dc += dh * o * (1 - tc * tc)
-        np.multiply(dc, g * i * (1 - i), out=d[:, :H])  # da_i
-        np.multiply(dc, cs[t] * f * (1 - f), out=d[:, H : 2 * H])  # da_f
-        np.multiply(dc, i * (1 - g * g), out=d[:, 2 * H : 3 * H])  # da_g
-        dc *= f  # dc_{t-1}
-        np.matmul(d, w_hh, out=dh)  # dh_{t-1}
-    da2 = da.reshape(T * B, 4 * H)
-    dx = (da2 @ w_ih).reshape(T, B, D)
-    dw_ih = da2.T @ x.reshape(T * B, D)
-    dw_hh = da2.T @ hs[:-1].reshape(T * B, H)
-    return dx, dh, dc, dw_ih, dw_hh, da2.sum(axis=0)
+    dt = x.dtype
+    K = _chunk_steps(T, B)
+    da = np.empty((K, B, 4 * H), dt)  # dL/d(pre-activations) of one chunk
+    dx = np.empty((T, B, D), dt)
+    dw_ih = np.zeros((4 * H, D), dt)
+    dw_hh = np.zeros((4 * H, H), dt)
+    db = np.zeros(4 * H, dt)
+    dw_ih_k, dw_hh_k, db_k = np.empty_like(dw_ih), np.empty_like(dw_hh), np.empty_like(db)
+    dh = np.array(dhT, dtype=dt)  # (B, H)
+    dc = np.array(dcT, dtype=dt)  # (B, H)
+    t1, t2 = np.empty((B, H), dt), np.empty((B, H), dt)
+    for end in range(T, 0, -K):
+        start = max(0, end - K)
+        for t in reversed(range(start, end)):
+            if dy is not None:
+                dh += dy[t]
+            a = gates[t]
+            i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+            tc = tanh_c[t]
+            d = da[t - start]
+            da_i, da_f, da_g, da_o = d[:, :H], d[:, H : 2 * H], d[:, 2 * H : 3 * H], d[:, 3 * H :]
+            np.multiply(dh, o, out=t1)  # dh o
+            np.multiply(t1, tc, out=da_o)  # do o = dh tanh(c) o
+            np.multiply(da_o, tc, out=t2)
+            np.subtract(t1, t2, out=t1)  # dh o (1 - tanh(c)^2)
+            dc += t1
+            np.multiply(da_o, o, out=t2)
+            np.subtract(da_o, t2, out=da_o)  # da_o = do o (1 - o)
+            np.multiply(dc, i, out=t1)  # dc i
+            np.multiply(t1, g, out=t2)  # dc i g = di i
+            np.multiply(t2, g, out=da_g)
+            np.subtract(t1, da_g, out=da_g)  # da_g = dc i (1 - g^2)
+            np.multiply(t2, i, out=da_i)
+            np.subtract(t2, da_i, out=da_i)  # da_i = di i (1 - i)
+            dc *= f  # dc_{t-1} = dc f
+            np.multiply(dc, cs[t], out=t1)  # dc f c_{t-1} = df f
+            np.multiply(t1, f, out=da_f)
+            np.subtract(t1, da_f, out=da_f)  # da_f = df f (1 - f)
+            np.matmul(d, w_hh, out=dh)  # dh_{t-1}
+        n = (end - start) * B
+        d2 = da[: end - start].reshape(n, 4 * H)
+        np.matmul(d2, w_ih, out=dx[start:end].reshape(n, D))
+        np.matmul(d2.T, x[start:end].reshape(n, D), out=dw_ih_k)
+        np.matmul(d2.T, hs[start:end].reshape(n, H), out=dw_hh_k)
+        dw_ih += dw_ih_k
+        dw_hh += dw_hh_k
+        db += np.sum(d2, axis=0, out=db_k)
+    return dx, dh, dc, dw_ih, dw_hh, db
 
 
 # --------------------------------------------------------------------------------------------
