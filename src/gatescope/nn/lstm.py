@@ -124,9 +124,15 @@ def _chunk_steps(T: int, B: int) -> int:
 def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh):
     """BPTT: dy (T, B, H) or None, dhT, dcT (B, H) -> dx, dh0, dc0, dW_ih, dW_hh, db.
 
-    dL/da is kept for a chunk of K steps only (see `_chunk_steps`); each finished chunk
-    goes through one product for dx, one for each weight gradient. The step loop
-    allocates nothing.
+    Time runs backwards in chunks of K steps (see `_chunk_steps`). For a chunk, every factor
+    of da that does not depend on dh or dc is computed first, in a few passes over the whole
+    chunk, into da itself::
+
+        da = [g i(1-i), c_{t-1} f(1-f), i (1-g^2), tanh(c) o(1-o)]   p = o (1 - tanh(c)^2)
+
+    so that each step is only: dc += dh p, da[:3H] *= dc, da[3H:] *= dh, dc *= f,
+    dh = da W_hh (seven calls, no temporaries). A finished chunk goes through one product
+    for dx and one for each weight gradient, so dL/da is never held for the whole sequence.
     """
     x, gates, hs, cs, tanh_c = cache.x, cache.gates, cache.hs, cache.cs, cache.tanh_c
     T, B, D = x.shape
@@ -134,6 +140,7 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh):
     dt = x.dtype
     K = _chunk_steps(T, B)
     da = np.empty((K, B, 4 * H), dt)  # dL/d(pre-activations) of one chunk
+    p = np.empty((K, B, H), dt)  # o (1 - tanh(c)^2) of one chunk
     dx = np.empty((T, B, D), dt)
     dw_ih = np.zeros((4 * H, D), dt)
     dw_hh = np.zeros((4 * H, H), dt)
@@ -141,40 +148,46 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh):
     dw_ih_k, dw_hh_k, db_k = np.empty_like(dw_ih), np.empty_like(dw_hh), np.empty_like(db)
     dh = np.array(dhT, dtype=dt)  # (B, H)
     dc = np.array(dcT, dtype=dt)  # (B, H)
-    t1, t2 = np.empty((B, H), dt), np.empty((B, H), dt)
+    dc3 = dc[:, None, :]  # (B, 1, H), broadcast over the i, f, g blocks
+    tmp = np.empty((B, H), dt)
     for end in range(T, 0, -K):
         start = max(0, end - K)
+        n = end - start
+        a = gates[start:end]  # (n, B, 4H)
+        i, f, g, o = a[..., :H], a[..., H : 2 * H], a[..., 2 * H : 3 * H], a[..., 3 * H :]
+        d = da[:n]
+        d_i, d_f, d_g, d_o = d[..., :H], d[..., H : 2 * H], d[..., 2 * H : 3 * H], d[..., 3 * H :]
+        tc, pc = tanh_c[start:end], p[:n]
+        np.multiply(i, i, out=d_i)
+        np.subtract(i, d_i, out=d_i)
+        d_i *= g  # g i (1 - i)
+        np.multiply(f, f, out=d_f)
+        np.subtract(f, d_f, out=d_f)
+        d_f *= cs[start:end]  # c_{t-1} f (1 - f)
+        np.multiply(g, g, out=d_g)
+        np.subtract(1, d_g, out=d_g)
+        d_g *= i  # i (1 - g^2)
+        np.multiply(o, o, out=d_o)
+        np.subtract(o, d_o, out=d_o)
+        d_o *= tc  # tanh(c) o (1 - o)
+        np.multiply(tc, tc, out=pc)
+        np.subtract(1, pc, out=pc)
+        pc *= o  # o (1 - tanh(c)^2)
         for t in reversed(range(start, end)):
+            k = t - start
             if dy is not None:
                 dh += dy[t]
-            a = gates[t]
-            i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-            tc = tanh_c[t]
-            d = da[t - start]
-            da_i, da_f, da_g, da_o = d[:, :H], d[:, H : 2 * H], d[:, 2 * H : 3 * H], d[:, 3 * H :]
-            np.multiply(dh, o, out=t1)  # dh o
-            np.multiply(t1, tc, out=da_o)  # do o = dh tanh(c) o
-            np.multiply(da_o, tc, out=t2)
-            np.subtract(t1, t2, out=t1)  # dh o (1 - tanh(c)^2)
-            dc += t1
-            np.multiply(da_o, o, out=t2)
-            np.subtract(da_o, t2, out=da_o)  # da_o = do o (1 - o)
-            np.multiply(dc, i, out=t1)  # dc i
-            np.multiply(t1, g, out=t2)  # dc i g = di i
-            np.multiply(t2, g, out=da_g)
-            np.subtract(t1, da_g, out=da_g)  # da_g = dc i (1 - g^2)
-            np.multiply(t2, i, out=da_i)
-            np.subtract(t2, da_i, out=da_i)  # da_i = di i (1 - i)
-            dc *= f  # dc_{t-1} = dc f
-            np.multiply(dc, cs[t], out=t1)  # dc f c_{t-1} = df f
-            np.multiply(t1, f, out=da_f)
-            np.subtract(t1, da_f, out=da_f)  # da_f = df f (1 - f)
-            np.matmul(d, w_hh, out=dh)  # dh_{t-1}
-        n = (end - start) * B
-        d2 = da[: end - start].reshape(n, 4 * H)
-        np.matmul(d2, w_ih, out=dx[start:end].reshape(n, D))
-        np.matmul(d2.T, x[start:end].reshape(n, D), out=dw_ih_k)
-        np.matmul(d2.T, hs[start:end].reshape(n, H), out=dw_hh_k)
+            np.multiply(dh, pc[k], out=tmp)
+            dc += tmp  # dc_t = dc from t+1 + dh o (1 - tanh(c)^2)
+            d3 = d[k, :, : 3 * H].reshape(B, 3, H)
+            np.multiply(d3, dc3, out=d3)  # da_i, da_f, da_g
+            d_o[k] *= dh  # da_o
+            dc *= f[k]  # dc_{t-1}
+            np.matmul(d[k], w_hh, out=dh)  # dh_{t-1}
+        d2 = d.reshape(n * B, 4 * H)
+        np.matmul(d2, w_ih, out=dx[start:end].reshape(n * B, D))
+        np.matmul(d2.T, x[start:end].reshape(n * B, D), out=dw_ih_k)
+        np.matmul(d2.T, hs[start:end].reshape(n * B, H), out=dw_hh_k)
         dw_ih += dw_ih_k
         dw_hh += dw_hh_k
         db += np.sum(d2, axis=0, out=db_k)
