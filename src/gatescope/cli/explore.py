@@ -1,0 +1,225 @@
+"""`gatescope explore CKPT`: write the gate explorer, one self-contained HTML page.
+
+A character language model (from `gatescope charlm train`) reads a text: --text PATH, or
+by default the start of the validation text of the corpus it was trained on. A task model
+(from `gatescope train`) reads --task-samples fresh samples of its task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import CLIError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explore",
+        help="write an interactive gate explorer: one self-contained HTML file",
+        description=(
+            "Write one HTML file (scripts, styles and data inside; it loads nothing from the "
+            "network) to browse every unit of a trained model: the text coloured by a unit, "
+            "a unit table with feature correlations, a heatmap of all units, and the measured "
+            "influence of earlier inputs on chosen positions."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "checkpoint",
+        metavar="CKPT",
+        help="a model file from `gatescope train` or `gatescope charlm train`",
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--text",
+        metavar="PATH",
+        help="language models: the UTF-8 text to read (default: the start of the model's validation text)",
+    )
+    src.add_argument(
+        "--task-samples",
+        metavar="N",
+        type=_positive_int,
+        help="task models: how many fresh samples of the task to show (default 6)",
+    )
+    p.add_argument(
+        "-o", "--output", metavar="PATH", default="explorer.html", help="the HTML file to write"
+    )
+    p.add_argument(
+        "--max-chars",
+        metavar="N",
+        type=_positive_int,
+        default=20_000,
+        help="read at most this many characters of the text",
+    )
+    p.add_argument(
+        "--grad-positions",
+        metavar="N",
+        type=_nonnegative_int,
+        default=256,
+        help="positions, spread over the text, whose input influence is measured (0: none)",
+    )
+    p.add_argument(
+        "--grad-window",
+        metavar="W",
+        type=_positive_int,
+        default=100,
+        help="how many steps back the influence is measured",
+    )
+    p.add_argument(
+        "--bits",
+        type=int,
+        choices=(8, 16),
+        default=None,
+        help="bits per stored value (default: 16, or 8 for large files)",
+    )
+    p.add_argument(
+        "--top-k", metavar="K", type=_positive_int, default=5, help="predictions shown on hover"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the task samples")
+    p.add_argument(
+        "--title", default=None, help="the page title (default: the checkpoint's file name)"
+    )
+    p.set_defaults(handler=handler)
+
+
+def _read_text(path: str, max_chars: int) -> tuple[str, int]:
+    from gatescope.charlm import read_text_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"--text {path}: no such file")
+    text = read_text_file(p)
+    if text is None:
+        raise CLIError(f"--text {path}: not a UTF-8 text file")
+    if not text:
+        raise CLIError(f"--text {path}: the file is empty")
+    return text[:max_chars], len(text)
+
+
+def _default_text(meta: dict, vocab, max_chars: int) -> tuple[str, str]:
+    from gatescope.charlm import CorpusSpec, load_corpus
+
+    try:
+        c = meta["corpus"]
+        spec = CorpusSpec(
+            **{
+                k: (tuple(v) if k == "paths" else v)
+                for k, v in c.items()
+                if k in CorpusSpec.__dataclass_fields__
+            }
+        )
+        corpus = load_corpus(spec, vocab=vocab)
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        raise CLIError(f"cannot read the model's validation text ({e}); pass --text PATH") from None
+    text = vocab.decode(corpus.val_ids[:max_chars])
+    first = Path(corpus.val_files[0]).name if corpus.val_files else "validation text"
+    return text, f"the first {len(text):,} characters of the validation text ({first}, …)"
+
+
+def _one_blas_thread() -> None:
+    """Small recurrent products run fastest on one BLAS thread (see charlm.limit_blas_threads);
+    this process only builds the page, so the limit stays for its lifetime."""
+    try:
+        from gatescope.charlm import limit_blas_threads
+    except ImportError:
+        return
+    limit_blas_threads(1)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from gatescope.checkpoint import load_checkpoint
+    from gatescope.viz import explorer
+
+    path = args.checkpoint
+    if not os.path.isfile(path):
+        raise CLIError(f"{path}: no such file")
+    _, meta = load_checkpoint(path)  # raises CheckpointError (a ValueError) with the reason
+    title = args.title or f"{Path(path).name}"
+    options = {
+        "grad_positions": args.grad_positions,
+        "grad_window": args.grad_window,
+        "bits": args.bits,
+        "top_k": args.top_k,
+    }
+    started = time.perf_counter()
+    _one_blas_thread()
+    if meta.get("kind") == "gatescope.charlm":
+        from gatescope.charlm import load_charlm
+
+        if args.task_samples is not None:
+            raise CLIError(
+                f"{path} is a language model: it reads text (--text PATH), not --task-samples"
+            )
+        model, vocab, meta = load_charlm(path)
+        notes = []
+        if args.text:
+            text, total = _read_text(args.text, args.max_chars)
+            source = Path(args.text).name
+            if total > len(text):
+                notes.append(
+                    f"The text is the first {len(text):,} of {total:,} characters of {source} (--max-chars)."
+                )
+        else:
+            text, source = _default_text(meta, vocab, args.max_chars)
+            notes.append(f"The text is {source}.")
+        print(f"reading {len(text):,} characters with {title} ...", file=sys.stderr)
+        data = explorer.from_charlm(
+            model, vocab, text, title=title, details={"source": source}, notes=notes, **options
+        )
+    elif meta.get("type") == "gatescope.SequenceModel":
+        from gatescope.model import load_model
+        from gatescope.tasks import task_from_dict
+
+        if args.text:
+            raise CLIError(
+                f"{path} is a task model: it reads samples of its task (--task-samples N), not --text"
+            )
+        model, meta = load_model(path)
+        if "task" not in meta:
+            raise CLIError(
+                f"{path}: the checkpoint does not say which task the model was trained on"
+            )
+        task = task_from_dict(meta["task"])
+        n = args.task_samples or 6
+        import numpy as np
+
+        batch = task.make_batch(n, np.random.default_rng(args.seed))
+        details = {}
+        if isinstance(meta.get("step"), int):
+            details["trained"] = f"{meta['step']:,} steps"
+        data = explorer.from_sequence_model(
+            model, task, batch, title=title, details=details, **options
+        )
+    else:
+        raise CLIError(
+            f"{path}: not a model file gatescope can explore (neither `gatescope train` nor "
+            "`gatescope charlm train` wrote it)"
+        )
+    size = explorer.write_html(args.output, data)
+    seconds = time.perf_counter() - started
+    print(f"wrote {args.output} ({size / 1e6:.1f} MB, {seconds:.1f} s): {explorer.summary(data)}")
+    return 0

@@ -1,0 +1,886 @@
+/* gatescope explorer: plain JavaScript, no dependencies, nothing loaded from the network.
+ *
+ * The data object (see gatescope/viz/explorer.py) sits in <script id="gs-data">. Values are
+ * stored per quantity and layer as base64 typed arrays, unit-major (H x N), quantised per
+ * unit: value = lo[u] + code * step[u]. They are decoded lazily, on first use.
+ * The text view draws only the rows in sight (a few thousand spans at most), so a long
+ * text scrolls and recolours quickly; the heatmap and the gradient view are canvases.
+ */
+(function () {
+  'use strict';
+  const t0 = performance.now();
+  const D = JSON.parse(document.getElementById('gs-data').textContent);
+  const N = D.n, H = D.units, L = D.layers, T = D.seq_len;
+  const tParsed = performance.now();
+  const $ = (id) => document.getElementById(id);
+  const QS = Object.keys(D.quantities);
+
+  // ------------------------------------------------------------------ decoding
+  function bytes(s) {
+    const bin = atob(s), n = bin.length, u = new Uint8Array(n);
+    for (let i = 0; i < n; i++) u[i] = bin.charCodeAt(i);
+    return u.buffer;
+  }
+  const f32 = (s) => new Float32Array(bytes(s));
+  const i32 = (s) => new Int32Array(bytes(s));
+  const u16 = (s) => new Uint16Array(bytes(s));
+  const u8 = (s) => new Uint8Array(bytes(s));
+
+  const cache = new Map();
+  function series(q, layer) {
+    const key = q + '/' + layer;
+    let s = cache.get(key);
+    if (!s) {
+      const e = D.quantities[q].layers[layer];
+      const dom = D.quantities[q].domains[layer];
+      s = {
+        lo: f32(e.lo), step: f32(e.step),
+        code: D.bits === 8 ? u8(e.q) : u16(e.q),
+        dlo: Float64Array.from(dom.lo), dhi: Float64Array.from(dom.hi),
+        cmap: D.quantities[q].cmap, mean: null,
+      };
+      cache.set(key, s);
+    }
+    return s;
+  }
+  function value(q, layer, u, t) {
+    const s = series(q, layer);
+    return s.lo[u] + s.code[u * N + t] * s.step[u];
+  }
+  function unitMeans(s) {
+    if (!s.mean) {
+      s.mean = new Float64Array(H);
+      for (let u = 0; u < H; u++) {
+        let acc = 0;
+        const base = u * N;
+        for (let t = 0; t < N; t++) acc += s.code[base + t];
+        s.mean[u] = s.lo[u] + (acc / N) * s.step[u];
+      }
+    }
+    return s.mean;
+  }
+
+  // colour tables: 256 entries; index = round(255 * (v - lo) / (hi - lo)), clipped
+  const LUT = {}, CSS = {}, FG = {};
+  for (const name of Object.keys(D.luts)) {
+    const a = D.luts[name];
+    LUT[name] = Uint8Array.from(a);
+    CSS[name] = []; FG[name] = [];
+    for (let i = 0; i < 256; i++) {
+      const r = a[3 * i], g = a[3 * i + 1], b = a[3 * i + 2];
+      CSS[name].push('rgb(' + r + ', ' + g + ', ' + b + ')');
+      const lum = (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+      FG[name].push(lum < 0.5 ? '#ffffff' : '#131722');
+    }
+  }
+  const LEVELS = D.bits === 8 ? 255 : 65535;
+  // colour range of unit u: "fixed" is the data's nominal range (gates 0..1, tanh -1..1,
+  // otherwise the unit's largest |value|); "unit" stretches to the unit's own values:
+  // symmetric about 0 on the diverging scale, min..max on the sequential one
+  function domain(s, u) {
+    if (S.range !== 'unit') return [s.dlo[u], s.dhi[u]];
+    const a = s.lo[u], b = s.lo[u] + LEVELS * s.step[u];
+    if (s.cmap === 'div') { const m = Math.max(Math.abs(a), Math.abs(b)) || 1; return [-m, m]; }
+    return b > a ? [a, b] : [a - 0.5, a + 0.5];
+  }
+  function cindex(v, lo, hi) {
+    const w = hi - lo;
+    const f = w > 0 ? (v - lo) / w : 0.5;
+    const i = Math.floor(f * 255 + 0.5);
+    return i < 0 ? 0 : i > 255 ? 255 : i;
+  }
+
+  const pred = D.predictions ? {
+    k: D.predictions.k, labels: D.predictions.labels,
+    idx: u16(D.predictions.idx), p: u16(D.predictions.p), has: u8(D.predictions.has),
+    target: D.predictions.target ? u16(D.predictions.target) : null,
+    tp: D.predictions.target_p ? u16(D.predictions.target_p) : null,
+  } : null;
+  const grad = D.gradients ? {
+    measure: D.gradients.measure, window: D.gradients.window, what: D.gradients.what,
+    pos: i32(D.gradients.positions), start: i32(D.gradients.starts),
+    off: i32(D.gradients.offsets), val: f32(D.gradients.values),
+  } : null;
+  const emph = D.emphasis ? u8(D.emphasis) : null;
+  const tokens = Array.from(D.tokens);  // one entry per step (code points)
+
+  // ------------------------------------------------------------------ state
+  const S = {
+    q: QS.includes('h') ? 'h' : QS[0], layer: L - 1, unit: 0, pinned: -1, colourBy: 'unit',
+    gi: grad && grad.pos.length ? Math.floor(grad.pos.length / 2) : -1, gscale: 'log',
+    sortKey: 'unit', sortDir: 1, filter: '', order: [], range: 'fixed',
+  };
+
+  // ------------------------------------------------------------------ helpers
+  const fmt = (v, d) => (v === null || v === undefined || !isFinite(v)) ? '—' : v.toFixed(d);
+  const int = (n) => n.toLocaleString('en-US');
+  function visible(ch) {
+    if (ch === '\n') return '↵';
+    if (ch === '\t') return '⇥';
+    if (ch === ' ') return '␣';
+    if (ch === '\r') return '␍';
+    const c = ch.codePointAt(0);
+    if (c < 32 || c === 127) return '·';
+    return ch;
+  }
+  function shown(ch) {  // how a token is drawn inside the text itself
+    if (ch === '\n') return '↵';
+    if (ch === '\t') return '⇥';
+    if (ch === '\r') return '␍';
+    const c = ch.codePointAt(0);
+    if (c < 32 || c === 127) return '·';
+    return ch;
+  }
+  function esc(s) {
+    return s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]));
+  }
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function where(t) {  // "line 3, col 7" for texts, "sample 2, step 5" for task samples
+    if (D.kind === 'text') return 'line ' + int(lineOf[t]) + ', col ' + (t - lineStart[lineOf[t] - 1] + 1);
+    return 'sample ' + (Math.floor(t / T) + 1) + ', step ' + (t % T);
+  }
+  function halfStep(q, layer, u) { return series(q, layer).step[u] / 2; }
+
+  // line numbers (texts)
+  const lineOf = new Int32Array(N);
+  const lineStart = [0];
+  {
+    let line = 1;
+    for (let t = 0; t < N; t++) {
+      lineOf[t] = line;
+      if (tokens[t] === '\n' && t + 1 < N) { line++; lineStart.push(t + 1); }
+    }
+  }
+
+  // ------------------------------------------------------------------ header
+  $('title').textContent = D.title;
+  for (const [k, v] of Object.entries(D.details)) {
+    const s = el('span');
+    s.appendChild(el('b', null, k + ' '));
+    s.appendChild(document.createTextNode(v));
+    $('details').appendChild(s);
+  }
+  const qButtons = {};
+  QS.forEach((q, i) => {
+    const b = el('button');
+    b.type = 'button';
+    b.dataset.q = q;
+    b.title = D.quantities[q].label + ' (key ' + (i + 1) + ')';
+    b.appendChild(el('span', 'q', q));
+    b.appendChild(el('span', 'ql', D.quantities[q].label.replace(/ [a-z]$/, '').replace(/^(hidden|cell) state/, '$1')));
+    b.addEventListener('click', () => setQuantity(q));
+    $('quantities').appendChild(b);
+    qButtons[q] = b;
+  });
+  for (let l = 0; l < L; l++) {
+    const o = el('option', null, String(l + 1) + (l === L - 1 && L > 1 ? ' (top)' : ''));
+    o.value = String(l);
+    $('layer').appendChild(o);
+  }
+  $('layer').value = String(S.layer);
+  if (L === 1) $('layer-ctl').hidden = true;
+  $('layer').addEventListener('change', (e) => setLayer(+e.target.value));
+  $('unit').max = String(H - 1);
+  $('unit-of').textContent = 'of ' + H;
+  $('unit').addEventListener('change', (e) => {
+    const u = Math.round(+e.target.value);
+    if (u >= 0 && u < H) selectUnit(u); else e.target.value = String(S.unit);
+  });
+  $('unit-prev').addEventListener('click', () => stepUnit(-1));
+  $('unit-next').addEventListener('click', () => stepUnit(1));
+  for (const b of $('colour-by').querySelectorAll('button')) {
+    b.addEventListener('click', () => setColourBy(b.dataset.v));
+  }
+  if (!grad) $('colour-by').querySelector('[data-v=grad]').disabled = true;
+  for (const b of $('range').querySelectorAll('button')) b.addEventListener('click', () => setRange(b.dataset.v));
+  for (const b of $('grad-scale').querySelectorAll('button')) {
+    b.addEventListener('click', () => {
+      S.gscale = b.dataset.v;
+      for (const x of $('grad-scale').querySelectorAll('button')) x.setAttribute('aria-pressed', String(x === b));
+      drawGrad();
+    });
+  }
+
+  function drawLegend() {
+    const c = $('legend'), ctx = c.getContext('2d');
+    let name, lo, hi, mid;
+    if (S.colourBy === 'grad' && grad) {
+      name = 'grad'; lo = '0'; mid = 'influence'; hi = 'max';
+      $('legend-title').textContent = 'influence on the pinned position';
+    } else {
+      const s = series(S.q, S.layer);
+      name = s.cmap;
+      const [a, b] = domain(s, S.unit);
+      const d = Math.abs(b - a) < 0.05 ? 3 : 2;
+      lo = fmt(a, d); hi = fmt(b, d); mid = fmt((a + b) / 2, d);
+      $('legend-title').textContent = S.q + ' colours' + (S.range === 'unit' || perUnit(S.q, S.layer) ? ' (unit ' + S.unit + ')' : '');
+    }
+    const lut = LUT[name];
+    const img = ctx.createImageData(256, 1);
+    for (let i = 0; i < 256; i++) {
+      img.data[4 * i] = lut[3 * i]; img.data[4 * i + 1] = lut[3 * i + 1]; img.data[4 * i + 2] = lut[3 * i + 2]; img.data[4 * i + 3] = 255;
+    }
+    const off = document.createElement('canvas');
+    off.width = 256; off.height = 1;
+    off.getContext('2d').putImageData(img, 0, 0);
+    ctx.imageSmoothingEnabled = true;
+    ctx.clearRect(0, 0, c.width, c.height);
+    ctx.drawImage(off, 0, 0, c.width, c.height);
+    $('leg-lo').textContent = lo; $('leg-mid').textContent = mid; $('leg-hi').textContent = hi;
+  }
+  function perUnit(q, layer) {
+    const d = D.quantities[q].domains[layer];
+    for (let u = 1; u < H; u++) if (d.hi[u] !== d.hi[0] || d.lo[u] !== d.lo[0]) return true;
+    return !(d.hi[0] === 1 && (d.lo[0] === 0 || d.lo[0] === -1));
+  }
+
+  // ------------------------------------------------------------------ unit browser
+  const tbody = document.querySelector('#units tbody');
+  const thead = document.querySelector('#units thead');
+  const F = D.features;
+  let rows = [];  // tr per unit
+  function buildHeader() {
+    const tr = el('tr');
+    const cols = [['unit', 'unit', 'unit index'], ['mean', 'mean', 'mean value over the whole document']];
+    F.forEach((f, j) => cols.push(['f' + j, f.replace(/_/g, ' '), 'Pearson r with ' + f]));
+    for (const [key, label, title] of cols) {
+      const th = el('th', key[0] === 'f' ? 'feat' : null);
+      th.appendChild(el('span', 'lab', label));
+      th.appendChild(el('span', 'dir'));
+      th.dataset.key = key;
+      th.title = title + ' (click to sort)';
+      th.addEventListener('click', () => {
+        if (S.sortKey === key) S.sortDir = -S.sortDir;
+        else { S.sortKey = key; S.sortDir = key === 'unit' ? 1 : -1; }
+        sortRows();
+      });
+      tr.appendChild(th);
+    }
+    thead.appendChild(tr);
+  }
+  function corr(q, layer) { return D.quantities[q].corr[layer] || []; }
+  function bestFeature(r) {  // index of the strongest |r| in a row, or -1
+    let best = -1, bv = -1;
+    for (let j = 0; j < r.length; j++) if (r[j] !== null && Math.abs(r[j]) > bv) { bv = Math.abs(r[j]); best = j; }
+    return best;
+  }
+  function fillTable() {
+    const s = series(S.q, S.layer);
+    const means = unitMeans(s);
+    const R = corr(S.q, S.layer);
+    const frag = document.createDocumentFragment();
+    rows = [];
+    for (let u = 0; u < H; u++) {
+      const tr = el('tr');
+      tr.dataset.u = String(u);
+      tr.appendChild(el('td', null, String(u)));
+      const m = means[u], am = Math.abs(m);
+      tr.appendChild(el('td', null, fmt(m, am >= 100 ? 0 : am >= 10 ? 1 : 2)));
+      const r = R[u] || [];
+      const best = bestFeature(r);
+      for (let j = 0; j < F.length; j++) {
+        const v = r[j];
+        const td = el('td', j === best ? 'best' : null, v === null || v === undefined ? '—' : (v >= 0 ? '+' : '') + v.toFixed(2));
+        if (v !== null && v !== undefined) {
+          const a = Math.min(1, Math.abs(v));
+          td.style.backgroundColor = v >= 0 ? 'rgba(214, 96, 77, ' + (0.75 * a).toFixed(3) + ')' : 'rgba(67, 147, 195, ' + (0.75 * a).toFixed(3) + ')';
+          if (a > 0.6) td.style.color = '#fff';
+        }
+        tr.appendChild(td);
+      }
+      tr.addEventListener('click', () => selectUnit(u));
+      rows.push(tr);
+      frag.appendChild(tr);
+    }
+    tbody.replaceChildren(frag);
+    $('browser-hint').textContent = F.length ? 'r = correlation of ' + S.q + ' with each feature' : 'no text features';
+    sortRows();
+  }
+  function sortKeyOf(u) {
+    if (S.sortKey === 'unit') return u;
+    if (S.sortKey === 'mean') return unitMeans(series(S.q, S.layer))[u];
+    const r = (corr(S.q, S.layer)[u] || [])[+S.sortKey.slice(1)];
+    return r === null || r === undefined ? -Infinity * S.sortDir : r;
+  }
+  function sortRows() {
+    const order = Array.from({ length: H }, (_, u) => u);
+    const key = order.map(sortKeyOf);
+    order.sort((a, b) => (key[a] - key[b]) * S.sortDir || a - b);
+    const frag = document.createDocumentFragment();
+    for (const u of order) frag.appendChild(rows[u]);
+    tbody.appendChild(frag);
+    for (const th of thead.querySelectorAll('th')) {
+      const on = th.dataset.key === S.sortKey;
+      th.classList.toggle('sorted', on);
+      th.querySelector('.dir').textContent = on ? (S.sortDir > 0 ? '▲' : '▼') : '';
+    }
+    S.order = order;
+    applyFilter();
+  }
+  function matches(u) {
+    const f = S.filter.trim().toLowerCase();
+    if (!f) return true;
+    if (/^\d+$/.test(f)) return String(u).startsWith(f);
+    const r = corr(S.q, S.layer)[u] || [];
+    const b = bestFeature(r);
+    return b >= 0 && F[b].toLowerCase().includes(f);
+  }
+  function applyFilter() {
+    let shownRows = 0;
+    for (let u = 0; u < H; u++) {
+      const ok = matches(u);
+      rows[u].hidden = !ok;
+      if (ok) shownRows++;
+    }
+    S.visibleOrder = S.order.filter((u) => !rows[u].hidden);
+    $('search').title = shownRows + ' of ' + H + ' units shown';
+  }
+  $('search').addEventListener('input', (e) => { S.filter = e.target.value; applyFilter(); });
+  function markRow() {
+    for (const tr of tbody.querySelectorAll('tr.sel')) tr.classList.remove('sel');
+    const tr = rows[S.unit];
+    if (tr) {
+      tr.classList.add('sel');
+      const wrap = $('table-wrap');
+      const top = tr.offsetTop, bottom = top + tr.offsetHeight, head = thead.offsetHeight;
+      if (top - head < wrap.scrollTop) wrap.scrollTop = top - head;
+      else if (bottom > wrap.scrollTop + wrap.clientHeight) wrap.scrollTop = bottom - wrap.clientHeight;
+    }
+  }
+
+  // ------------------------------------------------------------------ text view
+  const tv = $('tv'), tvRows = $('tv-rows'), spacer = $('tv-spacer');
+  const LH = 22;
+  let rowStart = new Int32Array(1), rowLabel = [], R = 0, cols = 80, spans = [], range = [-1, -1];
+  function measure() {
+    const m = el('span');
+    m.id = 'measure';
+    m.textContent = 'M'.repeat(100);
+    tv.appendChild(m);
+    const cw = m.getBoundingClientRect().width / 100;
+    m.remove();
+    const g = el('span', 'g', '0');
+    const row = el('div', 'row');
+    row.appendChild(g);
+    tvRows.appendChild(row);
+    const gw = g.getBoundingClientRect().width;
+    row.remove();
+    return { cw: cw || 8.4, gw: gw || 60 };
+  }
+  function layoutRows() {
+    const { cw, gw } = measure();
+    cols = Math.max(16, Math.floor((tv.clientWidth - gw - 24) / cw));
+    const starts = [0], labels = [];
+    const text = D.kind === 'text';
+    labels.push(text ? '1' : '#1');
+    let len = 0;
+    for (let t = 0; t < N; t++) {
+      const newSeq = t > 0 && t % T === 0;
+      const afterNl = text && t > 0 && tokens[t - 1] === '\n';
+      if (t > 0 && (newSeq || afterNl || len === cols)) {
+        starts.push(t);
+        labels.push(newSeq && !text ? '#' + (t / T + 1) : (afterNl || newSeq) ? String(lineOf[t]) : '');
+        len = 0;
+      }
+      len++;
+    }
+    starts.push(N);
+    rowStart = Int32Array.from(starts);
+    rowLabel = labels;
+    R = labels.length;
+    spacer.style.height = (R * LH + 8) + 'px';
+    tv.style.height = Math.max(120, Math.min(340, R * LH + 12)) + 'px';  // short documents: no empty box
+    range = [-1, -1];
+  }
+  function rowOf(t) {  // binary search
+    let a = 0, b = R - 1;
+    while (a < b) { const m = (a + b + 1) >> 1; if (rowStart[m] <= t) a = m; else b = m - 1; }
+    return a;
+  }
+  function renderText(force) {
+    const top = tv.scrollTop, h = tv.clientHeight || 340;
+    const r0 = Math.max(0, Math.floor(top / LH) - 6), r1 = Math.min(R, Math.ceil((top + h) / LH) + 6);
+    if (!force && r0 === range[0] && r1 === range[1]) return;
+    range = [r0, r1];
+    const parts = [];
+    for (let r = r0; r < r1; r++) {
+      parts.push('<div class="row"><span class="g">', rowLabel[r], '</span>');
+      for (let t = rowStart[r]; t < rowStart[r + 1]; t++) {
+        const ch = tokens[t];
+        let cls = 'c';
+        if (ch === '\n' || ch === '\t' || ch === '\r') cls += ' nl';
+        if (emph && emph[t]) cls += ' em';
+        parts.push('<span class="', cls, '" data-t="', t, '">', esc(shown(ch)), '</span>');
+      }
+      parts.push('</div>');
+    }
+    tvRows.innerHTML = parts.join('');
+    tvRows.style.transform = 'translateY(' + (r0 * LH) + 'px)';
+    spans = Array.from(tvRows.getElementsByClassName('c'));
+    colourText();
+  }
+  function gradWindow() {  // the measured window shown in the gradient view: [start, p], values
+    if (!grad || S.gi < 0) return null;
+    const i = S.gi, a = grad.off[i], b = grad.off[i + 1];
+    return { p: grad.pos[i], start: grad.start[i], vals: grad.val.subarray(a, b) };
+  }
+  function colourText() {
+    const t1 = performance.now();
+    if (S.colourBy === 'grad' && grad) {
+      const w = gradWindow();
+      let mx = 0;
+      for (const v of w.vals) mx = Math.max(mx, v);
+      const logMode = S.gscale === 'log';
+      const floor = mx > 0 ? Math.log10(mx) - 4 : 0;
+      for (const sp of spans) {
+        const t = +sp.dataset.t;
+        sp.classList.toggle('pin', t === w.p);
+        if (t < w.start || t > w.p) {
+          sp.style.backgroundColor = ''; sp.style.color = ''; sp.classList.add('out');
+          continue;
+        }
+        sp.classList.remove('out');
+        const v = w.vals[t - w.start];
+        let f = mx > 0 ? v / mx : 0;
+        if (logMode) f = v > 0 && mx > 0 ? Math.max(0, (Math.log10(v) - floor) / 4) : 0;
+        const i = cindex(f, 0, 1);
+        sp.style.backgroundColor = CSS.grad[i];
+        sp.style.color = FG.grad[i];
+      }
+    } else {
+      const s = series(S.q, S.layer), u = S.unit;
+      const lo = s.lo[u], st = s.step[u], [dlo, dhi] = domain(s, u), base = u * N, code = s.code;
+      const css = CSS[s.cmap], fg = FG[s.cmap];
+      for (const sp of spans) {
+        const t = +sp.dataset.t;
+        const i = cindex(lo + code[base + t] * st, dlo, dhi);
+        sp.style.backgroundColor = css[i];
+        sp.style.color = fg[i];
+        sp.classList.remove('out');
+        sp.classList.toggle('pin', t === S.pinned);
+      }
+    }
+    api.timings.colour = performance.now() - t1;
+  }
+  let scrollQueued = false;
+  tv.addEventListener('scroll', () => {
+    if (scrollQueued) return;
+    scrollQueued = true;
+    requestAnimationFrame(() => {
+      scrollQueued = false;
+      renderText(false);
+      if (S.pinned < 0) followText();
+    });
+  });
+  function followText() {  // heatmap window starts at the first character in sight
+    const r = Math.min(R - 1, Math.floor(tv.scrollTop / LH));
+    setHeatStart(rowStart[Math.max(0, r)]);
+  }
+  function scrollToPos(t) {
+    const r = rowOf(t);
+    const y = r * LH;
+    if (y < tv.scrollTop || y > tv.scrollTop + tv.clientHeight - LH) {
+      tv.scrollTop = Math.max(0, y - tv.clientHeight / 3);
+      renderText(false);
+    }
+  }
+  tv.addEventListener('click', (e) => {
+    const sp = e.target.closest('.c');
+    if (sp) pin(+sp.dataset.t);
+  });
+  tv.addEventListener('mousemove', (e) => {
+    const sp = e.target.closest('.c');
+    if (!sp) { hideTip(); return; }
+    showTip(tipForStep(+sp.dataset.t), e);
+  });
+  tv.addEventListener('mouseleave', hideTip);
+
+  // ------------------------------------------------------------------ tooltip
+  const tip = $('tip');
+  function hideTip() { tip.hidden = true; }
+  function showTip(content, e) {
+    tip.replaceChildren(content);
+    tip.hidden = false;
+    const w = tip.offsetWidth, h = tip.offsetHeight;
+    let x = e.clientX + 14, y = e.clientY + 16;
+    if (x + w > innerWidth - 8) x = e.clientX - w - 14;
+    if (y + h > innerHeight - 8) y = e.clientY - h - 12;
+    tip.style.left = Math.max(4, x) + 'px';
+    tip.style.top = Math.max(4, y) + 'px';
+  }
+  function tipForStep(t, u) {
+    if (u === undefined) u = S.unit;
+    const box = el('div');
+    const head = el('div', 't-head');
+    head.appendChild(el('span', 'glyph', visible(tokens[t])));
+    head.appendChild(document.createTextNode('  position ' + int(t) + ' · ' + where(t)));
+    box.appendChild(head);
+    const v = value(S.q, S.layer, u, t);
+    const line = el('div', 't-val');
+    line.appendChild(document.createTextNode(S.q + '  layer ' + (S.layer + 1) + '  unit ' + u + ' = '));
+    line.appendChild(el('b', null, fmt(v, 4)));
+    line.appendChild(el('span', 't-dim', '  ± ' + halfStep(S.q, S.layer, u).toPrecision(2)));
+    box.appendChild(line);
+    if (D.token_info) box.appendChild(el('div', 't-dim', D.token_info[t]));
+    if (grad && S.colourBy === 'grad') {
+      const w = gradWindow();
+      if (t >= w.start && t <= w.p) {
+        box.appendChild(el('div', 't-val', 'influence on position ' + int(w.p) + ': ' + w.vals[t - w.start].toExponential(2) + (t === w.p ? '' : '  (' + (w.p - t) + ' steps back)')));
+      }
+    }
+    if (pred && pred.has[t]) {
+      const k = pred.k;
+      const table = el('table');
+      const tgt = pred.target ? pred.target[t] : 65535;
+      for (let j = 0; j < k; j++) {
+        const c = pred.idx[t * k + j], p = pred.p[t * k + j] / 65535;
+        const tr = el('tr', c === tgt ? 'target' : null);
+        tr.appendChild(el('td', null, visible(pred.labels[c])));
+        tr.appendChild(el('td', null, (100 * p).toFixed(1) + '%'));
+        const bar = el('td', 'bar'), fill = el('div', 'barfill');
+        fill.style.width = (100 * p / Math.max(1e-9, pred.p[t * k] / 65535)).toFixed(1) + '%';  // relative to the top one
+        bar.appendChild(fill);
+        tr.appendChild(bar);
+        table.appendChild(tr);
+      }
+      box.appendChild(el('div', 't-dim', D.kind === 'text' ? 'the model predicts next:' : 'the model outputs:'));
+      box.appendChild(table);
+      if (tgt !== 65535 && pred.tp) {
+        box.appendChild(el('div', 't-val', 'actual ' + (D.kind === 'text' ? 'next' : 'target') + ' ' + visible(pred.labels[tgt]) + ': p = ' + (100 * pred.tp[t] / 65535).toFixed(1) + '%'));
+      }
+    }
+    return box;
+  }
+
+  // ------------------------------------------------------------------ heatmap
+  const heat = $('heat'), hctx = heat.getContext('2d');
+  const HM = { left: 46, top: 32, cw: 7, rh: Math.max(3, Math.min(12, Math.floor(380 / H))), cols: 100, start: 0 };
+  function layoutHeat() {
+    const dpr = window.devicePixelRatio || 1;
+    const cssW = heat.parentElement.clientWidth || 800;
+    HM.cols = Math.max(10, Math.min(N, Math.floor((cssW - HM.left - 10) / HM.cw)));
+    const cssH = HM.top + H * HM.rh + 6;
+    heat.style.height = cssH + 'px';
+    heat.width = Math.round(cssW * dpr); heat.height = Math.round(cssH * dpr);
+    hctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    const hs = $('heat-start');
+    hs.max = String(Math.max(0, N - HM.cols));
+    setHeatStart(HM.start, true);
+  }
+  function setHeatStart(t, quiet) {
+    HM.start = Math.max(0, Math.min(t, N - HM.cols));
+    $('heat-start').value = String(HM.start);
+    $('heat-hint').textContent = 'steps ' + int(HM.start) + '–' + int(HM.start + HM.cols - 1) + ' · ' + S.q + ', layer ' + (S.layer + 1) + ' · click a row to select its unit';
+    if (!quiet) drawHeat();
+  }
+  $('heat-start').addEventListener('input', (e) => setHeatStart(+e.target.value));
+  function drawHeat() {
+    const t1 = performance.now();
+    const s = series(S.q, S.layer), lut = LUT[s.cmap];
+    const W = HM.cols, img = new ImageData(W, H);
+    for (let u = 0; u < H; u++) {
+      const lo = s.lo[u], st = s.step[u], [dlo, dhi] = domain(s, u), base = u * N + HM.start;
+      for (let j = 0; j < W; j++) {
+        const i = cindex(lo + s.code[base + j] * st, dlo, dhi) * 3, o = 4 * (u * W + j);
+        img.data[o] = lut[i]; img.data[o + 1] = lut[i + 1]; img.data[o + 2] = lut[i + 2]; img.data[o + 3] = 255;
+      }
+    }
+    const off = document.createElement('canvas');
+    off.width = W; off.height = H;
+    off.getContext('2d').putImageData(img, 0, 0);
+    const cssW = heat.width / (window.devicePixelRatio || 1), cssH = heat.height / (window.devicePixelRatio || 1);
+    hctx.clearRect(0, 0, cssW, cssH);
+    hctx.imageSmoothingEnabled = false;
+    hctx.drawImage(off, HM.left, HM.top, W * HM.cw, H * HM.rh);
+    // time axis: ticks every 10 steps, glyphs above the columns
+    hctx.fillStyle = '#6a7282'; hctx.font = '10px ' + getComputedStyle(document.body).getPropertyValue('--mono');
+    hctx.textAlign = 'center'; hctx.textBaseline = 'alphabetic';
+    for (let j = 0; j < W; j++) {
+      const t = HM.start + j, x = HM.left + j * HM.cw + HM.cw / 2;
+      if (t % 10 === 0) { hctx.fillText(String(t), x, 11); hctx.fillRect(x - 0.5, 13, 1, 4); }
+      const ch = tokens[t];
+      hctx.fillText(ch === '\n' ? '↵' : ch === ' ' ? '·' : shown(ch), x, HM.top - 4);
+    }
+    // unit labels and the selected row
+    hctx.textAlign = 'right'; hctx.textBaseline = 'middle';
+    const every = Math.max(1, Math.ceil(14 / HM.rh));
+    for (let u = 0; u < H; u += every) if (Math.abs(u - S.unit) >= every) hctx.fillText(String(u), HM.left - 6, HM.top + (u + 0.5) * HM.rh);
+    const y = HM.top + S.unit * HM.rh;
+    hctx.fillStyle = '#0d1324'; hctx.font = 'bold 11px ' + getComputedStyle(document.body).getPropertyValue('--mono');
+    hctx.fillText('▶ ' + S.unit, HM.left - 4, y + HM.rh / 2);
+    hctx.strokeStyle = '#0d1324'; hctx.lineWidth = 2;
+    hctx.strokeRect(HM.left - 1, y - 1, W * HM.cw + 2, HM.rh + 2);
+    if (S.pinned >= HM.start && S.pinned < HM.start + W) {
+      const x = HM.left + (S.pinned - HM.start) * HM.cw;
+      hctx.strokeStyle = 'rgba(13, 19, 36, .85)'; hctx.lineWidth = 1.5;
+      hctx.strokeRect(x, HM.top - 1, HM.cw, H * HM.rh + 2);
+    }
+    api.timings.heat = performance.now() - t1;
+  }
+  function heatHit(e) {
+    const r = heat.getBoundingClientRect();
+    const x = e.clientX - r.left, y = e.clientY - r.top;
+    const u = Math.floor((y - HM.top) / HM.rh), j = Math.floor((x - HM.left) / HM.cw);
+    if (u < 0 || u >= H || j < 0 || j >= HM.cols) return null;
+    return { u, t: HM.start + j };
+  }
+  heat.addEventListener('click', (e) => { const h = heatHit(e); if (h) selectUnit(h.u); });
+  heat.addEventListener('mousemove', (e) => { const h = heatHit(e); if (h) showTip(tipForStep(h.t, h.u), e); else hideTip(); });
+  heat.addEventListener('mouseleave', hideTip);
+
+  // ------------------------------------------------------------------ gradient view
+  const gc = $('grad'), gctx = gc.getContext('2d');
+  const GM = { left: 52, right: 12, top: 10, bottom: 44, h: 210 };
+  function layoutGrad() {
+    const dpr = window.devicePixelRatio || 1;
+    const cssW = gc.parentElement.clientWidth || 800;
+    gc.style.height = GM.h + 'px';
+    gc.width = Math.round(cssW * dpr); gc.height = Math.round(GM.h * dpr);
+    gctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  }
+  function drawGrad() {
+    const cssW = gc.width / (window.devicePixelRatio || 1);
+    gctx.clearRect(0, 0, cssW, GM.h);
+    if (!grad || !grad.pos.length) {
+      $('grad-title').textContent = 'No influence measurements in this file.';
+      $('grad-count').textContent = '';
+      return;
+    }
+    const w = gradWindow(), n = w.vals.length;
+    const P = grad.pos.length;
+    $('grad-count').textContent = (S.gi + 1) + ' / ' + P;
+    const what = grad.what[S.gi];
+    const title = $('grad-title');
+    title.replaceChildren();
+    title.appendChild(document.createTextNode('Position ' + int(w.p) + ' '));
+    title.appendChild(el('code', null, visible(tokens[w.p])));
+    title.appendChild(document.createTextNode(' (' + where(w.p) + ')' + (what ? ' · the model predicts ' : '')));
+    if (what) title.appendChild(el('code', null, visible(what)));
+    if (S.pinned >= 0 && S.pinned !== w.p) title.appendChild(el('span', 'hint', '  · nearest measured position to the pinned ' + int(S.pinned)));
+    $('grad-measure').textContent = grad.measure;
+    let mx = 0, total = 0;
+    for (const v of w.vals) { mx = Math.max(mx, v); total += v; }
+    const plotW = cssW - GM.left - GM.right, plotH = GM.h - GM.top - GM.bottom;
+    const bw = plotW / n;
+    const log = S.gscale === 'log';
+    let decades = 4, top = 0;
+    if (log && mx > 0) {
+      let mn = Infinity;
+      for (const v of w.vals) if (v > 0) mn = Math.min(mn, v);
+      top = Math.ceil(Math.log10(mx) - 1e-9);
+      decades = Math.max(1, Math.min(8, top - Math.floor(Math.log10(mn))));
+    }
+    const frac = (v) => {
+      if (!(mx > 0)) return 0;
+      if (!log) return v / mx;
+      return v > 0 ? Math.max(0, (Math.log10(v) - (top - decades)) / decades) : 0;
+    };
+    const mono = getComputedStyle(document.body).getPropertyValue('--mono');
+    // axes
+    gctx.strokeStyle = '#e1e4ea'; gctx.lineWidth = 1; gctx.fillStyle = '#6a7282';
+    gctx.font = '10px ' + mono; gctx.textAlign = 'right'; gctx.textBaseline = 'middle';
+    const ticks = log ? decades : 4;
+    for (let k = 0; k <= ticks; k++) {
+      const y = GM.top + plotH - (k / ticks) * plotH;
+      gctx.beginPath(); gctx.moveTo(GM.left, y + 0.5); gctx.lineTo(GM.left + plotW, y + 0.5); gctx.stroke();
+      const label = log ? pow10(top - decades + k) : (mx * k / ticks).toExponential(1);
+      gctx.fillText(label, GM.left - 6, y);
+    }
+    // bars and the glyph strip
+    const lut = CSS.grad;
+    for (let j = 0; j < n; j++) {
+      const f = frac(w.vals[j]);
+      const i = cindex(w.vals[j] / (mx || 1), 0, 1);
+      const x = GM.left + j * bw;
+      gctx.fillStyle = lut[Math.max(40, i)];
+      const hgt = f * plotH;
+      gctx.fillRect(x + (bw > 4 ? 0.5 : 0), GM.top + plotH - hgt, Math.max(1, bw - (bw > 4 ? 1 : 0)), hgt);
+      const t = w.start + j;
+      gctx.fillStyle = lut[i];
+      gctx.fillRect(x, GM.top + plotH + 4, Math.max(1, bw), 16);
+      if (bw >= 7) {
+        gctx.fillStyle = FG.grad[i]; gctx.textAlign = 'center'; gctx.font = '11px ' + mono;
+        gctx.fillText(shown(tokens[t]) === ' ' ? '·' : shown(tokens[t]), x + bw / 2, GM.top + plotH + 12.5);
+      }
+    }
+    gctx.fillStyle = '#6a7282'; gctx.font = '10px ' + mono; gctx.textAlign = 'center'; gctx.textBaseline = 'alphabetic';
+    const stepTick = n > 200 ? 50 : n > 60 ? 10 : 5;
+    for (let back = 0; back < n; back += stepTick) {
+      const x = GM.left + (n - 1 - back) * bw + bw / 2;
+      gctx.fillText(back === 0 ? 'p' : '−' + back, x, GM.h - 8);
+    }
+    gctx.textAlign = 'left';
+    gctx.fillText('steps back', GM.left, GM.h - 8 + 0);
+    // how far back the influence reaches
+    let acc = 0, k90 = n;
+    for (let j = n - 1; j >= 0; j--) { acc += w.vals[j]; if (acc >= 0.9 * total) { k90 = n - j; break; } }
+    const oldest = mx > 0 ? w.vals[0] / mx : 0;
+    $('grad-note').textContent = (total > 0 ? '90% of the summed influence comes from the last ' + k90 + ' of ' + n + ' steps; ' : '') +
+      'the oldest step shown has ' + (oldest > 0 ? oldest.toExponential(1) : '0') + ' of the largest influence. ' +
+      'Measured with the real backward pass (exact within the window of ' + grad.window + ' steps).';
+  }
+  function pow10(k) {
+    const sup = { '-': '⁻', 0: '⁰', 1: '¹', 2: '²', 3: '³', 4: '⁴', 5: '⁵', 6: '⁶', 7: '⁷', 8: '⁸', 9: '⁹' };
+    return k === 0 ? '1' : k === 1 ? '10' : '10' + String(k).split('').map((c) => sup[c]).join('');
+  }
+  function gradHit(e) {
+    const w = gradWindow();
+    if (!w) return null;
+    const r = gc.getBoundingClientRect();
+    const n = w.vals.length, bw = (r.width - GM.left - GM.right) / n;
+    const j = Math.floor((e.clientX - r.left - GM.left) / bw);
+    return j >= 0 && j < n ? { t: w.start + j, v: w.vals[j], back: n - 1 - j } : null;
+  }
+  gc.addEventListener('mousemove', (e) => {
+    const h = gradHit(e);
+    if (!h) { hideTip(); return; }
+    const box = el('div');
+    const head = el('div', 't-head');
+    head.appendChild(el('span', 'glyph', visible(tokens[h.t])));
+    head.appendChild(document.createTextNode('  position ' + int(h.t) + (h.back ? ' · ' + h.back + ' steps back' : ' · the position itself')));
+    box.appendChild(head);
+    box.appendChild(el('div', 't-val', 'influence ' + h.v.toExponential(3)));
+    showTip(box, e);
+  });
+  gc.addEventListener('mouseleave', hideTip);
+  gc.addEventListener('click', (e) => { const h = gradHit(e); if (h) { scrollToPos(h.t); } });
+  $('grad-prev').addEventListener('click', () => stepGrad(-1));
+  $('grad-next').addEventListener('click', () => stepGrad(1));
+  function nearestGrad(t) {
+    if (!grad || !grad.pos.length) return -1;
+    let a = 0, b = grad.pos.length - 1;
+    while (a < b) { const m = (a + b) >> 1; if (grad.pos[m] < t) a = m + 1; else b = m; }
+    if (a > 0 && Math.abs(grad.pos[a - 1] - t) <= Math.abs(grad.pos[a] - t)) a--;
+    return a;
+  }
+  function stepGrad(d) {
+    if (!grad || !grad.pos.length) return;
+    S.gi = Math.max(0, Math.min(grad.pos.length - 1, S.gi + d));
+    S.pinned = grad.pos[S.gi];
+    scrollToPos(S.pinned);
+    centreHeat(S.pinned);
+    renderText(true); drawHeat(); drawGrad();
+  }
+
+  // ------------------------------------------------------------------ actions
+  function selectUnit(u) {
+    S.unit = Math.max(0, Math.min(H - 1, u));
+    $('unit').value = String(S.unit);
+    markRow();
+    if (S.colourBy !== 'unit') setColourBy('unit', true);
+    colourText(); drawHeat(); drawLegend();
+  }
+  function stepUnit(d) {
+    const order = S.visibleOrder && S.visibleOrder.length ? S.visibleOrder : S.order;
+    let i = order.indexOf(S.unit);
+    if (i < 0) i = d > 0 ? -1 : order.length;
+    const j = Math.max(0, Math.min(order.length - 1, i + d));
+    selectUnit(order[j]);
+  }
+  function setQuantity(q) {
+    if (!D.quantities[q]) return;
+    S.q = q;
+    for (const [k, b] of Object.entries(qButtons)) b.setAttribute('aria-pressed', String(k === q));
+    fillTable(); markRow();
+    if (S.colourBy !== 'unit') setColourBy('unit', true);
+    colourText(); drawHeat(); drawLegend(); setHeatStart(HM.start, true);
+  }
+  function setLayer(l) {
+    S.layer = l;
+    $('layer').value = String(l);
+    fillTable(); markRow(); colourText(); drawHeat(); drawLegend(); setHeatStart(HM.start, true);
+  }
+  function setColourBy(v, quiet) {
+    if (v === 'grad' && !grad) return;
+    S.colourBy = v;
+    for (const b of $('colour-by').querySelectorAll('button')) b.setAttribute('aria-pressed', String(b.dataset.v === v));
+    if (v === 'grad' && S.pinned < 0 && grad) { S.pinned = grad.pos[S.gi]; scrollToPos(S.pinned); centreHeat(S.pinned); renderText(true); }
+    if (!quiet) { colourText(); drawLegend(); drawHeat(); }
+  }
+  function setRange(v) {
+    S.range = v === 'unit' ? 'unit' : 'fixed';
+    for (const b of $('range').querySelectorAll('button')) b.setAttribute('aria-pressed', String(b.dataset.v === S.range));
+    colourText(); drawHeat(); drawLegend();
+  }
+  function centreHeat(t) { setHeatStart(t - Math.floor(HM.cols / 2), true); }
+  function pin(t) {
+    S.pinned = t;
+    scrollToPos(t);
+    if (grad) S.gi = nearestGrad(t);
+    centreHeat(t);
+    colourText(); drawHeat(); drawGrad();
+  }
+
+  document.addEventListener('keydown', (e) => {
+    const tag = (e.target.tagName || '').toLowerCase();
+    if (e.target === $('search')) { if (e.key === 'Escape') e.target.blur(); return; }
+    if (tag === 'input' || tag === 'select' || tag === 'textarea' || e.ctrlKey || e.metaKey || e.altKey) return;
+    const k = e.key;
+    if (k === 'j' || k === 'ArrowDown') { stepUnit(1); e.preventDefault(); }
+    else if (k === 'k' || k === 'ArrowUp') { stepUnit(-1); e.preventDefault(); }
+    else if (k === ']') { stepGrad(1); e.preventDefault(); }
+    else if (k === '[') { stepGrad(-1); e.preventDefault(); }
+    else if (k === 'g') { setColourBy(S.colourBy === 'grad' ? 'unit' : 'grad'); e.preventDefault(); }
+    else if (k === 'r') { setRange(S.range === 'unit' ? 'fixed' : 'unit'); e.preventDefault(); }
+    else if (k === '/') { $('search').focus(); e.preventDefault(); }
+    else if (/^[1-9]$/.test(k) && +k <= QS.length) { setQuantity(QS[+k - 1]); e.preventDefault(); }
+  });
+
+  // ------------------------------------------------------------------ notes, start
+  {
+    const notes = [];
+    notes.push('Values are stored with ' + D.bits + ' bits per unit (value = lo + code × step); every value shown carries ± half a step.');
+    notes.push('Colours: gates on 0…1, tanh outputs on −1…1; other quantities (such as the cell state) are scaled to each unit\u2019s largest |value|.');
+    if (F.length) notes.push('Unit table: Pearson correlation over all ' + int(N) + ' steps with each feature: ' + F.join(', ') + '.');
+    if (grad) notes.push('Influence: ' + grad.measure + ' for each earlier step t within ' + grad.window + ' steps of the position p, measured by the backward pass, at ' + grad.pos.length + ' positions (after Madsen 2019, \u201cVisualizing memorization in RNNs\u201d).');
+    for (const n of D.notes) notes.push(n);
+    for (const n of notes) $('notes').appendChild(el('p', null, n));
+    $('text-heading').textContent = D.kind === 'text' ? 'Text' : 'Samples';
+  }
+  const api = {
+    data: D, state: S, timings: { parse: tParsed - t0 },
+    value, series, selectUnit, setQuantity, setLayer, setColourBy, setRange, pin, stepUnit, stepGrad,
+    domain: (q, layer, u) => domain(series(q, layer), u),
+    colourIndex: cindex, lut: (name) => Array.from(LUT[name]),
+    visibleSpans: () => spans.length, rows: () => R,
+  };
+  window.gatescope = api;
+
+  function start() {
+    // the unit with the strongest correlation to any feature, else unit 0
+    const Rm = corr(S.q, S.layer);
+    let best = 0, bv = -1;
+    for (let u = 0; u < H; u++) {
+      const r = Rm[u] || [];
+      for (const v of r) if (v !== null && Math.abs(v) > bv) { bv = Math.abs(v); best = u; }
+    }
+    S.unit = best;
+    buildHeader();
+    for (const [k, b] of Object.entries(qButtons)) b.setAttribute('aria-pressed', String(k === S.q));
+    fillTable();
+    $('unit').value = String(S.unit);
+    layoutRows(); layoutHeat(); layoutGrad();
+    renderText(true); drawHeat(); drawGrad(); drawLegend(); markRow();
+    api.timings.ready = performance.now() - t0;
+    api.ready = true;
+    document.documentElement.dataset.ready = 'true';
+  }
+  let resizeQueued = false;
+  window.addEventListener('resize', () => {
+    if (resizeQueued) return;
+    resizeQueued = true;
+    requestAnimationFrame(() => {
+      resizeQueued = false;
+      const t = rowStart[Math.min(R - 1, Math.floor(tv.scrollTop / LH))];
+      layoutRows(); layoutHeat(); layoutGrad();
+      tv.scrollTop = rowOf(t) * LH;
+      renderText(true); drawHeat(); drawGrad();
+    });
+  });
+  start();
+})();

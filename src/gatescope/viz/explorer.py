@@ -1,0 +1,867 @@
+r"""The gate explorer: one self-contained HTML page to browse what every unit does.
+
+    from gatescope.viz import explorer
+    data = explorer.build_data(lstm, x, tokens="the text", head=head, labels=vocab_chars)
+    explorer.write_html("explorer.html", data)          # or explorer.render_html(data) -> str
+
+    explorer.from_charlm(model, vocab, text)            # a character language model
+    explorer.from_sequence_model(model, task, batch)    # a task model on some samples
+
+The page (``explorer.html``, ``explorer.css`` and ``explorer.js`` beside this module, with the
+data inlined) loads nothing from the network: its Content-Security-Policy is
+``default-src 'none'`` with the one inline script and the one inline style allowed by hash.
+
+What the page holds, for a document of N steps (the characters of a text, or the steps of
+several task samples one after another), L layers and H units per layer:
+
+- every quantity of the trace (LSTM h c i f o g, GRU h z r n, RNN h), every layer, every
+  unit, every step, quantised per unit to ``bits`` (8 or 16) bits: value = lo + q * step,
+  so the error is at most step / 2 (shown next to every value on the page);
+- the Pearson correlation of every unit (per quantity and layer) with each text feature;
+- for models with a head and named outputs (language models, per-step tasks): the top-k
+  predictions and the probability of the actual next token at every step;
+- the measured influence of earlier inputs on chosen positions (below).
+
+Influence (the gradient view, after Madsen 2019, "Visualizing memorization in RNNs"). For a
+position p and a scalar s_p read from the network at p, the page shows, for every earlier
+step t of the same sequence within ``grad_window`` steps,
+
+    influence(p, t) = || d s_p / d x_t ||_2        (the norm over the D input features)
+
+computed by the layers' own backward pass:
+
+- with a head: s_p = z_p[k*], the logit of the class the model predicts at p (argmax of
+  z_p); for a regression head, the prediction itself;
+- without a head: the Frobenius norm of the Jacobian d h_p / d x_t of the top layer's
+  hidden state, sqrt(sum_j ||d h_p[j] / d x_t||^2), from H backward passes (one per unit).
+
+The forward pass is re-run from the recorded state at step p - W (W = ``grad_window``),
+which is exact for t > p - W: the state before the window does not depend on those inputs.
+Positions: a set spread evenly over the document (``grad_positions``), or the last step of
+every sample for models that read out only there. For one-hot inputs the norm is over the
+full gradient vector, not just the active entry.
+
+Shapes: N steps of the document, B sequences, T steps each, D input, H hidden, L layers,
+Q quantities, F features, P gradient positions, K top-k.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import html
+import json
+import os
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from gatescope.nn import Linear, Recurrent, build_recurrent
+
+__all__ = [
+    "QUANTITY_LABELS",
+    "build_data",
+    "colour_lut",
+    "colour_range",
+    "dequantised",
+    "expected_colour",
+    "from_charlm",
+    "from_sequence_model",
+    "influence",
+    "render_html",
+    "task_glyphs",
+    "write_html",
+]
+
+FORMAT = 1  # version of the data object read by explorer.js
+
+# the order quantities appear on the page, and their labels
+QUANTITY_ORDER = ("h", "c", "i", "f", "o", "g", "z", "r", "n")
+QUANTITY_LABELS = {
+    "h": "hidden state h",
+    "c": "cell state c",
+    "i": "input gate i",
+    "f": "forget gate f",
+    "o": "output gate o",
+    "g": "candidate g",
+    "z": "update gate z",
+    "r": "reset gate r",
+    "n": "candidate n",
+}
+# nominal ranges: sigmoid gates 0..1 (sequential colours), tanh outputs -1..1 (diverging);
+# anything else, or data outside the nominal range, is scaled per unit
+_SIGMOID = {"i", "f", "o", "z", "r"}
+_TANH = {"g", "n", "h"}
+
+MAX_16BIT_VALUES = 8_000_000  # above this many stored values, 8 bits each (16 MB raw at most)
+MAX_BATCH_ROWS = 512  # sequences per backward pass in the influence computation
+SYMBOLS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_ASSETS = ("explorer.html", "explorer.css", "explorer.js")
+
+
+# ============================================================================ colours
+
+
+def colour_lut(name: str) -> np.ndarray:
+    """The page's 256-entry colour table ``name`` ("div", "seq" or "grad") as uint8 (256, 3).
+
+    div: blue (low) - near white (middle) - red (high), for signed values (matplotlib RdBu_r,
+    its two ends trimmed); seq: near white (0) to deep blue-green (1), for gates (YlGnBu);
+    grad: pale yellow to dark red (YlOrRd), for influence.
+    """
+    from matplotlib import colormaps
+
+    span = {
+        "div": ("RdBu_r", 0.06, 0.94),
+        "seq": ("YlGnBu", 0.0, 0.92),
+        "grad": ("YlOrRd", 0.0, 1.0),
+    }
+    if name not in span:
+        raise ValueError(f"colour table must be 'div', 'seq' or 'grad', got {name!r}")
+    cmap, a, b = span[name]
+    rgba = colormaps[cmap](np.linspace(a, b, 256))  # (256, 4) floats
+    return np.round(rgba[:, :3] * 255).astype(np.uint8)
+
+
+def colour_index(value: Any, lo: Any, hi: Any) -> np.ndarray:
+    """Index into a colour table: round(255 * (value - lo) / (hi - lo)), clipped to 0..255.
+
+    The page computes exactly this (with the quantised value); ``hi == lo`` gives the middle.
+    """
+    value, lo, hi = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (value, lo, hi)))
+    width = hi - lo
+    safe = np.where(width > 0, width, 1.0)
+    frac = np.where(width > 0, (value - lo) / safe, 0.5)
+    return np.clip(np.floor(frac * 255 + 0.5), 0, 255).astype(np.int64)
+
+
+def colour_range(
+    data: Mapping[str, Any], q: str, layer: int, unit: int, mode: str = "fixed"
+) -> tuple[float, float]:
+    """The value range that spans the colour table for one unit, as the page computes it.
+
+    "fixed": the nominal range of the quantity (gates 0..1, tanh outputs -1..1; otherwise
+    the unit's largest |value|, see `_domain`). "unit": the unit's own range, symmetric
+    about 0 on the diverging table, min..max on the sequential one.
+    """
+    spec = data["quantities"][q]
+    if mode == "fixed":
+        dom = spec["domains"][layer]
+        return float(dom["lo"][unit]), float(dom["hi"][unit])
+    if mode != "unit":
+        raise ValueError(f"mode must be 'fixed' or 'unit', got {mode!r}")
+    enc = spec["layers"][layer]
+    lo = float(np.frombuffer(base64.b64decode(enc["lo"]), "<f4")[unit])
+    step = float(np.frombuffer(base64.b64decode(enc["step"]), "<f4")[unit])
+    hi = lo + ((1 << data["bits"]) - 1) * step
+    if spec["cmap"] == "div":
+        m = max(abs(lo), abs(hi)) or 1.0
+        return -m, m
+    return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
+
+
+def expected_colour(
+    data: Mapping[str, Any], q: str, layer: int, unit: int, value: Any, mode: str = "fixed"
+) -> np.ndarray:
+    """The (..., 3) RGB the page gives ``value`` of ``q``, ``layer``, ``unit`` (for tests)."""
+    lo, hi = colour_range(data, q, layer, unit, mode)
+    return colour_lut(data["quantities"][q]["cmap"])[colour_index(value, lo, hi)]
+
+
+# ============================================================================ encoding
+
+
+def _b64(a: np.ndarray, dtype: str) -> str:
+    """Little-endian bytes of ``a`` as ``dtype``, base64 (the page reads them as typed arrays)."""
+    return base64.b64encode(
+        np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    ).decode("ascii")
+
+
+def _quantise(values: np.ndarray, bits: int) -> dict[str, Any]:
+    """values (N, H) -> per-unit affine code, unit-major: value[u, t] = lo[u] + q[u, t] * step[u]."""
+    lo = values.min(axis=0).astype(np.float64)  # (H,)
+    hi = values.max(axis=0).astype(np.float64)
+    levels = (1 << bits) - 1
+    step = np.where(hi > lo, (hi - lo) / levels, 1.0)  # (H,)
+    q = np.floor((values.T - lo[:, None]) / step[:, None] + 0.5)  # (H, N)
+    q = np.clip(q, 0, levels)
+    # the page decodes in float32 arithmetic; store the parameters it will use
+    lo32, step32 = lo.astype(np.float32), step.astype(np.float32)
+    return {
+        "lo": _b64(lo32, "f4"),
+        "step": _b64(step32, "f4"),
+        "q": _b64(q, "u1" if bits == 8 else "u2"),
+    }
+
+
+def dequantised(data: Mapping[str, Any], q: str, layer: int) -> np.ndarray:
+    """The (H, N) float32 values the page decodes for quantity ``q`` of ``layer``."""
+    enc = data["quantities"][q]["layers"][layer]
+    lo = np.frombuffer(base64.b64decode(enc["lo"]), "<f4")
+    step = np.frombuffer(base64.b64decode(enc["step"]), "<f4")
+    code = np.frombuffer(base64.b64decode(enc["q"]), "<u1" if data["bits"] == 8 else "<u2")
+    code = code.reshape(len(lo), -1).astype(np.float32)
+    return lo[:, None] + code * step[:, None]
+
+
+def _domain(q: str, values: np.ndarray, arch_nonlin: str) -> tuple[str, np.ndarray, np.ndarray]:
+    """Colour scale of a quantity: (table, lo (H,), hi (H,)).
+
+    Sigmoid gates 0..1 and tanh outputs -1..1 when the data stay inside; otherwise each unit
+    is scaled to its own range: symmetric about 0 (diverging) if it takes negative values,
+    0..max (sequential) if not.
+    """
+    H = values.shape[1]
+    vmin, vmax = float(values.min()), float(values.max())
+    tol = 1e-6
+    if q in _SIGMOID and vmin >= -tol and vmax <= 1 + tol:
+        return "seq", np.zeros(H), np.ones(H)
+    if q in _TANH and arch_nonlin != "relu" and vmin >= -1 - tol and vmax <= 1 + tol:
+        return "div", -np.ones(H), np.ones(H)
+    m = np.abs(values).max(axis=0)  # (H,)
+    m = np.where(m > 0, m, 1.0)
+    if vmin < 0:
+        return "div", -m, m
+    return "seq", np.zeros(H), m
+
+
+# ============================================================================ running the layer
+
+
+def _twin(layer: Recurrent) -> Recurrent:
+    """A batch-first copy of ``layer`` with the same weights, so its own trace is untouched."""
+    if not isinstance(layer, Recurrent):
+        raise ValueError(f"layer must be a gatescope LSTM, GRU or RNN, got {type(layer).__name__}")
+    twin = build_recurrent(dataclasses.replace(layer.config, batch_first=True), seed=0)
+    for name, p in layer.params.items():
+        twin.params[name][...] = p
+    return twin
+
+
+def _run(layer: Recurrent, x: np.ndarray, chunk: int = 2048) -> tuple[dict, dict]:
+    """Forward over x (B, T, D) in time chunks (state carried).
+
+    Returns (trace, states): trace name -> float32 (L, B, T, H); states name -> layer-dtype
+    (L, B, T, H) for the state names (h; h and c) needed to restart the forward anywhere.
+    """
+    B, T, _ = x.shape
+    L, H = layer.num_layers, layer.hidden_size
+    trace = {n: np.empty((L, B, T, H), np.float32) for n in layer.trace_names}
+    states = {n: np.empty((L, B, T, H), layer.dtype) for n in layer.state_names}
+    state = None
+    for t0 in range(0, T, chunk):
+        _, state = layer(x[:, t0 : t0 + chunk], state)
+        for name, a in layer.trace.items():  # (B, t, H) or (L, B, t, H)
+            a = a.reshape(L, B, -1, H)
+            trace[name][:, :, t0 : t0 + chunk] = a
+            if name in states:
+                states[name][:, :, t0 : t0 + chunk] = a
+    return trace, states
+
+
+def _state_at(layer: Recurrent, states: dict, rows: np.ndarray, cols: np.ndarray) -> Any:
+    """The public state after step cols[i] of sequence rows[i] (zeros where cols[i] < 0)."""
+    parts = []
+    for name in layer.state_names:
+        a = states[name][:, rows, np.maximum(cols, 0)]  # (L, n, H)
+        a = np.where((cols >= 0)[None, :, None], a, 0).astype(layer.dtype)
+        parts.append(a[0] if layer.num_layers == 1 else a)
+    return tuple(parts) if len(parts) > 1 else parts[0]
+
+
+def influence(
+    layer: Recurrent,
+    x: np.ndarray,
+    positions: Sequence[tuple[int, int]],
+    *,
+    window: int = 100,
+    head: Linear | None = None,
+    classes: Sequence[int] | None = None,
+    states: Mapping[str, np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """Measured influence ||d s_p / d x_t||_2 of earlier inputs on positions ``(b, t)``.
+
+    x (B, T, D): the sequences (each read from the zero state). For each position (b, t),
+    returns a float64 array over steps max(0, t - window + 1) .. t (oldest first). s_p is
+    ``z[classes[i]]`` of the head's output at (b, t) when ``head`` is given (``classes``
+    defaults to each position's argmax; a single-output head uses its output); without a
+    head, the Frobenius norm of d h_t / d x_t' of the top layer (see the module docstring).
+    ``states``: the (L, B, T, H) states from an earlier forward (recomputed if None).
+    """
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape (B, T, D), got {x.shape}")
+    B, T, D = x.shape
+    if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
+        raise ValueError(f"window must be a positive int, got {window!r}")
+    pos = np.asarray(positions, np.int64).reshape(-1, 2)
+    if pos.size and (
+        pos[:, 0].min() < 0 or pos[:, 0].max() >= B or pos[:, 1].min() < 0 or pos[:, 1].max() >= T
+    ):
+        raise ValueError(f"positions must be (b, t) with 0 <= b < {B} and 0 <= t < {T}")
+    twin = _twin(layer)
+    x = x.astype(twin.dtype, copy=False)
+    if states is None:
+        _, states = _run(twin, x)
+    H = twin.hidden_size
+    if head is not None:
+        W = head.params["weight"].astype(twin.dtype)  # (C, H)
+        if classes is None:
+            top = np.asarray(states["h"][-1][pos[:, 0], pos[:, 1]], twin.dtype)  # (P, H)
+            z = top @ W.T
+            classes = np.argmax(z, axis=-1) if W.shape[0] > 1 else np.zeros(len(pos), np.int64)
+        classes = np.asarray(classes, np.int64).reshape(-1)
+        if classes.shape != (len(pos),):
+            raise ValueError(
+                f"classes must give one class per position ({len(pos)}), got {classes.shape}"
+            )
+    out: list[np.ndarray] = [np.empty(0)] * len(pos)
+    lengths = np.minimum(pos[:, 1] + 1, window)
+    per_pos = 1 if head is not None else H  # backward rows per position
+    chunk = max(1, MAX_BATCH_ROWS // per_pos)
+    for n in np.unique(lengths):
+        idx = np.flatnonzero(lengths == n)
+        for c0 in range(0, len(idx), chunk):
+            sel = idx[c0 : c0 + chunk]
+            b, t = pos[sel, 0], pos[sel, 1]
+            steps = t[:, None] - n + 1 + np.arange(n)[None, :]  # (P', n)
+            xw = x[b[:, None], steps]  # (P', n, D)
+            state0 = _state_at(twin, states, b, t - n)
+            if head is None:  # one row per (position, unit): dy = e_j at the last step
+                xw = np.repeat(xw, H, axis=0)
+                state0 = _repeat_state(state0, H, twin.num_layers)
+            twin(xw, state0)
+            dy = np.zeros((len(xw), n, H), twin.dtype)
+            if head is None:
+                dy[np.arange(len(xw)), -1, np.tile(np.arange(H), len(sel))] = 1.0
+            else:
+                dy[:, -1, :] = W[classes[sel]]
+            dx = twin.backward(dy)  # (rows, n, D)
+            norms = np.sum(dx.astype(np.float64) ** 2, axis=-1)  # (rows, n)
+            if head is None:
+                norms = norms.reshape(len(sel), H, n).sum(axis=1)
+            norms = np.sqrt(norms)
+            for i, k in enumerate(sel):
+                out[k] = norms[i]
+    return out
+
+
+def _repeat_state(state: Any, k: int, L: int) -> Any:
+    axis = 0 if L == 1 else 1
+    if isinstance(state, tuple):
+        return tuple(np.repeat(s, k, axis=axis) for s in state)
+    return np.repeat(state, k, axis=axis)
+
+
+# ============================================================================ the data object
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _pearson(a: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """a (N, H), f (N, F) -> (H, F) Pearson r: `gatescope.inspect.cells.pearson_columns`
+    per feature (0 for a constant unit, NaN for a constant feature)."""
+    try:
+        from gatescope.inspect.cells import pearson_columns
+    except ImportError:  # pragma: no cover - the same formula, for a tree without cells.py
+        pearson_columns = _pearson_columns
+    return np.stack([pearson_columns(a, f[:, j]) for j in range(f.shape[1])], axis=1)
+
+
+def _pearson_columns(a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float64) - np.mean(a, axis=0)
+    x = np.asarray(x, np.float64) - np.mean(x)
+    sa, sx = np.sqrt((a * a).sum(axis=0)), np.sqrt((x * x).sum())
+    if sx == 0 or len(x) < 2:
+        return np.full(a.shape[1], np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (x @ a) / (sa * sx)
+    r[sa == 0] = 0.0
+    return np.clip(r, -1.0, 1.0)
+
+
+def _round_list(a: np.ndarray, digits: int = 3) -> list:
+    return [[None if not np.isfinite(v) else round(float(v), digits) for v in row] for row in a]
+
+
+def _positions_spread(n_total: int, count: int) -> np.ndarray:
+    if count <= 0:
+        return np.zeros(0, np.int64)
+    return np.unique(np.round(np.linspace(0, n_total - 1, min(count, n_total))).astype(np.int64))
+
+
+def build_data(
+    layer: Recurrent,
+    x: np.ndarray,
+    tokens: str | Sequence[str],
+    *,
+    kind: str = "text",
+    head: Linear | None = None,
+    labels: Sequence[str] | None = None,
+    readout: str = "steps",
+    targets: np.ndarray | None = None,
+    features: Mapping[str, Any] | None = None,
+    token_info: Sequence[str] | None = None,
+    emphasis: np.ndarray | None = None,
+    grad_positions: int | Sequence[int] = 256,
+    grad_window: int = 100,
+    top_k: int = 5,
+    bits: int | None = None,
+    title: str = "gatescope explorer",
+    details: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Run ``layer`` on ``x`` and collect everything the page shows; returns a JSON-safe dict.
+
+    x (B, T, D): B sequences, each read from the zero state; the document is their N = B * T
+    steps one after another. ``tokens``: N display characters (for a text, the text itself;
+    each sequence after the first starts a new line on the page). ``kind``: "text" (a line
+    break after every newline) or "steps". ``head``: the Linear read-out on the top layer's h;
+    with ``labels`` (one name per output) the page shows the top-``top_k`` predictions where
+    ``readout`` says the head reads ("steps": every step; "last": the last step of each
+    sequence). ``targets`` (N,) int: the class actually next at each step (-1: none), for
+    p(target). ``features``: name -> (N,) numbers, correlated with every unit.
+    ``token_info``: N strings shown on hover. ``emphasis`` (N,) bool: steps drawn bold.
+    ``grad_positions``: how many positions (spread evenly) or which flat positions get an
+    influence measurement (ignored for readout "last": the last step of each sequence).
+    ``bits``: 8 or 16 per value (None: 16 up to `MAX_16BIT_VALUES` values, else 8).
+    """
+    if not isinstance(layer, Recurrent):
+        raise ValueError(f"layer must be a gatescope LSTM, GRU or RNN, got {type(layer).__name__}")
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[2] != layer.input_size:
+        raise ValueError(f"x must have shape (B, T, D={layer.input_size}), got {x.shape}")
+    B, T, _ = x.shape
+    N = B * T
+    if N == 0:
+        raise ValueError("x must hold at least one step")
+    tokens = "".join(tokens) if not isinstance(tokens, str) else tokens
+    if len(tokens) != N:
+        raise ValueError(f"tokens must give one character per step ({N}), got {len(tokens)}")
+    if kind not in ("text", "steps"):
+        raise ValueError(f"kind must be 'text' or 'steps', got {kind!r}")
+    if readout not in ("steps", "last"):
+        raise ValueError(f"readout must be 'steps' or 'last', got {readout!r}")
+    if labels is not None and (head is None or len(labels) != head.out_features):
+        raise ValueError("labels need a head and must name each of its outputs")
+    L, H = layer.num_layers, layer.hidden_size
+    if bits is None:
+        n_q = len(layer.trace_names)
+        bits = 16 if n_q * L * H * N <= MAX_16BIT_VALUES else 8
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits!r}")
+    twin = _twin(layer)
+    xt = x.astype(twin.dtype, copy=False)
+    trace, states = _run(twin, xt)
+    nonlin = getattr(layer.config, "nonlinearity", "tanh")
+
+    # --- features and correlations
+    feats: dict[str, np.ndarray] = {}
+    for name, values in (features or {}).items():
+        v = np.asarray(values, np.float64).reshape(-1)
+        if v.shape != (N,):
+            raise ValueError(f"feature {name!r} must have one value per step ({N}), got {v.shape}")
+        feats[str(name)] = v
+    fmat = np.stack(list(feats.values()), axis=1) if feats else np.zeros((N, 0))
+
+    quantities: dict[str, Any] = {}
+    order = [q for q in QUANTITY_ORDER if q in trace] + [
+        q for q in trace if q not in QUANTITY_ORDER
+    ]
+    for q in order:
+        per_layer, domains, corr = [], [], []
+        for k in range(L):
+            v = trace[q][k].reshape(N, H)  # (N, H): sequences one after another
+            cmap, lo, hi = _domain(q, v, nonlin)
+            per_layer.append(_quantise(v, bits))
+            domains.append({"lo": [float(a) for a in lo], "hi": [float(a) for a in hi]})
+            corr.append(_round_list(_pearson(v, fmat)) if feats else [])
+        quantities[q] = {
+            "label": QUANTITY_LABELS.get(q, q),
+            "cmap": cmap,
+            "layers": per_layer,
+            "domains": domains,
+            "corr": corr,
+        }
+
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "title": str(title),
+        "details": {str(k): str(v) for k, v in (details or {}).items()},
+        "notes": [str(n) for n in notes],
+        "kind": kind,
+        "arch": layer.config.arch,
+        "n": N,
+        "seq_len": T,
+        "sequences": B,
+        "layers": L,
+        "units": H,
+        "bits": bits,
+        "tokens": tokens,
+        "token_info": list(token_info) if token_info is not None else None,
+        "emphasis": _b64(np.asarray(emphasis, bool), "u1") if emphasis is not None else None,
+        "features": list(feats),
+        "quantities": quantities,
+        "luts": {name: colour_lut(name).reshape(-1).tolist() for name in ("div", "seq", "grad")},
+    }
+    if token_info is not None and len(token_info) != N:
+        raise ValueError(f"token_info must give one string per step ({N}), got {len(token_info)}")
+    if emphasis is not None and np.asarray(emphasis).shape != (N,):
+        raise ValueError(f"emphasis must have one flag per step ({N})")
+
+    # --- predictions
+    top = states["h"][-1]  # (B, T, H) top layer's hidden state
+    data["predictions"] = None
+    if head is not None and labels is not None:
+        if readout == "steps":
+            at = np.arange(N)
+        else:
+            at = np.arange(B) * T + T - 1
+        hz = top.reshape(N, H)[at]
+        probs = _softmax(
+            (hz @ head.params["weight"].T.astype(hz.dtype) + _bias(head, hz.dtype)).astype(
+                np.float64
+            )
+        )
+        k = int(min(top_k, probs.shape[1]))
+        idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (n, K)
+        p = np.take_along_axis(probs, idx, axis=1)
+        full_idx = np.zeros((N, k), np.int64)
+        full_p = np.zeros((N, k))
+        full_idx[at], full_p[at] = idx, p
+        has = np.zeros(N, bool)
+        has[at] = True
+        pred: dict[str, Any] = {
+            "k": k,
+            "labels": [str(s) for s in labels],
+            "idx": _b64(full_idx, "u2"),
+            "p": _b64(np.round(full_p * 65535), "u2"),
+            "has": _b64(has, "u1"),
+            "target_p": None,
+        }
+        if targets is not None:
+            tg = np.asarray(targets, np.int64).reshape(-1)
+            if tg.shape != (N,):
+                raise ValueError(f"targets must have one entry per step ({N}), got {tg.shape}")
+            tp = np.full(N, -1.0)
+            ok = has & (tg >= 0)
+            rows = np.searchsorted(at, np.flatnonzero(ok))
+            tp[ok] = probs[rows, tg[ok]]
+            pred["target"] = _b64(np.where(ok, tg, 65535), "u2")
+            pred["target_p"] = _b64(np.where(ok, np.round(tp * 65535), 65535), "u2")
+        data["predictions"] = pred
+
+    # --- influence
+    if readout == "last" and head is not None:
+        flat = np.arange(B) * T + T - 1
+        window = T
+    elif isinstance(grad_positions, int | np.integer):
+        flat = _positions_spread(N, int(grad_positions))
+        window = grad_window
+    else:
+        flat = np.unique(np.asarray(grad_positions, np.int64).reshape(-1))
+        if flat.size and (flat.min() < 0 or flat.max() >= N):
+            raise ValueError(f"grad_positions must lie in [0, {N})")
+        window = grad_window
+    data["gradients"] = None
+    if flat.size:
+        b, t = np.divmod(flat, T)
+        pos = np.stack([b, t], axis=1)
+        classes = None
+        if head is not None:
+            z = top[b, t] @ head.params["weight"].T.astype(top.dtype)  # (P, C)
+            classes = np.argmax(z, axis=-1) if z.shape[1] > 1 else np.zeros(len(flat), np.int64)
+        infl = influence(
+            twin, xt, pos, window=int(window), head=head, classes=classes, states=states
+        )
+        starts = flat - np.array([len(a) for a in infl]) + 1
+        offsets = np.concatenate([[0], np.cumsum([len(a) for a in infl])])
+        if head is None:
+            measure = "‖∂h_p/∂x_t‖ (Frobenius norm of the Jacobian of the top layer's hidden state)"
+            what = [""] * len(flat)
+        elif head.out_features == 1:
+            measure = "‖∂ŷ_p/∂x_t‖₂ (gradient of the model's prediction)"
+            what = ["prediction"] * len(flat)
+        else:
+            measure = "‖∂z_p[k]/∂x_t‖₂ (gradient of the logit of the predicted class k)"
+            names = (
+                list(labels) if labels is not None else [str(i) for i in range(head.out_features)]
+            )
+            what = [names[int(c)] for c in classes]
+        data["gradients"] = {
+            "measure": measure,
+            "window": int(window),
+            "positions": _b64(flat, "i4"),
+            "starts": _b64(starts, "i4"),
+            "offsets": _b64(offsets, "i4"),
+            "values": _b64(np.concatenate(infl), "f4"),
+            "what": what,
+        }
+    return data
+
+
+def _bias(head: Linear, dtype: Any) -> Any:
+    return head.params["bias"].astype(dtype) if "bias" in head.params else 0.0
+
+
+# ============================================================================ the page
+
+
+def _asset(name: str) -> str:
+    return resources.files("gatescope.viz").joinpath(name).read_text(encoding="utf-8")
+
+
+def _csp_hash(text: str) -> str:
+    return (
+        "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+    )
+
+
+def render_html(data: Mapping[str, Any]) -> str:
+    """The self-contained page for ``data`` (from :func:`build_data`), as one string."""
+    template, style, script = (_asset(n) for n in _ASSETS)
+    # JSON inside <script>: "<" is escaped so no "</script>" or "<!--" can occur in it
+    blob = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    blob = blob.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    csp = (
+        "default-src 'none'; "
+        f"script-src {_csp_hash(script)}; "
+        f"style-src {_csp_hash(style)}; "
+        "img-src data:; base-uri 'none'; form-action 'none'"
+    )
+    parts = {
+        "{{CSP}}": html.escape(csp, quote=True),
+        "{{TITLE}}": html.escape(str(data.get("title", "gatescope explorer"))),
+        "{{STYLE}}": style,
+        "{{SCRIPT}}": script,
+        "{{DATA}}": blob,
+    }
+    out = template
+    for key in ("{{CSP}}", "{{TITLE}}", "{{STYLE}}", "{{SCRIPT}}"):
+        out = out.replace(key, parts[key])
+    return out.replace("{{DATA}}", blob, 1)  # last: the data may contain anything
+
+
+def write_html(path: str | os.PathLike[str], data: Mapping[str, Any]) -> int:
+    """Write the page to ``path`` (via a temporary file, then renamed); returns its size."""
+    text = render_html(data).encode("utf-8")
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return len(text)
+
+
+# ============================================================================ sources
+
+
+def _text_features(text: str) -> dict[str, np.ndarray]:
+    """The text features of `gatescope.inspect.cells` (empty if that module is missing)."""
+    try:
+        from gatescope.inspect import cells
+    except ImportError:
+        return {}
+    fn = getattr(cells, "text_features", None)
+    if fn is None:
+        return {}
+    return {k: np.asarray(v, np.float64) for k, v in dict(fn(text)).items()}
+
+
+def from_charlm(
+    model: Any,
+    vocab: Any,
+    text: str,
+    *,
+    title: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Explorer data for a character language model (`gatescope.charlm.CharLM`) on ``text``.
+
+    The page shows the text as given; characters outside the vocabulary are read as the
+    unknown symbol. Features: those of `gatescope.inspect.cells.text_features`.
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError("text must be a non-empty string")
+    ids = vocab.encode(text)  # (N,)
+    x = model.one_hot(ids[None, :])  # (1, N, V)
+    labels = list("\ufffd" + vocab.chars)  # id 0 is the unknown symbol
+    targets = np.append(ids[1:], -1)
+    feats = options.pop("features", None)
+    if feats is None:
+        feats = _text_features(text)
+    cfg = model.config
+    info = {
+        "model": f"{cfg.arch.upper()} · {cfg.num_layers} layer{'s' if cfg.num_layers > 1 else ''} × {cfg.hidden_size} units",
+        "vocabulary": f"{vocab.size} symbols",
+        "text": f"{len(text):,} characters",
+        **(details or {}),
+    }
+    return build_data(
+        model.rnn,
+        x,
+        text,
+        kind="text",
+        head=model.head,
+        labels=labels,
+        readout="steps",
+        targets=targets,
+        features=feats,
+        title=title or "gatescope explorer",
+        details=info,
+        **options,
+    )
+
+
+def task_glyphs(task: Any, x: np.ndarray) -> tuple[str, list[str], np.ndarray]:
+    """Display characters, hover strings and emphasis flags for task inputs x (B, T, D).
+
+    One-hot steps show their symbol (the order task's letters a b c d B E X Y, the copy
+    task's 1..K with '·' for blank and ':' for the delimiter, otherwise 0-9 A-Z ...); the
+    adding task shows the first decimal of each value and emphasises the marked steps;
+    other steps (noise) show '~'.
+    """
+    x = np.asarray(x, np.float64)
+    B, T, D = x.shape
+    flat = x.reshape(-1, D)
+    name = getattr(task, "name", "")
+    if name == "order":
+        alphabet = "abcdBEXY"
+    elif name == "copy":
+        alphabet = "·" + "".join(SYMBOLS[1 : D - 1]) + ":"
+    else:
+        alphabet = SYMBOLS
+    glyphs, info = [], []
+    emph = np.zeros(len(flat), bool)
+    one_hot = (np.abs(flat).sum(axis=1) == 1) & (flat.max(axis=1) == 1) & (flat.min(axis=1) >= 0)
+    if name == "adding":
+        for k, row in enumerate(flat):
+            glyphs.append(str(min(9, max(0, int(row[0] * 10)))))
+            emph[k] = row[1] != 0
+            info.append(f"value {row[0]:.3f}" + (" · marked" if emph[k] else ""))
+        return "".join(glyphs), info, emph
+    for k, row in enumerate(flat):
+        if one_hot[k]:
+            j = int(np.argmax(row))
+            glyphs.append(alphabet[j] if j < len(alphabet) else "?")
+            info.append(f"input: one-hot {j}")
+        elif not row.any():
+            glyphs.append("·")
+            info.append("input: zeros")
+        else:
+            glyphs.append("~")
+            shown = ", ".join(f"{v:+.2f}" for v in row[:8]) + (", …" if D > 8 else "")
+            info.append(f"input: [{shown}]")
+    return "".join(glyphs), info, emph
+
+
+def from_sequence_model(
+    model: Any,
+    task: Any,
+    batch: Any,
+    *,
+    title: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Explorer data for a task model (`gatescope.model.SequenceModel`) on ``batch``.
+
+    Each sample is one line of the page. Features: each input channel (for one-hot inputs,
+    "is symbol k") and the step's position in its sample.
+    """
+    x = np.asarray(batch.x)
+    B, T, D = x.shape
+    glyphs, info, emph = task_glyphs(task, x)
+    cfg = model.config
+    kind = cfg.kind
+    out = model.predict(x)  # (B, C) or (B, T, C)
+    labels: list[str] | None = None
+    targets = None
+    alphabet = getattr(task, "class_names", None)
+    if kind in ("classify_last", "classify_steps"):
+        labels = [
+            str(alphabet[i]) if alphabet and i < len(alphabet) else str(i)
+            for i in range(cfg.output_size)
+        ]
+        if getattr(task, "name", "") == "copy":
+            labels = ["·"] + [SYMBOLS[i] for i in range(1, cfg.output_size)]
+    y = np.asarray(batch.y)
+    if kind == "classify_steps":
+        tg = y.reshape(-1).astype(np.int64)
+        if batch.mask is not None:
+            tg = np.where(batch.mask.reshape(-1), tg, -1)
+        targets = tg
+    elif kind == "classify_last":
+        targets = np.full(B * T, -1, np.int64)
+        targets[np.arange(B) * T + T - 1] = y.reshape(-1)
+    for b in range(B):
+        k = b * T + T - 1
+        if kind == "regress_last":
+            info[k] += f" · output {float(out[b, 0]):.4f}, target {float(y[b, 0]):.4f}"
+        elif kind == "classify_last":
+            info[k] += f" · read-out step, target {labels[int(y[b])]}"
+    one_hot_inputs = all(g not in "~" for g in glyphs) and getattr(task, "name", "") != "adding"
+    feats: dict[str, np.ndarray] = {}
+    flat = x.reshape(-1, D)
+    for j in range(D):
+        if getattr(task, "name", "") == "adding":
+            nm = ("value", "marker")[j] if j < 2 else f"x[{j}]"
+        elif one_hot_inputs:
+            nm = (
+                f"is '{glyphs[int(np.flatnonzero(flat[:, j] == 1)[0])]}'"
+                if (flat[:, j] == 1).any()
+                else f"x[{j}]"
+            )
+        else:
+            nm = f"x[{j}]"
+        feats[nm] = flat[:, j]
+    feats["step"] = np.tile(np.arange(T, dtype=np.float64), B)
+    user_feats = options.pop("features", None)
+    if user_feats:
+        feats.update(user_feats)
+    info_lines = {
+        "model": f"{cfg.arch.upper()} · {cfg.num_layers} layer{'s' if cfg.num_layers > 1 else ''} × {cfg.hidden_size} units",
+        "task": f"{getattr(task, 'name', '?')} (T = {T}, {kind})",
+        "samples": str(B),
+        **(details or {}),
+    }
+    return build_data(
+        model.recurrent,
+        x,
+        glyphs,
+        kind="steps",
+        head=model.head,
+        labels=labels,
+        readout="steps" if kind == "classify_steps" else "last",
+        targets=targets,
+        features=feats,
+        token_info=info,
+        emphasis=emph,
+        title=title or "gatescope explorer",
+        details=info_lines,
+        **options,
+    )
+
+
+def summary(data: Mapping[str, Any]) -> str:
+    """One line describing a data object: steps, units, quantities, size of the gradients."""
+    g = data.get("gradients")
+    n_pos = len(base64.b64decode(g["positions"])) // 4 if g else 0
+    return (
+        f"{data['n']:,} steps · {data['layers']} layer(s) × {data['units']} units · "
+        f"{', '.join(data['quantities'])} at {data['bits']} bits · "
+        f"influence at {n_pos} position(s)" + (f" (window {g['window']})" if g else "")
+    )
