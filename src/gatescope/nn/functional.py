@@ -6,7 +6,12 @@ returns NaN for pre-activations of +-1000.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import numpy as np
+
+BACKENDS = ("auto", "numpy", "numba")
 
 
 def sigmoid(
@@ -31,6 +36,46 @@ def sigmoid(
     np.maximum(e, tmp, out=tmp)  # the numerator: e where z < 0, else 1
     np.add(e, 1, out=e)
     return np.divide(tmp, e, out=e)
+
+
+def backend(name: str | None = None) -> str:
+    """The element-wise backend of the sequence paths: "numba" or "numpy".
+
+    `name` (one of BACKENDS) wins; else the environment variable GATESCOPE_BACKEND; else
+    "auto": numba's fused kernels when numba is installed (`pip install gatescope[fast]`),
+    the plain NumPy loops otherwise. Both compute the same numbers (tested equal).
+    """
+    name = name or os.environ.get("GATESCOPE_BACKEND") or "auto"
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if name == "numpy":
+        return "numpy"
+    if _numba_kernels() is not None:
+        return "numba"
+    if name == "numba":
+        raise ImportError("backend 'numba' needs numba: pip install 'gatescope[fast]'")
+    return "numpy"
+
+
+def kernels(dtype: np.dtype, name: str | None = None):
+    """The numba kernels for `dtype` when `backend(name)` is "numba", else None."""
+    return _numba_kernels()[np.dtype(dtype)] if backend(name) == "numba" else None
+
+
+@functools.cache
+def _numba_kernels():
+    """Import the optional kernels once (a failed import of numba is not retried per call)."""
+    try:
+        from ._numba import KERNELS
+    except ImportError:
+        return None
+    return KERNELS
+
+
+def chunk_steps(T: int, B: int) -> int:
+    """Steps per chunk of dL/da that backward keeps: about 1024 rows (B per step) for the
+    weight-gradient products, and at most a quarter of the sequence, to bound the memory."""
+    return max(1, min(-(-1024 // B), -(-T // 4)))
 
 
 def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .checks import Seed, as_float_dtype, as_generator
-from .functional import sigmoid
+from .functional import chunk_steps, kernels, sigmoid
 from .recurrent import Recurrent, RecurrentConfig, init_packed
 
 # --------------------------------------------------------------------------------------------
@@ -97,83 +97,155 @@ class GRUCache:
     hn: np.ndarray  # (T, B, H) h W_hn^T + b_hn (reset_after) or r * h_{t-1} (not)
 
 
-def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after) -> GRUCache:
-    """A sequence: x (T, B, D), h0 (B, H) -> cache with every gate and state."""
+def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None) -> GRUCache:
+    """A sequence: x (T, B, D), h0 (B, H) -> cache with every gate and state.
+
+    The step loop allocates nothing. reset_after=True needs one recurrent product per step,
+    h_{t-1} W_hh^T (B, 3H); the chapter's form two, as r must come before W_hn. With the
+    numba backend the element-wise work between the products is one or two fused kernels.
+    """
     T, B, D = x.shape
     H = h0.shape[1]
-    gates = (x.reshape(T * B, D) @ w_ih.T).reshape(T, B, 3 * H)  # input projections, at once
+    dt = x.dtype
+    gates = np.matmul(x.reshape(T * B, D), w_ih.T).reshape(T, B, 3 * H)  # all input projections
     if b is not None:
         gates += b
-    hs = np.empty((T + 1, B, H), x.dtype)
-    hn = np.empty((T, B, H), x.dtype)
+    hs = np.empty((T + 1, B, H), dt)
+    hn = np.empty((T, B, H), dt)
     hs[0] = h0
-    w_rz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]
-    rec = np.empty((B, 2 * H), x.dtype)
+    w_rz_t, w_hn_t = w_hh[: 2 * H].T, w_hh[2 * H :].T
+    rec = np.empty((B, 3 * H if reset_after else 2 * H), dt)  # recurrent products
+    nrec = rec[:, 2 * H :] if reset_after else np.empty((B, H), dt)
+    tmp2 = np.empty((B, 2 * H), dt)  # sigmoid scratch
+    tmp = tmp2[:, :H]
+    nb = kernels(dt, backend)
+    zero_b = np.zeros(H, dt) if b_hn is None else b_hn
     for t in range(T):
         a = gates[t]  # (B, 3H), activated in place
-        h_prev = hs[t]
-        np.matmul(h_prev, w_rz.T, out=rec)
-        a[:, : 2 * H] += rec
-        sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])
+        h_prev, h = hs[t], hs[t + 1]
         r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
         if reset_after:
-            np.matmul(h_prev, w_hn.T, out=hn[t])
+            np.matmul(h_prev, w_hh.T, out=rec)
+            if nb is not None:
+                nb.gru_fwd_after(a, rec, zero_b, b_hn is not None, h_prev, hn[t], h)
+                continue
+            np.add(a[:, : 2 * H], rec[:, : 2 * H], out=a[:, : 2 * H])
+            sigmoid(a[:, : 2 * H], out=a[:, : 2 * H], tmp=tmp2)
             if b_hn is not None:
-                hn[t] += b_hn
-            n += r * hn[t]
+                np.add(nrec, b_hn, out=hn[t])
+            else:
+                hn[t] = nrec
+            np.multiply(r, hn[t], out=tmp)
+            n += tmp
         else:
+            np.matmul(h_prev, w_rz_t, out=rec)
+            if nb is not None:
+                nb.gru_fwd_rz(a, rec, h_prev, hn[t])
+                np.matmul(hn[t], w_hn_t, out=nrec)
+                nb.gru_fwd_n(a, nrec, h_prev, h)
+                continue
+            a[:, : 2 * H] += rec
+            sigmoid(a[:, : 2 * H], out=a[:, : 2 * H], tmp=tmp2)
             np.multiply(r, h_prev, out=hn[t])
-            n += hn[t] @ w_hn.T
+            n += np.matmul(hn[t], w_hn_t, out=nrec)
         np.tanh(n, out=n)
         # h = (1 - z) n + z h_prev = n + z (h_prev - n)
-        np.subtract(h_prev, n, out=hs[t + 1])
-        hs[t + 1] *= z
-        hs[t + 1] += n
+        np.subtract(h_prev, n, out=h)
+        h *= z
+        h += n
     return GRUCache(x, gates, hs, hn)
 
 
-def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after):
-    """BPTT: dy (T, B, H) or None, dhT (B, H) -> dx, dh0, dW_ih, dW_hh, db, db_hn."""
+def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None):
+    """BPTT: dy (T, B, H) or None, dhT (B, H) -> dx, dh0, dW_ih, dW_hh, db, db_hn.
+
+    dL/da is kept for a chunk of steps only, and each finished chunk goes through one
+    product for dx and one for each weight gradient (as in `lstm_backward`). The step loop
+    allocates nothing.
+    """
     x, gates, hs, hn = cache.x, cache.gates, cache.hs, cache.hn
     T, B, D = x.shape
     H = hs.shape[2]
+    dt = x.dtype
     w_rz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]
-    dax = np.empty((T, B, 3 * H), x.dtype)  # dL/d(input pre-activations) [r, z, n]
-    dhn = np.empty((T, B, H), x.dtype)  # dL/d(hn) in the reset_after form, else unused
-    dh = np.array(dhT, dtype=x.dtype)
-    for t in reversed(range(T)):
-        if dy is not None:
-            dh += dy[t]
-        h_prev = hs[t]
-        r, z, n = gates[t, :, :H], gates[t, :, H : 2 * H], gates[t, :, 2 * H :]
-        d = dax[t]
-        da_r, da_z, da_n = d[:, :H], d[:, H : 2 * H], d[:, 2 * H :]
-        np.multiply(dh, (1 - z) * (1 - n * n), out=da_n)
-        np.multiply(dh, (h_prev - n) * z * (1 - z), out=da_z)
+    K = chunk_steps(T, B)
+    dax = np.empty((K, B, 3 * H), dt)  # dL/d(input pre-activations) [r, z, n] of a chunk
+    dhn = np.empty((K, B, H), dt) if reset_after else None  # dL/d(hn), reset_after form
+    dx = np.empty((T, B, D), dt)
+    dw_ih = np.zeros((3 * H, D), dt)
+    dw_hh = np.zeros((3 * H, H), dt)
+    db = np.zeros(3 * H, dt)
+    db_hn = np.zeros(H, dt) if reset_after else None
+    k_ih, k_rz, k_hn, k_b = (
+        np.empty_like(dw_ih),
+        np.empty((2 * H, H), dt),
+        np.empty((H, H), dt),
+        np.empty_like(db),
+    )
+    dh = np.array(dhT, dtype=dt)
+    t1, t2, drh = np.empty((B, H), dt), np.empty((B, H), dt), np.empty((B, H), dt)
+    nb = kernels(dt, backend)
+    for end in range(T, 0, -K):
+        start = max(0, end - K)
+        for t in reversed(range(start, end)):
+            k = t - start
+            h_prev = hs[t]
+            a = gates[t]
+            r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+            d = dax[k]
+            da_r, da_z, da_n = d[:, :H], d[:, H : 2 * H], d[:, 2 * H :]
+            if nb is not None:
+                dy_t = dy[t] if dy is not None else dh
+                if reset_after:
+                    nb.gru_bwd_after(dh, dy_t, dy is not None, a, h_prev, hn[t], d, dhn[k])
+                    dh += np.matmul(dhn[k], w_hn, out=t1)
+                else:
+                    nb.gru_bwd_zn(dh, dy_t, dy is not None, a, h_prev, d)
+                    np.matmul(da_n, w_hn, out=drh)
+                    nb.gru_bwd_r(dh, drh, a, h_prev, d)
+                dh += np.matmul(d[:, : 2 * H], w_rz, out=t1)
+                continue
+            if dy is not None:
+                dh += dy[t]
+            np.multiply(n, n, out=t1)
+            np.subtract(1, t1, out=t1)  # 1 - n^2
+            np.subtract(1, z, out=t2)
+            t1 *= t2
+            np.multiply(dh, t1, out=da_n)  # dh (1 - z) (1 - n^2)
+            np.subtract(h_prev, n, out=t1)
+            np.multiply(z, t2, out=t2)  # z (1 - z)
+            t1 *= t2
+            np.multiply(dh, t1, out=da_z)  # dh (h_prev - n) z (1 - z)
+            np.multiply(r, r, out=t2)
+            np.subtract(r, t2, out=t2)  # r (1 - r)
+            dh *= z
+            if reset_after:
+                np.multiply(da_n, hn[t], out=da_r)
+                da_r *= t2
+                np.multiply(da_n, r, out=dhn[k])
+                dh += np.matmul(dhn[k], w_hn, out=t1)
+            else:
+                np.matmul(da_n, w_hn, out=drh)  # (B, H)
+                np.multiply(drh, h_prev, out=da_r)
+                da_r *= t2
+                dh += np.multiply(drh, r, out=t1)
+            dh += np.matmul(d[:, : 2 * H], w_rz, out=t1)
+        # the chunk's products
+        n_rows = (end - start) * B
+        d2 = dax[: end - start].reshape(n_rows, 3 * H)
+        h_prev_all = hs[start:end].reshape(n_rows, H)
+        np.matmul(d2, w_ih, out=dx[start:end].reshape(n_rows, D))
+        dw_ih += np.matmul(d2.T, x[start:end].reshape(n_rows, D), out=k_ih)
+        dw_hh[: 2 * H] += np.matmul(d2[:, : 2 * H].T, h_prev_all, out=k_rz)
+        db += np.sum(d2, axis=0, out=k_b)
         if reset_after:
-            np.multiply(da_n, hn[t] * r * (1 - r), out=da_r)
-            np.multiply(da_n, r, out=dhn[t])
-            dh_rec = dhn[t] @ w_hn
+            dhn2 = dhn[: end - start].reshape(n_rows, H)
+            dw_hh[2 * H :] += np.matmul(dhn2.T, h_prev_all, out=k_hn)
+            db_hn += np.sum(dhn2, axis=0, out=k_b[:H])
         else:
-            drh = da_n @ w_hn  # (B, H)
-            np.multiply(drh, h_prev * r * (1 - r), out=da_r)
-            dh_rec = drh * r
-        dh *= z
-        dh += dh_rec
-        dh += d[:, : 2 * H] @ w_rz
-    dax2 = dax.reshape(T * B, 3 * H)
-    h_prev_all = hs[:-1].reshape(T * B, H)
-    dx = (dax2 @ w_ih).reshape(T, B, D)
-    dw_ih = dax2.T @ x.reshape(T * B, D)
-    dw_hh = np.empty_like(w_hh)
-    dw_hh[: 2 * H] = dax2[:, : 2 * H].T @ h_prev_all
-    if reset_after:
-        dw_hh[2 * H :] = dhn.reshape(T * B, H).T @ h_prev_all
-        db_hn = dhn.reshape(T * B, H).sum(axis=0)
-    else:
-        dw_hh[2 * H :] = dax2[:, 2 * H :].T @ hn.reshape(T * B, H)
-        db_hn = None
-    return dx, dh, dw_ih, dw_hh, dax2.sum(axis=0), db_hn
+            hn2 = hn[start:end].reshape(n_rows, H)
+            dw_hh[2 * H :] += np.matmul(d2[:, 2 * H :].T, hn2, out=k_hn)
+    return dx, dh, dw_ih, dw_hh, db, db_hn
 
 
 # --------------------------------------------------------------------------------------------

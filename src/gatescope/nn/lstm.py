@@ -29,7 +29,7 @@ import numpy as np
 
 from . import lstm_variants
 from .checks import Seed, as_float_dtype, as_generator
-from .functional import sigmoid
+from .functional import chunk_steps, kernels, sigmoid
 from .recurrent import Recurrent, RecurrentConfig, init_packed
 
 # --------------------------------------------------------------------------------------------
@@ -79,11 +79,12 @@ class LSTMCache:
     tanh_c: np.ndarray  # (T, B, H) tanh(c_t), kept for backward
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b) -> LSTMCache:
+def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None) -> LSTMCache:
     """A sequence: x (T, B, D), h0, c0 (B, H) -> cache with every gate and state.
 
     The step loop allocates nothing: every ufunc writes into the cache or into two
-    preallocated (B, H) / (B, 2H) scratch buffers.
+    preallocated (B, H) / (B, 2H) scratch buffers. With the numba backend (see
+    `functional.backend`) everything after the recurrent product is one fused kernel.
     """
     T, B, D = x.shape
     H = h0.shape[1]
@@ -98,9 +99,13 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b) -> LSTMCache:
     tmp2 = np.empty((B, 2 * H), x.dtype)  # sigmoid scratch
     tmp = tmp2[:, :H]  # (B, H) scratch
     w_hh_t = w_hh.T
+    nb = kernels(x.dtype, backend)
     for t in range(T):
         a = gates[t]  # (B, 4H), activated in place
         np.matmul(hs[t], w_hh_t, out=rec)
+        if nb is not None:
+            nb.lstm_fwd_step(a, rec, cs[t], cs[t + 1], tanh_c[t], hs[t + 1])
+            continue
         a += rec
         i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
         sigmoid(a[:, : 2 * H], out=a[:, : 2 * H], tmp=tmp2)  # i, f
@@ -115,16 +120,10 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b) -> LSTMCache:
     return LSTMCache(x, gates, hs, cs, tanh_c)
 
 
-def _chunk_steps(T: int, B: int) -> int:
-    """Steps per chunk of dL/da kept in backward: about 1024 rows (B per step) for the weight
-    gradient products, and at most a quarter of the sequence, to bound the memory."""
-    return max(1, min(-(-1024 // B), -(-T // 4)))
-
-
-def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh):
+def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
     """BPTT: dy (T, B, H) or None, dhT, dcT (B, H) -> dx, dh0, dc0, dW_ih, dW_hh, db.
 
-    Time runs backwards in chunks of K steps (see `_chunk_steps`). For a chunk, every factor
+    Time runs backwards in chunks of K steps (see `functional.chunk_steps`). For a chunk, every factor
     of da that does not depend on dh or dc is computed first, in a few passes over the whole
     chunk, into da itself::
 
@@ -138,21 +137,30 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh):
     T, B, D = x.shape
     H = hs.shape[2]
     dt = x.dtype
-    K = _chunk_steps(T, B)
+    K = chunk_steps(T, B)
     da = np.empty((K, B, 4 * H), dt)  # dL/d(pre-activations) of one chunk
     p = np.empty((K, B, H), dt)  # o (1 - tanh(c)^2) of one chunk
     dx = np.empty((T, B, D), dt)
     dw_ih = np.zeros((4 * H, D), dt)
     dw_hh = np.zeros((4 * H, H), dt)
     db = np.zeros(4 * H, dt)
-    dw_ih_k, dw_hh_k, db_k = np.empty_like(dw_ih), np.empty_like(dw_hh), np.empty_like(db)
+    ks = (np.empty_like(dw_ih), np.empty_like(dw_hh), np.empty_like(db))  # per-chunk products
     dh = np.array(dhT, dtype=dt)  # (B, H)
     dc = np.array(dcT, dtype=dt)  # (B, H)
     dc3 = dc[:, None, :]  # (B, 1, H), broadcast over the i, f, g blocks
     tmp = np.empty((B, H), dt)
+    nb = kernels(dt, backend)
     for end in range(T, 0, -K):
         start = max(0, end - K)
         n = end - start
+        if nb is not None:  # one fused kernel per step: the factors and da together
+            for t in reversed(range(start, end)):
+                d = da[t - start]
+                dy_t = dy[t] if dy is not None else dh
+                nb.lstm_bwd_step(dh, dy_t, dy is not None, gates[t], tanh_c[t], cs[t], dc, d)
+                np.matmul(d, w_hh, out=dh)
+            _lstm_chunk_products(da[:n], x, hs, start, end, w_ih, dx, (dw_ih, dw_hh, db), ks)
+            continue
         a = gates[start:end]  # (n, B, 4H)
         i, f, g, o = a[..., :H], a[..., H : 2 * H], a[..., 2 * H : 3 * H], a[..., 3 * H :]
         d = da[:n]
@@ -184,14 +192,20 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh):
             d_o[k] *= dh  # da_o
             dc *= f[k]  # dc_{t-1}
             np.matmul(d[k], w_hh, out=dh)  # dh_{t-1}
-        d2 = d.reshape(n * B, 4 * H)
-        np.matmul(d2, w_ih, out=dx[start:end].reshape(n * B, D))
-        np.matmul(d2.T, x[start:end].reshape(n * B, D), out=dw_ih_k)
-        np.matmul(d2.T, hs[start:end].reshape(n * B, H), out=dw_hh_k)
-        dw_ih += dw_ih_k
-        dw_hh += dw_hh_k
-        db += np.sum(d2, axis=0, out=db_k)
+        _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, (dw_ih, dw_hh, db), ks)
     return dx, dh, dc, dw_ih, dw_hh, db
+
+
+def _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, grads, scratch):
+    """One chunk's dx = da W_ih, and dW_ih += da^T x, dW_hh += da^T h_{t-1}, db += sum da."""
+    n, B, G = d.shape
+    d2 = d.reshape(n * B, G)
+    np.matmul(d2, w_ih, out=dx[start:end].reshape(n * B, -1))
+    for g, k, inp in zip(grads, scratch, (x, hs, None)):
+        if inp is None:
+            g += np.sum(d2, axis=0, out=k)
+        else:
+            g += np.matmul(d2.T, inp[start:end].reshape(n * B, -1), out=k)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .checks import Seed, as_float_dtype, as_generator
+from .functional import chunk_steps, kernels
 from .recurrent import Recurrent, RecurrentConfig, init_packed
 
 
@@ -58,37 +59,77 @@ class RNNCache:
     hs: np.ndarray  # (T + 1, B, H) hidden states, h_0 first
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity) -> RNNCache:
-    """A sequence: x (T, B, D), h0 (B, H) -> cache with every hidden state."""
+def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity, backend=None) -> RNNCache:
+    """A sequence: x (T, B, D), h0 (B, H) -> cache with every hidden state.
+
+    The input projections go straight into hs[1:], which each step then overwrites with
+    its state, so nothing but the cache is allocated.
+    """
     T, B, D = x.shape
     H = h0.shape[1]
     hs = np.empty((T + 1, B, H), x.dtype)
     hs[0] = h0
-    pre = (x.reshape(T * B, D) @ w_ih.T).reshape(T, B, H)  # input projections, at once
+    np.matmul(x.reshape(T * B, D), w_ih.T, out=hs[1:].reshape(T * B, H))  # input projections
     if b is not None:
-        pre += b
+        hs[1:] += b
+    rec = np.empty((B, H), x.dtype)
+    w_hh_t = w_hh.T
+    nb = kernels(x.dtype, backend)
+    relu = nonlinearity == "relu"
     for t in range(T):
-        np.matmul(hs[t], w_hh.T, out=hs[t + 1])
-        hs[t + 1] += pre[t]
+        np.matmul(hs[t], w_hh_t, out=rec)
+        if nb is not None:
+            nb.rnn_fwd_step(hs[t + 1], rec, relu)
+            continue
+        hs[t + 1] += rec
         _activate(hs[t + 1], nonlinearity, out=hs[t + 1])
     return RNNCache(x, hs)
 
 
-def rnn_backward(cache: RNNCache, dy, dhT, w_ih, w_hh, nonlinearity):
-    """BPTT: dy (T, B, H) or None, dhT (B, H) -> dx, dh0, dW_ih, dW_hh, db."""
+def rnn_backward(cache: RNNCache, dy, dhT, w_ih, w_hh, nonlinearity, backend=None):
+    """BPTT: dy (T, B, H) or None, dhT (B, H) -> dx, dh0, dW_ih, dW_hh, db.
+
+    dL/da is kept for a chunk of steps only; each finished chunk goes through one product
+    for dx and one for each weight gradient.
+    """
     x, hs = cache.x, cache.hs
     T, B, D = x.shape
     H = hs.shape[2]
-    da = np.empty((T, B, H), x.dtype)
-    dh = np.array(dhT, dtype=x.dtype)
-    for t in reversed(range(T)):
-        if dy is not None:
-            dh += dy[t]
-        np.multiply(dh, _activation_grad(hs[t + 1], nonlinearity), out=da[t])
-        np.matmul(da[t], w_hh, out=dh)
-    da2 = da.reshape(T * B, H)
-    dx = (da2 @ w_ih).reshape(T, B, D)
-    return dx, dh, da2.T @ x.reshape(T * B, D), da2.T @ hs[:-1].reshape(T * B, H), da2.sum(axis=0)
+    dt = x.dtype
+    K = chunk_steps(T, B)
+    da = np.empty((K, B, H), dt)
+    dx = np.empty((T, B, D), dt)
+    dw_ih, dw_hh, db = np.zeros((H, D), dt), np.zeros((H, H), dt), np.zeros(H, dt)
+    k_ih, k_hh, k_b = np.empty_like(dw_ih), np.empty_like(dw_hh), np.empty_like(db)
+    dh = np.array(dhT, dtype=dt)
+    tmp = np.empty((B, H), dt)
+    nb = kernels(dt, backend)
+    relu = nonlinearity == "relu"
+    for end in range(T, 0, -K):
+        start = max(0, end - K)
+        for t in reversed(range(start, end)):
+            d = da[t - start]
+            if nb is not None:
+                dy_t = dy[t] if dy is not None else dh
+                nb.rnn_bwd_step(dh, dy_t, dy is not None, hs[t + 1], relu, d)
+            else:
+                if dy is not None:
+                    dh += dy[t]
+                h = hs[t + 1]
+                if relu:
+                    np.greater(h, 0, out=tmp)  # phi'(a) = [h > 0]
+                else:
+                    np.multiply(h, h, out=tmp)
+                    np.subtract(1, tmp, out=tmp)  # phi'(a) = 1 - h^2
+                np.multiply(dh, tmp, out=d)
+            np.matmul(d, w_hh, out=dh)
+        n = (end - start) * B
+        d2 = da[: end - start].reshape(n, H)
+        np.matmul(d2, w_ih, out=dx[start:end].reshape(n, D))
+        dw_ih += np.matmul(d2.T, x[start:end].reshape(n, D), out=k_ih)
+        dw_hh += np.matmul(d2.T, hs[start:end].reshape(n, H), out=k_hh)
+        db += np.sum(d2, axis=0, out=k_b)
+    return dx, dh, dw_ih, dw_hh, db
 
 
 class RNNCell:
