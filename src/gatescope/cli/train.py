@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from gatescope.model import SequenceModel, load_model
-from gatescope.nn.recurrent import ARCHS
+from gatescope.nn.recurrent import ARCHS, LSTM_VARIANTS
 from gatescope.optim import OPTIMIZERS
 from gatescope.tasks import TASKS, get_task, task_from_dict
 from gatescope.train import DEFAULT_TEST_SEED, TrainConfig, evaluate_model, fit, resume_state
@@ -146,6 +146,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         metavar="B",
         help=f"LSTM only: initial forget-gate bias {_d(DEFAULT_FORGET_BIAS)}",
+    )
+    g.add_argument(
+        "--variant",
+        choices=LSTM_VARIANTS,
+        help="LSTM only: peephole, coupled input-forget gate, no forget/input/output gate, "
+        "no output activation, or layer norm; see gatescope.nn.lstm_variants (default: vanilla)",
     )
     g.add_argument(
         "--dtype",
@@ -317,8 +323,12 @@ def _fresh_run(args: argparse.Namespace) -> tuple[Any, SequenceModel, TrainConfi
         if not math.isfinite(fb):
             raise CLIError(f"--forget-bias must be a finite number, got {fb}")
         layer_options["forget_bias"] = fb
+        if args.variant is not None:
+            layer_options["variant"] = args.variant
     elif args.forget_bias is not None:
         raise CLIError(f"--forget-bias applies to --arch lstm only, not {args.arch}")
+    elif args.variant is not None:
+        raise CLIError(f"--variant applies to --arch lstm only, not {args.arch}")
     model = SequenceModel.for_task(
         task,
         args.arch,
@@ -344,6 +354,7 @@ def _resumed_run(
         "--layers": (args.layers, c.num_layers),
         "--dtype": (args.dtype, c.dtype),
         "--forget-bias": (args.forget_bias, c.layer_options.get("forget_bias")),
+        "--variant": (args.variant, c.layer_options.get("variant", "vanilla")),
     }
     if args.early_stop is False and config.early_stop:
         given["--no-early-stop"] = ("given", "early stopping on")
