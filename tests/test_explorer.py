@@ -281,6 +281,15 @@ def test_large_texts_switch_to_8_bits():
     assert len(ex.render_html(data)) < 6 * 70 * N * 4 / 3 + 1e6  # base64 of one byte each
 
 
+def test_build_data_can_store_only_some_quantities():
+    chars, ids, x = one_hot_text(TEXT)
+    layer = gs.LSTM(len(chars), 4, seed=0)
+    data = ex.build_data(layer, x, TEXT, quantities=["c", "h"], grad_positions=0)
+    assert list(data["quantities"]) == ["h", "c"]  # the page's order: h first
+    with pytest.raises(ValueError, match="quantities must be some of i, f, g, o, c, h"):
+        ex.build_data(layer, x, TEXT, quantities=["z"])
+
+
 def test_build_data_validates_its_arguments():
     layer = gs.LSTM(2, 3, seed=0)
     x = np.zeros((1, 4, 2))
@@ -428,6 +437,7 @@ def test_cli_explore_a_language_model(lm_ckpt, tmp_path, capsys):
         (["{lm}", "--text", "nope.txt"], "--text nope.txt: no such file"),
         (["{bad}"], "not a model file"),
         (["{garbage}"], "garbage"),
+        (["{task}", "--quantities", "h,q"], "quantities must be some of r, z, n, h"),
     ],
 )
 def test_cli_explore_errors_are_one_line(args, message, task_ckpt, lm_ckpt, tmp_path, capsys):

@@ -97,6 +97,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="bits per stored value (default: 16, or 8 for large files)",
     )
     p.add_argument(
+        "--quantities",
+        metavar="Q,Q",
+        default=None,
+        help="store only these quantities, e.g. h,c (LSTM h c i f o g; GRU h z r n; RNN h): smaller pages",
+    )
+    p.add_argument(
         "--top-k", metavar="K", type=_positive_int, default=5, help="predictions shown on hover"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the task samples")
@@ -164,6 +170,9 @@ def handler(args: argparse.Namespace) -> int:
         "grad_window": args.grad_window,
         "bits": args.bits,
         "top_k": args.top_k,
+        "quantities": [q.strip() for q in args.quantities.split(",") if q.strip()]
+        if args.quantities
+        else None,
     }
     started = time.perf_counter()
     _one_blas_thread()

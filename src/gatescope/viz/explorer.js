@@ -347,16 +347,20 @@
     if (tr) {
       tr.classList.add('sel');
       const wrap = $('table-wrap');
-      const top = tr.offsetTop, bottom = top + tr.offsetHeight, head = thead.offsetHeight;
-      if (top - head < wrap.scrollTop) wrap.scrollTop = top - head;
-      else if (bottom > wrap.scrollTop + wrap.clientHeight) wrap.scrollTop = bottom - wrap.clientHeight;
+      const wr = wrap.getBoundingClientRect(), rr = tr.getBoundingClientRect();
+      const top = wr.top + thead.getBoundingClientRect().height;  // below the sticky header
+      if (rr.top < top || rr.bottom > wr.bottom) {  // out of sight: bring it to the middle
+        wrap.scrollTop += rr.top - (top + wr.bottom) / 2 + rr.height / 2;
+      }
     }
   }
 
   // ------------------------------------------------------------------ text view
   const tv = $('tv'), tvRows = $('tv-rows'), spacer = $('tv-spacer');
   const LH = 22;
-  let rowStart = new Int32Array(1), rowLabel = [], R = 0, cols = 80, spans = [], range = [-1, -1];
+  // spans: the drawn characters, in order; spans[i] shows step spanT0 + i
+  let rowStart = new Int32Array(1), rowLabel = [], R = 0, cols = 80, spans = [], spanT0 = 0, range = [-1, -1];
+  let pinnedSpan = null;
   function measure() {
     const m = el('span');
     m.id = 'measure';
@@ -422,6 +426,8 @@
     tvRows.innerHTML = parts.join('');
     tvRows.style.transform = 'translateY(' + (r0 * LH) + 'px)';
     spans = Array.from(tvRows.getElementsByClassName('c'));
+    spanT0 = r0 < R ? rowStart[r0] : 0;
+    pinnedSpan = null;
     colourText();
   }
   function gradWindow() {  // the measured window shown in the gradient view: [start, p], values
@@ -429,22 +435,33 @@
     const i = S.gi, a = grad.off[i], b = grad.off[i + 1];
     return { p: grad.pos[i], start: grad.start[i], vals: grad.val.subarray(a, b) };
   }
+  function markPinned(t) {  // the outline on the pinned character (one span, not all)
+    const i = t - spanT0;
+    const sp = i >= 0 && i < spans.length ? spans[i] : null;
+    if (sp === pinnedSpan) return;
+    if (pinnedSpan) pinnedSpan.classList.remove('pin');
+    if (sp) sp.classList.add('pin');
+    pinnedSpan = sp;
+  }
+  let greyed = false;  // some spans carry the 'out' class (influence colouring)
   function colourText() {
     const t1 = performance.now();
+    const n = spans.length;
     if (S.colourBy === 'grad' && grad) {
       const w = gradWindow();
       let mx = 0;
       for (const v of w.vals) mx = Math.max(mx, v);
       const logMode = S.gscale === 'log';
       const floor = mx > 0 ? Math.log10(mx) - 4 : 0;
-      for (const sp of spans) {
-        const t = +sp.dataset.t;
-        sp.classList.toggle('pin', t === w.p);
+      markPinned(w.p);
+      greyed = true;
+      for (let k = 0; k < n; k++) {
+        const sp = spans[k], t = spanT0 + k;
         if (t < w.start || t > w.p) {
-          sp.style.backgroundColor = ''; sp.style.color = ''; sp.classList.add('out');
+          sp.style.backgroundColor = ''; sp.style.color = ''; sp.className = sp.className.includes(' out') ? sp.className : sp.className + ' out';
           continue;
         }
-        sp.classList.remove('out');
+        if (sp.className.includes(' out')) sp.className = sp.className.replace(' out', '');
         const v = w.vals[t - w.start];
         let f = mx > 0 ? v / mx : 0;
         if (logMode) f = v > 0 && mx > 0 ? Math.max(0, (Math.log10(v) - floor) / 4) : 0;
@@ -456,14 +473,14 @@
       const s = series(S.q, S.layer), u = S.unit;
       const lo = s.lo[u], st = s.step[u], [dlo, dhi] = domain(s, u), base = u * N, code = s.code;
       const css = CSS[s.cmap], fg = FG[s.cmap];
-      for (const sp of spans) {
-        const t = +sp.dataset.t;
-        const i = cindex(lo + code[base + t] * st, dlo, dhi);
+      if (greyed) { for (const sp of spans) if (sp.className.includes(' out')) sp.className = sp.className.replace(' out', ''); greyed = false; }
+      for (let k = 0; k < n; k++) {
+        const sp = spans[k];
+        const i = cindex(lo + code[base + spanT0 + k] * st, dlo, dhi);
         sp.style.backgroundColor = css[i];
         sp.style.color = fg[i];
-        sp.classList.remove('out');
-        sp.classList.toggle('pin', t === S.pinned);
       }
+      markPinned(S.pinned);
     }
     api.timings.colour = performance.now() - t1;
   }
@@ -847,7 +864,7 @@
     value, series, selectUnit, setQuantity, setLayer, setColourBy, setRange, pin, stepUnit, stepGrad,
     domain: (q, layer, u) => domain(series(q, layer), u),
     colourIndex: cindex, lut: (name) => Array.from(LUT[name]),
-    visibleSpans: () => spans.length, rows: () => R,
+    visibleSpans: () => spans.length, rows: () => R, render: () => renderText(true),
   };
   window.gatescope = api;
 

@@ -415,6 +415,7 @@ def build_data(
     grad_window: int = 100,
     top_k: int = 5,
     bits: int | None = None,
+    quantities: Sequence[str] | None = None,
     title: str = "gatescope explorer",
     details: Mapping[str, Any] | None = None,
     notes: Sequence[str] = (),
@@ -433,6 +434,7 @@ def build_data(
     ``grad_positions``: how many positions (spread evenly) or which flat positions get an
     influence measurement (ignored for readout "last": the last step of each sequence).
     ``bits``: 8 or 16 per value (None: 16 up to `MAX_16BIT_VALUES` values, else 8).
+    ``quantities``: which of the trace's quantities to store (None: all), to make pages smaller.
     """
     if not isinstance(layer, Recurrent):
         raise ValueError(f"layer must be a gatescope LSTM, GRU or RNN, got {type(layer).__name__}")
@@ -453,8 +455,15 @@ def build_data(
     if labels is not None and (head is None or len(labels) != head.out_features):
         raise ValueError("labels need a head and must name each of its outputs")
     L, H = layer.num_layers, layer.hidden_size
+    wanted = [str(q) for q in (layer.trace_names if quantities is None else quantities)]
+    unknown = sorted(set(wanted) - set(layer.trace_names))
+    if unknown or not wanted:
+        raise ValueError(
+            f"quantities must be some of {', '.join(layer.trace_names)} (this {layer.config.arch}), "
+            f"got {', '.join(wanted) or 'none'}"
+        )
     if bits is None:
-        n_q = len(layer.trace_names)
+        n_q = len(set(wanted))
         bits = 16 if n_q * L * H * N <= MAX_16BIT_VALUES else 8
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, got {bits!r}")
@@ -473,8 +482,8 @@ def build_data(
     fmat = np.stack(list(feats.values()), axis=1) if feats else np.zeros((N, 0))
 
     quantities: dict[str, Any] = {}
-    order = [q for q in QUANTITY_ORDER if q in trace] + [
-        q for q in trace if q not in QUANTITY_ORDER
+    order = [q for q in QUANTITY_ORDER if q in wanted] + [
+        q for q in trace if q in wanted and q not in QUANTITY_ORDER
     ]
     for q in order:
         per_layer, domains, corr = [], [], []
