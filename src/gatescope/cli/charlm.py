@@ -1,0 +1,344 @@
+"""`gatescope charlm train | sample | eval`: a character-level language model on real text."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from . import CLIError
+
+# Model and data options: None on the command line means "the default" for a new run and
+# "the checkpoint's value" for --resume (where giving a different value is an error).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "arch": "lstm",
+    "layers": 2,
+    "hidden": 128,
+    "dtype": "float32",
+    "seq_len": 64,
+    "batch": 32,
+    "lr": 1e-2,
+    "clip": 5.0,
+    "lr_decay": 0.5,
+    "seed": 0,
+    "val_fraction": 0.05,
+    "max_vocab": 100,
+    "min_count": 1,
+}
+DEFAULT_MINUTES = 5.0
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not (0 <= value < math.inf):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "charlm",
+        help="a character-level language model on real text: train, sample, eval",
+        description="A character-level language model (stacked LSTM, GRU or RNN) trained with "
+        "truncated backprop through time; by default on Python's own standard library.",
+    )
+    p.set_defaults(handler=lambda args: p.print_help() or 0)
+    cmds = p.add_subparsers(dest="charlm_command", metavar="SUBCOMMAND", parser_class=type(p))
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    t = cmds.add_parser("train", help="train (or --resume) a model", formatter_class=fmt)
+    t.add_argument(
+        "--corpus",
+        nargs="+",
+        metavar="PATH",
+        help="text files or folders (default: the running Python's standard-library *.py)",
+    )
+    t.add_argument(
+        "--glob", help="only take files matching this from folders, e.g. '*.py' (default: all)"
+    )
+    t.add_argument("--arch", choices=("lstm", "gru", "rnn"), help="recurrent layer (lstm)")
+    t.add_argument("--layers", type=positive_int, help="stacked layers (2)")
+    t.add_argument("--hidden", type=positive_int, help="units per layer (128)")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--minutes",
+        type=positive_float,
+        help=f"train for this many minutes (default {DEFAULT_MINUTES:g} when --steps is not given)",
+    )
+    budget.add_argument("--steps", type=positive_int, help="train until this step (in total)")
+    t.add_argument("--seq-len", type=positive_int, help="truncated-BPTT chunk length T (64)")
+    t.add_argument("--batch", type=positive_int, help="parallel streams B (32)")
+    t.add_argument("--lr", type=positive_float, help="Adam's initial learning rate (0.01)")
+    t.add_argument(
+        "--lr-decay",
+        type=positive_float,
+        help="multiply the lr by this when validation stops improving by 0.01 (0.5; 1: never)",
+    )
+    t.add_argument("--clip", type=positive_float, help="gradient-norm clipping (5)")
+    t.add_argument("--seed", type=int, help="initialisation and corpus-split seed (0)")
+    t.add_argument("--val-fraction", type=fraction, help="held-out share of the text (0.05)")
+    t.add_argument("--max-vocab", type=positive_int, help="vocabulary cap, unknown included (100)")
+    t.add_argument("--min-count", type=positive_int, help="min occurrences of a char (1)")
+    t.add_argument("--dtype", choices=("float32", "float64"), help="float32 or float64 (float32)")
+    t.add_argument("--eval-every", type=positive_int, default=100, help="steps between validations")
+    t.add_argument(
+        "--eval-chars", type=positive_int, default=50_000, help="validation chars measured"
+    )
+    t.add_argument(
+        "--sample-every", type=nonnegative_int, default=500, help="steps between samples (0: none)"
+    )
+    t.add_argument("--threads", type=positive_int, default=1, help="BLAS threads")
+    t.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write")
+    t.add_argument("--resume", action="store_true", help="continue training --out")
+    t.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(handler=train_handler)
+
+    s = cmds.add_parser("sample", help="generate text from a checkpoint", formatter_class=fmt)
+    s.add_argument("checkpoint", metavar="CKPT")
+    s.add_argument("--prime", default="", help="text the model reads first (printed too)")
+    s.add_argument(
+        "--temperature", type=nonnegative_float, default=0.8, help="0 picks the likeliest char"
+    )
+    s.add_argument("--length", type=positive_int, default=500, help="characters to generate")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(handler=sample_handler)
+
+    e = cmds.add_parser("eval", help="bits per character on a text", formatter_class=fmt)
+    e.add_argument("checkpoint", metavar="CKPT")
+    e.add_argument("--text", nargs="+", required=True, metavar="PATH", help="files or folders")
+    e.add_argument("--glob", help="only take files matching this from folders")
+    e.add_argument("--json", action="store_true", help="print a JSON object")
+    e.set_defaults(handler=eval_handler)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _effective(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        k: (getattr(args, k) if getattr(args, k) is not None else d)
+        for k, d in TRAIN_DEFAULTS.items()
+    }
+
+
+def _check_resume_options(args: argparse.Namespace, meta: dict[str, Any]) -> None:
+    """Options given with --resume must agree with the checkpoint."""
+    saved = {
+        "arch": meta["model"]["arch"],
+        "layers": meta["model"]["num_layers"],
+        "hidden": meta["model"]["hidden_size"],
+        "dtype": meta["model"]["dtype"],
+        "seq_len": meta["train"]["seq_len"],
+        "batch": meta["train"]["batch_size"],
+        "lr": meta["train"]["lr"],
+        "lr_decay": meta["train"]["lr_decay"],
+        "clip": meta["train"]["clip"],
+        "seed": meta["train"]["seed"],
+        "val_fraction": meta["corpus"]["val_fraction"],
+        "max_vocab": meta["corpus"]["max_vocab"],
+        "min_count": meta["corpus"]["min_count"],
+    }
+    for key, value in saved.items():
+        given = getattr(args, key)
+        if given is not None and given != value:
+            flag = "--" + key.replace("_", "-")
+            raise CLIError(
+                f"{flag} {given} differs from the checkpoint's {value}; leave it out to resume"
+            )
+    if args.corpus is not None or args.glob is not None:
+        raise CLIError("--corpus and --glob cannot change on --resume (the checkpoint names them)")
+
+
+def train_handler(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .. import charlm as cl
+
+    console = Console(highlight=False, soft_wrap=True)
+    out = Path(args.out)
+    if args.resume and args.force:
+        raise CLIError("give --resume or --force, not both")
+    if args.resume and not out.exists():
+        raise CLIError(f"--resume: {args.out} does not exist")
+    if not args.resume and out.exists() and not args.force:
+        raise CLIError(
+            f"{args.out} exists; pass --resume to continue training it or --force to start over"
+        )
+    if not out.parent.is_dir():
+        raise CLIError(f"--out: folder {str(out.parent)!r} does not exist")
+    cl.limit_blas_threads(args.threads)
+
+    if args.resume:
+        trainer, meta = cl.CharTrainer.resume(out)
+        _check_resume_options(args, meta)
+        console.print(
+            f"resuming {args.out} at step {trainer.step} ({trainer.seconds / 60:.1f} min)"
+        )
+        cfg = trainer.config
+        trainer.config = cfg = type(cfg)(
+            **{
+                **cfg.to_dict(),
+                "eval_every": args.eval_every,
+                "eval_chars": args.eval_chars,
+                "sample_every": args.sample_every,
+            }
+        )
+        corpus = trainer.corpus
+    else:
+        o = _effective(args)
+        spec = cl.CorpusSpec(
+            paths=tuple(str(Path(p).resolve()) for p in (args.corpus or ())),
+            glob=args.glob,
+            val_fraction=o["val_fraction"],
+            seed=o["seed"],
+            max_vocab=o["max_vocab"],
+            min_count=o["min_count"],
+        )
+        with console.status("reading the corpus"):
+            corpus = cl.load_corpus(spec)
+        config = cl.CharLMConfig(
+            corpus.vocab.size, o["arch"], o["hidden"], o["layers"], dtype=o["dtype"]
+        )
+        train_cfg = cl.CharTrainConfig(
+            batch_size=o["batch"],
+            seq_len=o["seq_len"],
+            lr=o["lr"],
+            lr_decay=o["lr_decay"],
+            clip=o["clip"],
+            seed=o["seed"],
+            eval_every=args.eval_every,
+            eval_chars=args.eval_chars,
+            sample_every=args.sample_every,
+        )
+        trainer = cl.CharTrainer(cl.CharLM(config, seed=o["seed"]), corpus, train_cfg)
+    s = corpus.summary()
+    where = ", ".join(corpus.spec.paths) or f"{cl.default_corpus_root()} (*.py)"
+    console.print(
+        f"corpus {where}: {s['files']} files ({s['skipped_files']} empty or not text skipped); "
+        f"train {s['train_files']} files, {s['train_chars']:,} chars; validation "
+        f"{s['val_files']} files, {s['val_chars']:,} chars; vocabulary {s['vocab_size']}"
+    )
+    c, tc = trainer.model.config, trainer.config
+    console.print(
+        f"model {c.arch} {c.num_layers}x{c.hidden_size} ({trainer.model.num_params():,} params, "
+        f"{c.dtype}); B={tc.batch_size} streams x T={tc.seq_len}, Adam lr "
+        f"{trainer.optimizer.lr:g} (x{tc.lr_decay:g} on plateaus), clip {tc.clip:g}; "
+        f"{trainer.batcher.num_batches:,} steps per pass over the text"
+    )
+    max_seconds = args.minutes * 60 if args.minutes is not None else None
+    if args.steps is None and max_seconds is None:
+        max_seconds = DEFAULT_MINUTES * 60
+    if args.steps is not None and args.steps <= trainer.step:
+        raise CLIError(f"--steps {args.steps}: the checkpoint is already at step {trainer.step}")
+    cl.fit(
+        trainer,
+        max_steps=args.steps,
+        max_seconds=max_seconds,
+        checkpoint_path=out,
+        progress=not args.no_progress,
+        log=lambda text: console.print(text, markup=False),
+    )
+    last = trainer.history[-1]
+    console.print(
+        f"saved {args.out}: step {trainer.step}, validation {last['val_bpc']:.3f} bits/char "
+        f"after {trainer.seconds / 60:.1f} min"
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- sample, eval
+
+
+def sample_handler(args: argparse.Namespace) -> int:
+    from .. import charlm as cl
+
+    model, vocab, _ = cl.load_charlm(args.checkpoint)
+    text = cl.sample(
+        model,
+        vocab,
+        prime=args.prime,
+        length=args.length,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
+    print(args.prime + text)
+    return 0
+
+
+def eval_handler(args: argparse.Namespace) -> int:
+    from .. import charlm as cl
+
+    model, vocab, meta = cl.load_charlm(args.checkpoint)
+    files = cl.find_text_files(args.text, args.glob)
+    parts = []
+    for f in files:
+        text = cl.read_text_file(f)
+        if text is None:
+            raise CLIError(f"{f}: not a UTF-8 text file")
+        parts.append(text)
+    ids = vocab.encode("".join(parts))
+    if ids.size < 2:
+        raise CLIError("--text holds fewer than 2 characters; nothing to predict")
+    bpc, n = cl.bits_per_char(model, ids)
+    result = {
+        "bits_per_char": bpc,
+        "predictions": n,
+        "files": [os.fspath(f) for f in files],
+        "unknown_chars": int((ids == 0).sum()),
+        "checkpoint": {"step": meta.get("step"), "model": meta.get("model")},
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{bpc:.4f} bits per character over {n:,} predictions in {len(files)} file(s) "
+            f"({result['unknown_chars']} unknown chars)"
+        )
+    return 0
