@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -95,6 +96,7 @@ def driver():
     d = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     yield d
     d.quit()
+    shutil.rmtree(profile, ignore_errors=True)
 
 
 def load(driver, path: Path, timeout: float = 30.0):
@@ -265,6 +267,7 @@ def test_keyboard_moves_between_units_in_table_order(driver, page):
 def test_heatmap_shows_every_unit_and_a_click_selects_a_row(driver, page):
     load(driver, page.path)
     canvas = driver.find_element(By.ID, "heat")
+    js(driver, "arguments[0].scrollIntoView({block: 'center'})", canvas)
     hm = js(
         driver,
         "const r = document.getElementById('heat').getBoundingClientRect(); return {w: r.width, h: r.height};",

@@ -36,6 +36,15 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones (their help says what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "explore",
@@ -46,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "a unit table with feature correlations, a heatmap of all units, and the measured "
             "influence of earlier inputs on chosen positions."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     p.add_argument(
         "checkpoint",
