@@ -34,7 +34,8 @@ def check_array(
         s is not None and s != n for s, n in zip(shape, arr.shape, strict=True)
     ):
         raise ValueError(f"{name} must have shape {want}, got {shape_str(arr.shape)}")
-    if arr.size and not np.isfinite(arr).all():
+    # min and max are NaN if any entry is, +-Inf if any is: no array-sized temporary
+    if arr.size and not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
         raise ValueError(f"{name} contains NaN or Inf")
     return np.asarray(arr, dtype=dtype)
 

@@ -74,8 +74,8 @@ def _numba_kernels():
 
 def chunk_steps(T: int, B: int) -> int:
     """Steps per chunk of dL/da that backward keeps: about 1024 rows (B per step) for the
-    weight-gradient products, and at most a quarter of the sequence, to bound the memory."""
-    return max(1, min(-(-1024 // B), -(-T // 4)))
+    weight-gradient products, and at most a sixteenth of the sequence, to bound the memory."""
+    return max(1, min(-(-1024 // B), -(-T // 16)))
 
 
 def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:

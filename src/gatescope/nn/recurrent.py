@@ -146,6 +146,7 @@ class Recurrent:
         xt = self._check_input(x)  # (T, B, D)
         T, B, _ = xt.shape
         states = self._check_state("state0", state0, B)
+        self._caches = None  # free the last step's caches (the trace) before making new ones
         caches, finals = [], []
         inp = xt
         for k in range(self.num_layers):
@@ -172,7 +173,7 @@ class Recurrent:
         if dy is not None:
             shape = (B, T, H) if self.config.batch_first else (T, B, H)
             dy = check_array("dy", dy, shape, self.dtype, legend=self._layout("H"))
-            dyt = np.ascontiguousarray(dy.transpose(1, 0, 2)) if self.config.batch_first else dy
+            dyt = dy.transpose(1, 0, 2) if self.config.batch_first else dy  # a view, no copy
         dstates = self._check_state("dstate", dstate, B)
         dstate0 = [None] * self.num_layers
         for k in reversed(range(self.num_layers)):
