@@ -1,0 +1,136 @@
+"""`gatescope plot`: draw one instrument for a saved model.
+
+    gatescope plot gates     run.safetensors --out gates.png     # heatmaps of one sequence
+    gatescope plot traces    run.safetensors                     # mean gates over time
+    gatescope plot gradflow  run.safetensors                     # measured ||dL/dh_t||
+    gatescope plot saturation run.safetensors                    # Karpathy et al.'s scatter
+
+The checkpoint is a model file written by `gatescope train` or `gatescope demo`; its
+metadata names the task, from which the probe sequences are drawn (`--seed`, `--batch`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from . import CLIError
+
+KINDS = ("gates", "traces", "gradflow", "saturation")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="draw gates, gate traces, gradient flow or saturation of a saved model",
+        description=(
+            "Draw one instrument for a model checkpoint (from `gatescope train` or "
+            "`gatescope demo`) on sequences of the task it was trained on."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("what", choices=KINDS, help="which figure")
+    p.add_argument("checkpoint", metavar="CKPT", help="model file (.safetensors)")
+    p.add_argument(
+        "--out", metavar="FILE", default=None, help="PNG to write (default: CKPT-WHAT.png)"
+    )
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the probe data")
+    p.add_argument(
+        "--batch", type=_positive_int, default=64, help="probe sequences (traces, gradflow, ...)"
+    )
+    p.add_argument(
+        "--index", type=_non_negative_int, default=0, help="which probe sequence `gates` shows"
+    )
+    p.set_defaults(handler=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from gatescope import viz
+    from gatescope.model import load_model
+    from gatescope.tasks import task_from_dict
+
+    if not os.path.isfile(args.checkpoint):
+        raise CLIError(f"{args.checkpoint}: no such file")
+    out = args.out or f"{os.path.splitext(os.path.basename(args.checkpoint))[0]}-{args.what}.png"
+    if not out.lower().endswith(".png"):
+        raise CLIError(f"--out must name a .png file, got {out!r}")
+    if args.index >= args.batch:
+        raise CLIError(f"--index must be < --batch ({args.batch}), got {args.index}")
+    model, meta = load_model(args.checkpoint)
+    if not isinstance(meta.get("task"), dict):
+        raise CLIError(
+            f"{args.checkpoint}: the metadata names no task, so there is nothing to run it on "
+            "(plot reads files written by `gatescope train` or `gatescope demo`)"
+        )
+    task = task_from_dict(meta["task"])
+    name = os.path.splitext(os.path.basename(args.checkpoint))[0]
+    fig = plot_figure(
+        model, task, args.what, seed=args.seed, batch=args.batch, index=args.index, name=name
+    )
+    viz.save(fig, out)
+    print(out)
+    return 0
+
+
+def plot_figure(
+    model, task, what: str, *, seed: int = 0, batch: int = 64, index: int = 0, name: str = ""
+):
+    """The figure `gatescope plot WHAT` draws for `model` on `batch` sequences of `task`.
+
+    The probe sequences are `task.make_batch(batch, np.random.default_rng(seed))`; the
+    measurements run on a float64 copy of the model.
+    """
+    import numpy as np
+
+    from gatescope import inspect as gi
+    from gatescope import viz
+    from gatescope.model import SequenceModel
+    from gatescope.report import float64_copy
+
+    model = float64_copy(model)
+    arch = model.config.arch
+    layer = model.recurrent
+    probe = task.make_batch(batch, np.random.default_rng(seed))
+    label = {"lstm": "LSTM", "gru": "GRU", "rnn": "vanilla RNN"}[arch]
+    where = f"{name + ': ' if name else ''}{label}, {task.name} T={task.length}"
+    if what == "gates":
+        acts = gi.gate_activations(layer, probe.x[index])
+        return viz.gate_heatmaps(acts, arch, title=f"{where}, sequence {index}")
+    if what == "traces":
+        traces = gi.gate_traces(layer, probe.x)
+        return viz.gate_traces_figure(traces, arch, title=f"{where}: mean over {batch} sequences")
+    if what == "gradflow":
+        fresh = SequenceModel(model.config, seed=0)
+        flows = {
+            "fresh initialisation (seed 0)": {arch: gi.model_gradient_flow(fresh, probe)},
+            "this model": {arch: gi.model_gradient_flow(model, probe)},
+        }
+        return viz.gradient_flow_figure(flows, title=f"{where}: measured gradient flow")
+    if what == "saturation":
+        if not gi.GATES[arch]:
+            raise CLIError(
+                f"{name or 'this model'}: a vanilla RNN has no gates to show saturation for"
+            )
+        sat = gi.saturation(layer, probe.x)
+        return viz.saturation_figure(sat, arch, title=f"{where}: saturation")
+    raise CLIError(f"unknown figure {what!r}; expected one of {', '.join(KINDS)}")

@@ -1,0 +1,57 @@
+"""Instruments: functions that return the arrays behind every gatescope figure.
+
+    from gatescope import inspect as gi
+    acts = gi.gate_activations(lstm, x[0])          # {"f": (H, T), ...}: one sequence
+    gi.gate_traces(lstm, x)                         # mean gates and state norms per step
+    gi.saturation(lstm, x)                          # {"f": {"left": (H,), "right": (H,)}, ...}
+    gi.state_gradients(lstm, x, dy=dy)              # {"h": (B, T+1, H), "c": ...}: dL/ds_t
+    gi.gradient_flow(lstm, x, dy=dy)                # mean norms against steps back
+    gi.forget_gate_product(lstm.trace["f"])         # the chapter's dc_T/dc_k along the cell
+    gi.cell_state_jacobian(lstm, x, cut_h=True)     # ... and the same from the backward pass
+
+`gatescope.inspect.model` does the same for a trained `SequenceModel` and a task batch.
+"""
+
+from __future__ import annotations
+
+from .gates import (
+    GATES,
+    LABELS,
+    STATES,
+    chapter_formula,
+    gate_activations,
+    gate_traces,
+    parameter_counts,
+    saturation,
+)
+from .gradflow import (
+    GradientFlow,
+    cell_state_jacobian,
+    finite_difference_cell_jacobian,
+    forget_gate_product,
+    gradient_flow,
+    state_gradients,
+    suffix_gradients,
+)
+from .model import model_gradient_flow, model_state_gradients, output_gradient
+
+__all__ = [
+    "GATES",
+    "LABELS",
+    "STATES",
+    "GradientFlow",
+    "cell_state_jacobian",
+    "chapter_formula",
+    "finite_difference_cell_jacobian",
+    "forget_gate_product",
+    "gate_activations",
+    "gate_traces",
+    "gradient_flow",
+    "model_gradient_flow",
+    "model_state_gradients",
+    "output_gradient",
+    "parameter_counts",
+    "saturation",
+    "state_gradients",
+    "suffix_gradients",
+]
