@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import platform
 import statistics
@@ -132,18 +133,26 @@ def runners(arch, shape, dtype, mode):
     return run_gs, run_torch, layer, x, dy
 
 
-def time_pair(run_gs, run_torch, repeats):
-    """Warm up, then alternate (order flipping each round); medians in seconds."""
+def time_pair(run_gs, run_torch, repeats, clock, budget=2.0):
+    """Warm up, then alternate (order flipping each round); medians in seconds.
+
+    At least `repeats` rounds, more (up to 5x) for short cases, so that each case gets
+    about `budget` seconds: the median of many short runs is steadier.
+    """
+    for f in (run_gs, run_torch, run_gs, run_torch):
+        f()
+    t0 = clock()
     run_gs()
     run_torch()
+    rounds = min(5 * repeats, max(repeats, math.ceil(budget / max(clock() - t0, 1e-9))))
     tg, tt = [], []
-    for r in range(repeats):
+    for r in range(rounds):
         order = ((run_gs, tg), (run_torch, tt)) if r % 2 == 0 else ((run_torch, tt), (run_gs, tg))
         for f, acc in order:
-            t0 = time.perf_counter()
+            t0 = clock()
             f()
-            acc.append(time.perf_counter() - t0)
-    return statistics.median(tg), statistics.median(tt)
+            acc.append(clock() - t0)
+    return statistics.median(tg), statistics.median(tt), rounds
 
 
 def cache_bytes(layer):
@@ -180,8 +189,7 @@ def train_memory(arch, shape, dtype):
 def backend_name():
     from gatescope.nn import functional
 
-    name = getattr(functional, "active_backend", None)
-    return name() if name else "numpy"
+    return functional.backend()
 
 
 def main(argv=None):
@@ -192,8 +200,16 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="3 repeats, float32 only")
     p.add_argument("--no-float64", action="store_true")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument(
+        "--clock",
+        choices=["cpu", "wall"],
+        help="cpu: the process's CPU time (default with 1 thread: on a shared machine it "
+        "leaves out the time spent waiting for a core); wall: elapsed time (default otherwise)",
+    )
     args = p.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
+    clock_name = args.clock or ("cpu" if args.threads == 1 else "wall")
+    clock = time.process_time if clock_name == "cpu" else time.perf_counter
     archs = args.arch or ["lstm", "gru", "rnn"]
     torch.set_num_threads(args.threads)
     limits = threadpool_limits(args.threads)  # noqa: F841 - kept alive for the whole run
@@ -206,7 +222,7 @@ def main(argv=None):
         f"{args.threads} thread(s), {os.cpu_count()} CPU(s), {platform.processor() or platform.machine()}"
     )
     print(
-        f"# medians of {repeats} interleaved rounds; matmul peak "
+        f"# {clock_name} time, medians of >= {repeats} interleaved rounds per case; matmul peak "
         + ", ".join(f"{np.dtype(dt).name} {v:.1f} GFLOP/s" for dt, v in peaks.items())
     )
     print()
@@ -226,7 +242,7 @@ def main(argv=None):
                     if mode == "infer" and tgt is None:
                         continue
                     run_gs, run_torch, *_ = runners(arch, shape, dt, mode)
-                    tg, tt = time_pair(run_gs, run_torch, repeats)
+                    tg, tt, _ = time_pair(run_gs, run_torch, repeats, clock)
                     ratio = tg / tt
                     fl = flops(arch, shape, mode)
                     mem = ""

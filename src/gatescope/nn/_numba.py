@@ -193,6 +193,40 @@ def _build(dtype: type) -> SimpleNamespace:
                 dr[3 * H + j] = dhr[j] * t * o * (ONE - o)
                 dcr[j] = dcv * f
 
+    # -- LSTM, whole sequences at small sizes -----------------------------------------------------
+    # Below about 64K multiply-adds per step, a BLAS call costs more in overhead than the
+    # product itself, and so does a Python-level step: these run the recurrent product as a
+    # plain vectorised loop and every step of the sequence (or chunk) in one call.
+
+    @numba.njit(**_JIT)
+    def matmul_into(x, w, out):
+        """out (B, N) = x (B, K) @ w (K, N), w C-contiguous."""
+        B, K = x.shape
+        N = w.shape[1]
+        for b in range(B):
+            orow, xr = out[b], x[b]
+            for j in range(N):
+                orow[j] = ZERO
+            for k in range(K):
+                xv, wr = xr[k], w[k]
+                for j in range(N):
+                    orow[j] += xv * wr[j]
+
+    @numba.njit(**_JIT)
+    def lstm_fwd_seq(gates, hs, cs, tc, w_hh_t, rec):
+        """Every step of `lstm_forward`: w_hh_t = W_hh^T (H, 4H) contiguous, rec (B, 4H)."""
+        for t in range(gates.shape[0]):
+            matmul_into(hs[t], w_hh_t, rec)
+            lstm_fwd_step(gates[t], rec, cs[t], cs[t + 1], tc[t], hs[t + 1])
+
+    @numba.njit(**_JIT)
+    def lstm_bwd_seq(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, w_hh):
+        """Steps end-1 .. start of `lstm_backward`, d (K, B, 4H) the chunk's dL/da."""
+        for t in range(end - 1, start - 1, -1):
+            dyt = dy[t] if use_dy else dy[0]
+            lstm_bwd_step(dh, dyt, use_dy, gates[t], tc[t], cs[t], dc, d[t - start])
+            matmul_into(d[t - start], w_hh, dh)
+
     # -- GRU ------------------------------------------------------------------------------------
 
     @numba.njit(**_JIT)
@@ -340,6 +374,9 @@ def _build(dtype: type) -> SimpleNamespace:
         tanh_vec=tanh_vec,
         lstm_fwd_step=lstm_fwd_step,
         lstm_bwd_step=lstm_bwd_step,
+        lstm_fwd_seq=lstm_fwd_seq,
+        lstm_bwd_seq=lstm_bwd_seq,
+        small_macs=SMALL_MACS,
         gru_fwd_rz=gru_fwd_rz,
         gru_fwd_n=gru_fwd_n,
         gru_fwd_after=gru_fwd_after,
@@ -350,5 +387,7 @@ def _build(dtype: type) -> SimpleNamespace:
         rnn_bwd_step=rnn_bwd_step,
     )
 
+
+SMALL_MACS = 65536  # multiply-adds per step below which the *_seq kernels run whole sequences
 
 KERNELS = {np.dtype(np.float32): _build(np.float32), np.dtype(np.float64): _build(np.float64)}

@@ -100,6 +100,9 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None) -> LSTMCache:
     tmp = tmp2[:, :H]  # (B, H) scratch
     w_hh_t = w_hh.T
     nb = kernels(x.dtype, backend)
+    if nb is not None and B * H * 4 * H <= nb.small_macs:  # small: all steps in one call
+        nb.lstm_fwd_seq(gates, hs, cs, tanh_c, np.ascontiguousarray(w_hh_t), rec)
+        return LSTMCache(x, gates, hs, cs, tanh_c)
     for t in range(T):
         a = gates[t]  # (B, 4H), activated in place
         np.matmul(hs[t], w_hh_t, out=rec)
@@ -150,9 +153,15 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
     dc3 = dc[:, None, :]  # (B, 1, H), broadcast over the i, f, g blocks
     tmp = np.empty((B, H), dt)
     nb = kernels(dt, backend)
+    w_hh_c = np.ascontiguousarray(w_hh)
     for end in range(T, 0, -K):
         start = max(0, end - K)
         n = end - start
+        if nb is not None and B * H * 4 * H <= nb.small_macs:  # small: the chunk in one call
+            dys = dy if dy is not None else dh[None]
+            nb.lstm_bwd_seq(start, end, dh, dys, dy is not None, gates, tanh_c, cs, dc, da, w_hh_c)
+            _lstm_chunk_products(da[:n], x, hs, start, end, w_ih, dx, (dw_ih, dw_hh, db), ks)
+            continue
         if nb is not None:  # one fused kernel per step: the factors and da together
             for t in reversed(range(start, end)):
                 d = da[t - start]
