@@ -264,3 +264,15 @@ def test_evaluate_model_validates_n():
     assert set(evaluate_model(task, model, n=5)) == {"mse", "mae"}
     with pytest.raises(ValueError, match="n must"):
         evaluate_model(task, model, n=0)
+
+
+def test_time_limit_stops_after_a_step_and_the_run_resumes(tmp_path):
+    task, model = tiny("recall", 3)
+    config = TrainConfig(steps=50, **QUICK)
+    result = fit(task, model, config, tmp_path / "t", progress=False, time_limit=1e-9)
+    assert result.stop_reason == "time" and result.steps == 1
+    task, model, config, state = resume_state(tmp_path / "t")
+    assert state.step == 1 and state.stop_reason is None
+    assert fit(task, model, config, tmp_path / "t", progress=False, state=state).steps == 50
+    with pytest.raises(ValueError, match="time_limit"):
+        fit(task, model, config, progress=False, time_limit=0)

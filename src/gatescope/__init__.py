@@ -10,6 +10,7 @@ instruments that show what happens inside.
 from __future__ import annotations
 
 from .interop import from_torch, to_torch
+from .model import SequenceModel, load_model
 from .nn import (
     GRU,
     LSTM,
@@ -37,10 +38,12 @@ __all__ = [
     "RNNCell",
     "Recurrent",
     "RecurrentConfig",
+    "SequenceModel",
     "__version__",
     "build_recurrent",
     "cross_entropy",
     "from_torch",
+    "load_model",
     "mse",
     "to_torch",
 ]

@@ -59,7 +59,7 @@ __all__ = [
     "train_rng",
 ]
 
-STOP_REASONS = ("steps", "solved", "patience", "diverged")
+STOP_REASONS = ("steps", "solved", "patience", "time", "diverged")
 
 # SeedSequence spawn keys of the three data streams
 _TRAIN_STREAM, _HELDOUT_STREAM, _TEST_STREAM = 0, 1, 2
@@ -71,8 +71,8 @@ _EVAL_CHUNK = 256  # sequences per forward pass when evaluating (bounds memory)
 class TrainConfig:
     """How to train: the loop, the optimizer, clipping, evaluation and checkpoints."""
 
-    steps: int = 2000  # total optimizer steps; a resumed run continues up to this count
-    batch_size: int = 32  # fresh sequences per step
+    steps: int = 4000  # total optimizer steps; a resumed run continues up to this count
+    batch_size: int = 64  # fresh sequences per step
     lr: float = 3e-3  # learning rate
     optimizer: str = "adam"  # "adam", "sgd", "rmsprop" or "adagrad"
     momentum: float = 0.0  # momentum for sgd and rmsprop (ignored by adam and adagrad)
@@ -161,7 +161,7 @@ class FitResult:
     solved: bool  # task.solved(metrics)
     metrics: dict[str, float]  # the final evaluation on the held-out set
     history: list[dict[str, Any]]  # {"step", "loss", "metric", "seconds", <metrics>} per eval
-    stop_reason: str  # "steps", "solved", "patience" or "diverged"
+    stop_reason: str  # "steps", "solved", "patience", "time" (fit's time_limit) or "diverged"
     message: str  # one line saying how the run ended
     loss: float | None  # running mean of the training loss at the end
     checkpoint_path: str | None  # where the last checkpoint was written (None: none written)
@@ -234,6 +234,7 @@ def fit(
     progress: bool = True,
     state: TrainState | None = None,
     log: Callable[[str], None] | None = None,
+    time_limit: float | None = None,
 ) -> FitResult:
     """Train ``model`` on ``task`` until ``config.steps`` (or solved, or out of patience).
 
@@ -242,7 +243,14 @@ def fit(
     bar on stderr (loss, metric, steps/s, ETA), shown only when stderr is a terminal.
     ``state``: from :func:`resume_state`, to continue a run exactly. ``log``: called with one
     line per evaluation and checkpoint (printed above the bar while it is shown).
+    ``time_limit``: stop (``stop_reason == "time"``) after the step that crosses this many
+    seconds of this call; a budget for sweeps on busy machines, so where such a run stops
+    depends on the machine. A run stopped by it resumes like one that ran out of steps.
     """
+    if time_limit is not None and not (
+        isinstance(time_limit, int | float) and math.isfinite(time_limit) and time_limit > 0
+    ):
+        raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     _check_model_fits(task, model)
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -314,6 +322,9 @@ def fit(
                 )
                 stop_reason = _update_stopping(task, config, state, value, metrics)
             bar.update(step, loss_avg, state.metrics)
+            out_of_time = time_limit is not None and time.perf_counter() - t_session > time_limit
+            if stop_reason is None and out_of_time and step < config.steps:
+                stop_reason = "time"
             if (
                 stop_reason is None
                 and config.checkpoint_every
@@ -324,8 +335,9 @@ def fit(
         if stop_reason != "diverged":
             if not state.history or state.history[-1]["step"] != step or state.metrics is None:
                 state.metrics = _evaluate_on(task, model, heldout)  # final, off the schedule
-            state.stop_reason = stop_reason
-            if saved_step != step or stop_reason is not None:
+            # "solved" and "patience" end the run for good; "time" is only this call's budget
+            state.stop_reason = stop_reason if stop_reason in ("solved", "patience") else None
+            if saved_step != step or state.stop_reason is not None:
                 save(step)
             bar.update(step, loss_avg, state.metrics)
 

@@ -171,7 +171,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--lr", type=_positive_float, help=f"learning rate {_d(d.lr)}")
     g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help=f"{_d(d.optimizer)}")
-    g.add_argument("--momentum", type=float, help=f"momentum for sgd and rmsprop {_d(d.momentum)}")
+    g.add_argument(
+        "--momentum",
+        type=float,
+        help="momentum for sgd and rmsprop (default: 0.9 with sgd, 0 with rmsprop)",
+    )
     g.add_argument(
         "--clip-norm",
         "--clip",
