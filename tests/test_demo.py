@@ -46,6 +46,12 @@ def test_demo_summary(demo):
     # the step-by-step gradients agree with one full backward pass
     assert s["gradient_flow"]["check"]["max_rel_diff_dstate0"] < 1e-10
     assert s["forget_gate_product"]["max_rel_diff"] < 1e-12
+    assert 0 < s["gradient_flow"]["rnn_spectral_radius"]["untrained"] < 2
+    for arch in ("lstm", "gru", "rnn"):
+        assert 0.0 <= s["hidden"][arch]["saturated_fraction"] <= 1.0
+    for gate in ("f", "i", "o"):
+        sat = s["saturation"]["lstm"][gate]
+        assert len(sat["left"]) == 8 and sat["mean_left"] == pytest.approx(np.mean(sat["left"]))
     counts = s["parameter_counts"][0]
     assert (counts["rnn"], counts["gru"], counts["lstm"]) == (1184, 3552, 4736)
     assert s["figures"] == list(FIGURES)

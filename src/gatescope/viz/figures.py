@@ -262,15 +262,14 @@ def forget_product_figure(
 
     product, cut, full: (T + 1, H) for one sequence (index k = 0..T): the forget-gate
     product, the backward pass with the h-path cut, and (optional) the full diagonal of
-    dc_T/dc_k. Draws a few units (default: 4 spread over the range of the product at k=0)
-    against steps back T - k on a log scale, and the relative difference of product and cut.
+    dc_T/dc_k. Draws a few units (default: 4 whose whole-sequence products are spread
+    evenly on a log scale from the largest down to 1e-8) against steps back T - k on a log
+    scale, and the largest relative difference of product and cut at each k.
     """
     product, cut = np.asarray(product, float), np.asarray(cut, float)
     T = product.shape[0] - 1
     if units is None:
-        order = np.argsort(product[0])
-        units = [int(order[i]) for i in np.linspace(0, len(order) - 1, 4).round().astype(int)]
-        units = list(dict.fromkeys(units))
+        units = _spread_units(product[0])
     fig = _figure(11, 4.4)
     ax, ax2 = fig.subplots(1, 2, width_ratios=[1.6, 1])
     ax.set_label("units")
@@ -321,6 +320,20 @@ def forget_product_figure(
         title or r"Along the cell state, $\partial c_T/\partial c_k$ is the product of forget gates"
     )
     return fig
+
+
+def _spread_units(p0: np.ndarray, n: int = 4, floor: float = 1e-8) -> list[int]:
+    """Units whose values p0 lie nearest to n points spaced evenly in log from max to floor."""
+    logs = np.log10(np.maximum(p0, np.finfo(float).tiny))
+    hi = logs.max()
+    lo = max(min(logs.min(), hi), np.log10(floor))
+    chosen: list[int] = []
+    for target in np.linspace(hi, lo, n):
+        order = np.argsort(np.abs(logs - target))
+        pick = next((int(j) for j in order if int(j) not in chosen), None)
+        if pick is not None:
+            chosen.append(pick)
+    return chosen
 
 
 # --------------------------------------------------------------------------------------------
