@@ -234,6 +234,15 @@ def test_dask_cluster_gives_the_local_rows(tmp_path, serial_rows, dask_scheduler
     assert len({r["worker"] for r in read_results(tmp_path).rows}) >= 1
 
 
+def test_dask_executor_without_a_scheduler_starts_a_local_cluster(tmp_path, serial_rows):
+    pytest.importorskip("distributed")
+    specs = tiny_grid(lengths=(3,), seeds=1)
+    summary = run_sweep(specs, tmp_path, executor="dask", workers=1, progress=False)
+    assert (summary.ok, summary.failed) == (3, 0)
+    rows = rows_by_id(tmp_path)
+    assert rows == {s.run_id: serial_rows[s.run_id] for s in specs}
+
+
 def test_cli_sweep_on_a_dask_scheduler_then_resume_locally(tmp_path, dask_scheduler):
     out = tmp_path / "sweep"
     args = ["sweep", "--lengths", "3,4", "--seeds", "1", "--arch", "lstm,rnn", *TINY_FLAGS]
@@ -393,11 +402,33 @@ def test_sweep_plot_draws_the_curve_and_prints_the_table(tmp_path, capsys):
     assert svg.read_text().lstrip().startswith("<?xml")
 
 
+def test_cli_specs_follow_gatescope_train_for_lstm_options(tmp_path):
+    from gatescope.cli import build_parser
+    from gatescope.cli.sweep import _specs
+    from gatescope.cli.train import DEFAULT_FORGET_BIAS
+    from gatescope.train import TrainConfig
+
+    parser = build_parser()
+    argv = ["sweep", "--lengths", "5", "--seeds", "1", "--out", str(tmp_path), "--batch", "8"]
+    specs = {s.arch: s for s in _specs(parser.parse_args([*argv, "--clip", "off"]))}
+    assert dict(specs["lstm"].layer_options) == {"forget_bias": DEFAULT_FORGET_BIAS}
+    assert dict(specs["gru"].layer_options) == dict(specs["rnn"].layer_options) == {}
+    train = dict(specs["gru"].train)  # every TrainConfig field but the seed, defaults filled in
+    assert train["batch_size"] == 8 and train["clip_norm"] is None
+    assert train["steps"] == TrainConfig().steps and "seed" not in train
+    more = ["--arch", "lstm", "--forget-bias", "1", "--variant", "peephole", "--no-early-stop"]
+    (lstm,) = _specs(parser.parse_args([*argv, *more]))
+    assert dict(lstm.layer_options) == {"forget_bias": 1.0, "variant": "peephole"}
+    assert lstm.train["early_stop"] is False
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     cases = [
         (["sweep", "--lengths", "5", "--arch", "lstm,tcn"], "arch"),
         (["sweep", "--lengths", "5", "--task", "nope"], "unknown task name 'nope'"),
         (["sweep", "--lengths", "5", "--lr", "-1"], "lr"),
+        (["sweep", "--lengths", "5", "--arch", "gru", "--variant", "cifg"], "--variant applies"),
+        (["sweep", "--lengths", "5", "--arch", "lstm", "--variant", "x"], "variant"),
         (["sweep", "--lengths", "5", "--executor", "local", "--scheduler", "tcp://x:1"],
          "--scheduler needs --executor dask"),
         (["sweep-plot", str(tmp_path / "none")], "no sweep results"),

@@ -8,9 +8,10 @@
     points = capacity_curve(read_results("runs/recall").latest.values())
 
 A run is one :class:`RunSpec` (task, architecture, length, seed and every model and training
-option), trained by :func:`gatescope.train.fit` in a fresh process. It is deterministic: the
-seed fixes the initial weights, the training data and the evaluation data, so the same spec
-gives the same row on any worker with the same NumPy. Its id (:attr:`RunSpec.run_id`) is a hash
+option), trained by :func:`gatescope.train.fit` in a worker process. It is deterministic: the seed
+fixes the initial weights and the training batches, the held-out set (``eval_seed``) and the
+final test set (``evaluate_model``'s) are the same for every run of a length, so the same
+spec gives the same row on any worker with the same code and numerical libraries. Its id (:attr:`RunSpec.run_id`) is a hash
 of the spec, so a sweep re-run in the same directory skips the runs already recorded there.
 
 The results file, ``DIR/results.jsonl``, holds one JSON object per line, one line per finished

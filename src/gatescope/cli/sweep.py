@@ -25,6 +25,10 @@ from typing import Any
 from . import CLIError
 
 _ARCHS_DEFAULT = "lstm,gru,rnn"
+try:  # the LSTM's initial forget-gate bias: the same default as `gatescope train`
+    from .train import DEFAULT_FORGET_BIAS
+except ImportError:  # pragma: no cover - train's CLI not there
+    DEFAULT_FORGET_BIAS = 1.0
 _TRAIN_DEST = "train__"  # prefix of the argparse dests of TrainConfig's flags
 # TrainConfig fields the sweep sets itself (seed), or that cannot change a run (no checkpoints)
 _TRAIN_SKIP = {"seed", "checkpoint_every"}
@@ -220,6 +224,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dtype", default="float64", choices=("float32", "float64"), help="(default: %(default)s)"
     )
     p.add_argument(
+        "--forget-bias", type=_finite_float, default=DEFAULT_FORGET_BIAS, metavar="B",
+        help="LSTM runs only: initial forget-gate bias, as in `gatescope train` "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--variant", default=None, metavar="NAME",
+        help="LSTM runs only: an LSTM variant (peephole, cifg, nfg, nig, nog, noaf, layernorm; "
+        "default: vanilla)",
+    )  # fmt: skip
+    p.add_argument(
         "--task-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
         help="a task field, e.g. noise_std=0.5 (repeatable)",
     )  # fmt: skip
@@ -298,16 +312,22 @@ def _specs(args: argparse.Namespace) -> list[Any]:
 
     task_options = dict(args.task_option)
     layer_options = dict(args.layer_option)
+    # LSTM-only options, as `gatescope train` sets them; the other archs' specs stay without
+    lstm_options = {"forget_bias": args.forget_bias} | (
+        {"variant": args.variant} if args.variant is not None else {}
+    )
+    if args.variant is not None and "lstm" not in args.arch:
+        raise CLIError(f"--variant applies to LSTM runs, but --arch is {','.join(args.arch)}")
     tasks = [get_task(args.task, n, **task_options) for n in args.lengths]
     for arch in args.arch:  # a bad arch or layer option fails now, not in every run
         SequenceModel.for_task(
             tasks[0], arch, args.hidden, num_layers=args.layers, seed=0, dtype=args.dtype,
-            **layer_options,
+            **layer_options, **(lstm_options if arch == "lstm" else {}),
         )  # fmt: skip
     train = _resolved_train(args)
     if args.first_seed < 0:
         raise CLIError(f"--first-seed must be >= 0, got {args.first_seed}")
-    return make_grid(
+    specs = make_grid(
         args.task,
         args.arch,
         args.lengths,
@@ -320,6 +340,12 @@ def _specs(args: argparse.Namespace) -> list[Any]:
         train=train,
         eval_n=args.eval_n,
     )
+    return [
+        dataclasses.replace(s, layer_options={**s.layer_options, **lstm_options})
+        if s.arch == "lstm"
+        else s
+        for s in specs
+    ]
 
 
 def _resolved_train(args: argparse.Namespace) -> dict[str, Any]:

@@ -29,8 +29,13 @@ _OTHER_COLORS = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf
 _STYLES = ("-", "--", ":", "-.")
 
 
+_MARKERS = {"lstm": "o", "gru": "s", "rnn": "^"}
+_ARCH_ORDER = ("lstm", "gru", "rnn")
+
+
 def _line_styles(lines: Sequence[str], archs: dict[str, str]) -> dict[str, tuple[str, str, str]]:
-    """line -> (colour, linestyle, marker): the colour follows the arch, the style its variant."""
+    """line -> (colour, linestyle, marker): colour and marker follow the arch, the style its
+    variant (the second line of an arch is dashed, ...)."""
     styles: dict[str, tuple[str, str, str]] = {}
     per_arch: dict[str, int] = {}
     other = 0
@@ -43,27 +48,35 @@ def _line_styles(lines: Sequence[str], archs: dict[str, str]) -> dict[str, tuple
             other += 1
         k = per_arch.get(arch, 0)
         per_arch[arch] = k + 1
-        styles[line] = (colour, _STYLES[k % len(_STYLES)], "os^Dv"[k % 5])
+        styles[line] = (colour, _STYLES[k % len(_STYLES)], _MARKERS.get(arch, "D"))
     return styles
+
+
+def _line_order(points: Sequence[CurvePoint]) -> list[str]:
+    """Lines in the order lstm, gru, rnn, then any other arch, each arch's lines by label."""
+    rank = {a: i for i, a in enumerate(_ARCH_ORDER)}
+    first = {p.line: p.arch for p in points}
+    return sorted(first, key=lambda line: (rank.get(first[line], len(rank)), first[line], line))
 
 
 def plot_capacity(points: Sequence[CurvePoint], title: str | None = None) -> Figure:
     """The two-panel capacity figure of `points` (from :func:`gatescope.sweep.capacity_curve`)."""
     if not points:
         raise ValueError("no runs to plot: the sweep has no results yet")
-    lines = list(dict.fromkeys(p.line for p in points))
+    lines = _line_order(points)
     styles = _line_styles(lines, {p.line: p.arch for p in points})
     lengths = sorted({p.length for p in points})
     metric_name = next((p.metric_name for p in points if p.metric_name), None)
 
     fig = Figure(figsize=(10, 4), dpi=100, layout="constrained")
     ax_rate, ax_metric = fig.subplots(1, 2, sharex=True)
-    for line in lines:
+    for i, line in enumerate(lines):
         pts = sorted((p for p in points if p.line == line), key=lambda p: p.length)
         colour, ls, marker = styles[line]
         x = np.array([p.length for p in pts], dtype=np.float64)  # (L,)
         rate = np.array([p.success_rate for p in pts])  # (L,)
-        ax_rate.plot(x, rate, color=colour, linestyle=ls, marker=marker, label=line)
+        dodge = 1.0 + 0.025 * (i - (len(lines) - 1) / 2)  # equal rates stay visible side by side
+        ax_rate.plot(x * dodge, rate, color=colour, linestyle=ls, marker=marker, label=line)
         mean = np.array([p.metric_mean for p in pts])  # (L,) NaN where no run finished
         lo = np.array([p.metric_min for p in pts])
         hi = np.array([p.metric_max for p in pts])
