@@ -84,13 +84,12 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None) -> LSTMCache:
 
     The step loop allocates nothing: every ufunc writes into the cache or into two
     preallocated (B, H) / (B, 2H) scratch buffers. With the numba backend (see
-    `functional.backend`) everything after the recurrent product is one fused kernel.
+    `functional.backend`) everything after the recurrent product, bias included, is one
+    fused kernel, and at small sizes the whole loop is one call.
     """
     T, B, D = x.shape
     H = h0.shape[1]
     gates = np.matmul(x.reshape(T * B, D), w_ih.T).reshape(T, B, 4 * H)  # all input projections
-    if b is not None:
-        gates += b
     hs = np.empty((T + 1, B, H), x.dtype)
     cs = np.empty((T + 1, B, H), x.dtype)
     tanh_c = np.empty((T, B, H), x.dtype)
@@ -98,16 +97,20 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None) -> LSTMCache:
     rec = np.empty((B, 4 * H), x.dtype)  # h_{t-1} W_hh^T
     tmp2 = np.empty((B, 2 * H), x.dtype)  # sigmoid scratch
     tmp = tmp2[:, :H]  # (B, H) scratch
-    w_hh_t = w_hh.T
+    w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H): a plain (not transposed) BLAS product
     nb = kernels(x.dtype, backend)
-    if nb is not None and B * H * 4 * H <= nb.small_macs:  # small: all steps in one call
-        nb.lstm_fwd_seq(gates, hs, cs, tanh_c, np.ascontiguousarray(w_hh_t), rec)
-        return LSTMCache(x, gates, hs, cs, tanh_c)
+    if nb is not None:  # the kernels add the bias step by step, saving a pass over gates
+        bias = b if b is not None else np.zeros(4 * H, x.dtype)
+        if B * H * 4 * H <= nb.small_macs:  # small: all steps in one call
+            nb.lstm_fwd_seq(gates, bias, hs, cs, tanh_c, w_hh_t, rec)
+            return LSTMCache(x, gates, hs, cs, tanh_c)
+    elif b is not None:
+        gates += b
     for t in range(T):
         a = gates[t]  # (B, 4H), activated in place
         np.matmul(hs[t], w_hh_t, out=rec)
         if nb is not None:
-            nb.lstm_fwd_step(a, rec, cs[t], cs[t + 1], tanh_c[t], hs[t + 1])
+            nb.lstm_fwd_step(a, bias, rec, cs[t], cs[t + 1], tanh_c[t], hs[t + 1])
             continue
         a += rec
         i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
