@@ -58,9 +58,9 @@ def run_one(
         task, arch, DEFAULT_HIDDEN, seed=seed, dtype=DEFAULT_DTYPE, **options
     )
     config = TrainConfig(steps=max_steps, seed=seed, checkpoint_every=0)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = fit(task, model, config, progress=False, time_limit=time_limit)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     value = result.metrics.get(task.metric_name, math.nan)
     return {
         "task": task_name,
@@ -74,6 +74,7 @@ def run_one(
         "steps": result.steps,
         "stop_reason": result.stop_reason,
         "seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),  # this process's CPU time: what the run cost the machine
         "max_steps": max_steps,
         "time_limit": time_limit,
         "seed": seed,
@@ -117,8 +118,10 @@ def render(results: list[dict], meta: dict) -> str:
                 mark = "diverged"
             elif r["stop_reason"] == "time" and not r["solved"]:
                 mark = "not solved (time budget)"
+            cpu = f", {r['cpu_seconds']:.0f} s CPU" if "cpu_seconds" in r else ""
             cells.append(
-                f"{_fmt(r['value'], r['metric'])} {mark} ({r['steps']} steps, {r['seconds']:.0f} s)"
+                f"{_fmt(r['value'], r['metric'])} {mark} ({r['steps']} steps, "
+                f"{r['seconds']:.0f} s{cpu})"
             )
         label = f"{task_name} ({metric or '?'}, {solved_at[task_name]})"
         base = "?" if baseline is None else _fmt(baseline, metric or "")
