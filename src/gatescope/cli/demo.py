@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--length",
         type=_length,
-        default=None,
+        default=argparse.SUPPRESS,  # no "(default: None)" in --help
         metavar="T",
         help="steps per sequence (default 50; 12 with --quick)",
     )
@@ -71,10 +71,11 @@ def handler(args: argparse.Namespace) -> int:
 
     if args.seed < 0:
         raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    length = getattr(args, "length", None)
     if args.quick:
-        config = DemoConfig.quick(length=args.length or 12)
+        config = DemoConfig.quick(length=length or 12)
     else:
-        config = DemoConfig(length=args.length or DemoConfig.length)
+        config = DemoConfig(length=length or DemoConfig.length)
     config = type(config)(**{**config.to_dict(), "seed": args.seed})
     out = args.out
     if os.path.exists(out) and not os.path.isdir(out):

@@ -52,7 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("what", choices=KINDS, help="which figure")
     p.add_argument("checkpoint", metavar="CKPT", help="model file (.safetensors)")
     p.add_argument(
-        "--out", metavar="FILE", default=None, help="PNG to write (default: CKPT-WHAT.png)"
+        "--out",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="PNG to write (default: CKPT-WHAT.png in the current folder)",
     )
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the probe data")
     p.add_argument(
@@ -71,7 +74,10 @@ def handler(args: argparse.Namespace) -> int:
 
     if not os.path.isfile(args.checkpoint):
         raise CLIError(f"{args.checkpoint}: no such file")
-    out = args.out or f"{os.path.splitext(os.path.basename(args.checkpoint))[0]}-{args.what}.png"
+    out = (
+        getattr(args, "out", None)
+        or f"{os.path.splitext(os.path.basename(args.checkpoint))[0]}-{args.what}.png"
+    )
     if not out.lower().endswith(".png"):
         raise CLIError(f"--out must name a .png file, got {out!r}")
     if args.index >= args.batch:

@@ -355,7 +355,7 @@ def saturation_figure(
     names = list(sat)
     if not names:
         raise ValueError(f"{arch} has no gates to show saturation for")
-    fig = _figure(3.6 * len(names) + 0.4, 4.6)
+    fig = _figure(3.6 * len(names) + 0.4, 4.3)
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names, strict=True):
         left = np.asarray(sat[name]["left"])
