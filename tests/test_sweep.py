@@ -342,9 +342,10 @@ def test_failed_run_is_recorded_and_does_not_stop_the_sweep(tmp_path):
     rnn = [p for p in points if p.line.startswith("rnn")]
     # the failing run differs in a task option, so it is a line of its own, counted as failed
     assert sorted((p.line, p.runs, p.failed) for p in rnn) == [
-        ("rnn (n_symbols=-)", 1, 0),
         ("rnn (n_symbols=1)", 1, 1),
+        ("rnn (n_symbols=default)", 1, 0),
     ]
+    assert {p.line for p in points} - {p.line for p in rnn} == {"lstm", "gru"}
 
 
 def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
@@ -383,8 +384,10 @@ def test_capacity_curve_counts_success_over_seeds():
     assert (rnn.runs, rnn.solved, rnn.failed, rnn.metrics) == (3, 0, 1, (0.2, None))
     assert rnn.metric_mean == pytest.approx(0.2) and rnn.success_rate == 0
     # a field that differs between rows (not arch, length or seed) splits the lines
-    split = capacity_curve([_row("gru", 5, 0, 1.0), _row("gru", 5, 1, 1.0, hidden_size=8)])
-    assert [p.line for p in split] == ["gru (hidden_size=32)", "gru (hidden_size=8)"]
+    split = capacity_curve(
+        [_row("gru", 5, 0, 1.0), _row("gru", 5, 1, 1.0, hidden_size=8), _row("rnn", 5, 0, 0.1)]
+    )
+    assert [p.line for p in split] == ["gru (hidden_size=32)", "gru (hidden_size=8)", "rnn"]
 
 
 def test_sweep_plot_draws_the_curve_and_prints_the_table(tmp_path, capsys):

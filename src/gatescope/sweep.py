@@ -515,7 +515,7 @@ def _execute_dask(
                     n_workers=n,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # any free port: never clash with a running one
                     host="127.0.0.1",
                 )
             )
@@ -738,20 +738,26 @@ def _flat_spec(spec: Mapping[str, Any]) -> dict[str, str]:
 def capacity_curve(rows: Iterable[Mapping[str, Any]]) -> list[CurvePoint]:
     """Group rows (one per run: pass ``Results.latest.values()``) into capacity-curve points.
 
-    One line per architecture; when the rows differ in another spec field than arch, length
-    and seed (a second task, hidden size, step budget...), every distinct combination is its
-    own line, labelled with the fields that differ. Points are sorted by line, then length.
+    One line per architecture; when an architecture's rows differ in another spec field than
+    length and seed (a second task, hidden size, step budget, forget bias...), each distinct
+    combination is its own line, labelled with the fields that differ ("default" where a row
+    does not set the field). Points are sorted by line, then length.
     """
     rows = [r for r in rows if isinstance(r.get("spec"), Mapping)]
     flats = [_flat_spec(r["spec"]) for r in rows]
-    keys = sorted({k for f in flats for k in f} - {"arch", "length", "seed"})
-    varying = [k for k in keys if len({f.get(k) for f in flats}) > 1]
+    varying: dict[str, list[str]] = {}  # arch -> fields that differ between its rows
+    for arch in {str(r["spec"]["arch"]) for r in rows}:
+        mine = [f for r, f in zip(rows, flats) if str(r["spec"]["arch"]) == arch]
+        keys = sorted({k for f in mine for k in f} - {"arch", "length", "seed"})
+        varying[arch] = [k for k in keys if len({f.get(k) for f in mine}) > 1]
     groups: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
     for row, flat in zip(rows, flats):
+        arch = str(row["spec"]["arch"])
         extra = ", ".join(
-            f"{k.split('.', 1)[-1]}={json.loads(flat[k]) if k in flat else '-'}" for k in varying
+            f"{k.split('.', 1)[-1]}={json.loads(flat[k]) if k in flat else 'default'}"
+            for k in varying[arch]
         )
-        line = f"{row['spec']['arch']} ({extra})" if extra else str(row["spec"]["arch"])
+        line = f"{arch} ({extra})" if extra else arch
         groups.setdefault((line, int(row["spec"]["length"])), []).append(row)
     points = []
     for (line, length), group in sorted(groups.items()):
