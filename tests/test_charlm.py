@@ -277,14 +277,18 @@ def test_tiny_training_run_lowers_validation_loss(tmp_path):
 
 def test_learning_rate_halves_when_validation_stops_improving(tmp_path):
     tr = tiny_trainer(write_corpus(tmp_path / "c"))
-    lr = tr.optimizer.lr
+    tr.config = cl.CharTrainConfig(lr=0.01, lr_decay=0.5, min_gain=0.01, min_lr=0.002)
+    tr.optimizer.lr = 0.01
     assert not tr.plateau(3.0)  # no history: nothing to compare with
     tr.history = [{"val_bpc": 3.0}, {"val_bpc": 2.5}]
-    assert not tr.plateau(2.48) and tr.optimizer.lr == lr  # beats the best by >= 0.01
-    assert tr.plateau(2.495) and tr.optimizer.lr == lr / 2  # not by enough
-    assert tr.plateau(2.7) and tr.optimizer.lr == lr / 4
+    assert not tr.plateau(2.48) and tr.optimizer.lr == 0.01  # beats the best by > 0.01
+    assert tr.plateau(2.495) and tr.optimizer.lr == 0.005  # not by enough
+    assert tr.plateau(2.7) and tr.optimizer.lr == 0.0025
+    assert tr.plateau(2.7) and tr.optimizer.lr == 0.002  # not below min_lr ...
+    assert not tr.plateau(2.7) and tr.optimizer.lr == 0.002  # ... and there it stays
     tr.config = cl.CharTrainConfig(lr_decay=1.0)
-    assert not tr.plateau(9.0) and tr.optimizer.lr == lr / 4  # decay switched off
+    tr.optimizer.lr = 0.01
+    assert not tr.plateau(9.0) and tr.optimizer.lr == 0.01  # decay switched off
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):

@@ -566,8 +566,9 @@ class CharTrainConfig:
     seq_len: int = 64  # T: characters per truncated-BPTT chunk
     lr: float = 1e-2  # Adam's initial learning rate
     clip: float = 5.0  # global gradient-norm clipping
-    lr_decay: float = 0.5  # lr multiplier when validation gains < min_gain over its best (1: off)
-    min_gain: float = 0.01  # bits per char a validation must beat the best so far by
+    lr_decay: float = 0.5  # lr multiplier when a validation does not beat the best (1: off)
+    min_gain: float = 0.0  # bits per char by which it must beat the best so far
+    min_lr: float = 1e-4  # the decay stops here
     seed: int = 0  # model initialisation (the corpus split has its own seed)
     eval_every: int = 100  # steps between validation measurements (and checkpoints)
     eval_chars: int = 50_000  # validation characters measured each time (spread evenly)
@@ -583,7 +584,7 @@ class CharTrainConfig:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
         if not (isinstance(self.min_gain, int | float) and 0 <= self.min_gain < math.inf):
             raise ValueError(f"min_gain must be a finite number >= 0, got {self.min_gain!r}")
-        for name in ("lr", "clip"):
+        for name in ("lr", "clip", "min_lr"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0 < v < math.inf):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
@@ -647,11 +648,13 @@ class CharTrainer:
         return bits_per_char(self.model, windows)[0]
 
     def plateau(self, val_bpc: float) -> bool:
-        """Multiply the learning rate by `lr_decay` if `val_bpc` does not beat the best
-        validation in `history` by `min_gain`; True if it did so."""
+        """Multiply the learning rate by `lr_decay` (not below `min_lr`) if `val_bpc` does
+        not beat the best validation in `history` by more than `min_gain`; True if it did."""
+        cfg = self.config
         best = min((row["val_bpc"] for row in self.history), default=math.inf)
-        if self.config.lr_decay < 1 and val_bpc > best - self.config.min_gain:
-            self.optimizer.lr *= self.config.lr_decay
+        lr = self.optimizer.lr
+        if cfg.lr_decay < 1 and lr > cfg.min_lr and val_bpc >= best - cfg.min_gain:
+            self.optimizer.lr = max(lr * cfg.lr_decay, cfg.min_lr)
             return True
         return False
 

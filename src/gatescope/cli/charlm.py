@@ -118,7 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--lr-decay",
         type=positive_float,
-        help="multiply the lr by this when validation stops improving by 0.01 (0.5; 1: never)",
+        help="multiply the lr by this (down to 1e-4) when a validation does not beat the best "
+        "so far (0.5; 1: never)",
     )
     t.add_argument("--clip", type=positive_float, help="gradient-norm clipping (5)")
     t.add_argument("--seed", type=int, help="initialisation and corpus-split seed (0)")
