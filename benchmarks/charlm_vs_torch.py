@@ -13,7 +13,7 @@ and b_ih plays the role of gatescope's single bias.
     .venv/bin/python benchmarks/charlm_vs_torch.py            # ~10 min on 2 busy cores
     .venv/bin/python benchmarks/charlm_vs_torch.py --steps 100 --hidden 32   # a quick look
 
-Prints a table and writes benchmarks/charlm_vs_torch.png.
+Prints a table and writes docs/img/charlm_vs_torch.png (the README's figure).
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--clip", type=float, default=5.0)
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    ap.add_argument("--out", default=str(Path(__file__).with_suffix(".png")))
+    ap.add_argument(
+        "--out", default=str(Path(__file__).parents[1] / "docs" / "img" / "charlm_vs_torch.png")
+    )
     args = ap.parse_args()
 
     cl.limit_blas_threads(1)
