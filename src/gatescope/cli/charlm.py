@@ -81,6 +81,15 @@ def fraction(text: str) -> float:
     return value
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one (None: the help text says what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == "":
+            return action.help
+        return super()._get_help_string(action)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "charlm",
@@ -90,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(handler=lambda args: p.print_help() or 0)
     cmds = p.add_subparsers(dest="charlm_command", metavar="SUBCOMMAND", parser_class=type(p))
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Help
 
     t = cmds.add_parser("train", help="train (or --resume) a model", formatter_class=fmt)
     t.add_argument(
@@ -102,9 +111,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--glob", help="only take files matching this from folders, e.g. '*.py' (default: all)"
     )
-    t.add_argument("--arch", choices=("lstm", "gru", "rnn"), help="recurrent layer (lstm)")
-    t.add_argument("--layers", type=positive_int, help="stacked layers (2)")
-    t.add_argument("--hidden", type=positive_int, help="units per layer (128)")
+    t.add_argument("--arch", choices=("lstm", "gru", "rnn"), help="recurrent layer (default: lstm)")
+    t.add_argument("--layers", type=positive_int, help="stacked layers (default: 2)")
+    t.add_argument("--hidden", type=positive_int, help="units per layer (default: 128)")
     budget = t.add_mutually_exclusive_group()
     budget.add_argument(
         "--minutes",
@@ -112,21 +121,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"train for this many minutes (default {DEFAULT_MINUTES:g} when --steps is not given)",
     )
     budget.add_argument("--steps", type=positive_int, help="train until this step (in total)")
-    t.add_argument("--seq-len", type=positive_int, help="truncated-BPTT chunk length T (64)")
-    t.add_argument("--batch", type=positive_int, help="parallel streams B (32)")
-    t.add_argument("--lr", type=positive_float, help="Adam's initial learning rate (0.01)")
+    t.add_argument(
+        "--seq-len", type=positive_int, help="truncated-BPTT chunk length T (default: 64)"
+    )
+    t.add_argument("--batch", type=positive_int, help="parallel streams B (default: 32)")
+    t.add_argument("--lr", type=positive_float, help="Adam's initial learning rate (default: 0.01)")
     t.add_argument(
         "--lr-decay",
         type=positive_float,
         help="multiply the lr by this (down to 1e-4) when a validation does not beat the best "
-        "so far (0.5; 1: never)",
+        "so far (default: 0.5; 1: never)",
     )
-    t.add_argument("--clip", type=positive_float, help="gradient-norm clipping (5)")
-    t.add_argument("--seed", type=int, help="initialisation and corpus-split seed (0)")
-    t.add_argument("--val-fraction", type=fraction, help="held-out share of the text (0.05)")
-    t.add_argument("--max-vocab", type=positive_int, help="vocabulary cap, unknown included (100)")
-    t.add_argument("--min-count", type=positive_int, help="min occurrences of a char (1)")
-    t.add_argument("--dtype", choices=("float32", "float64"), help="float32 or float64 (float32)")
+    t.add_argument("--clip", type=positive_float, help="gradient-norm clipping (default: 5)")
+    t.add_argument("--seed", type=int, help="initialisation and corpus-split seed (default: 0)")
+    t.add_argument(
+        "--val-fraction", type=fraction, help="held-out share of the text (default: 0.05)"
+    )
+    t.add_argument(
+        "--max-vocab", type=positive_int, help="vocabulary cap, unknown included (default: 100)"
+    )
+    t.add_argument("--min-count", type=positive_int, help="min occurrences of a char (default: 1)")
+    t.add_argument("--dtype", choices=("float32", "float64"), help="(default: float32)")
     t.add_argument("--eval-every", type=positive_int, default=100, help="steps between validations")
     t.add_argument(
         "--eval-chars", type=positive_int, default=50_000, help="validation chars measured"
@@ -143,12 +158,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = cmds.add_parser("sample", help="generate text from a checkpoint", formatter_class=fmt)
     s.add_argument("checkpoint", metavar="CKPT")
-    s.add_argument("--prime", default="", help="text the model reads first (printed too)")
+    s.add_argument(
+        "--prime", default="", help="text the model reads first, printed too (default: a newline)"
+    )
     s.add_argument(
         "--temperature", type=nonnegative_float, default=0.8, help="0 picks the likeliest char"
     )
     s.add_argument("--length", type=positive_int, default=500, help="characters to generate")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     s.set_defaults(handler=sample_handler)
 
     e = cmds.add_parser("eval", help="bits per character on a text", formatter_class=fmt)
