@@ -104,6 +104,14 @@ def test_single_file_is_split_at_a_line_boundary(tmp_path):
     assert 0.05 < len(val) / (len(train) + len(val)) < 0.15
 
 
+def test_two_unequal_files_still_leave_one_for_training(tmp_path):
+    (tmp_path / "big.py").write_text("x = 1\n" * 500)
+    (tmp_path / "small.py").write_text("y = 2\n")
+    for seed in range(6):  # whichever file the shuffle puts first
+        c = cl.load_corpus(cl.CorpusSpec(paths=(str(tmp_path),), seed=seed))
+        assert len(c.train_files) == 1 and len(c.val_files) == 1
+
+
 def test_default_corpus_is_the_standard_library():
     files = cl._default_files()
     assert all(f.suffix == ".py" for f in files)

@@ -246,8 +246,8 @@ def load_corpus(spec: CorpusSpec = CorpusSpec(), vocab: Vocab | None = None) -> 
     """Read, split and encode the text. With `vocab` (from a checkpoint) it is reused.
 
     The files are sorted by path, shuffled with `spec.seed`, and taken into the validation
-    set until it holds `spec.val_fraction` of the characters (at least one file); the rest is
-    the training set, in the shuffled order. A single file is split at the line boundary
+    set until it holds `spec.val_fraction` of the characters (at least one file, never all);
+    the rest is the training set, in the shuffled order. A single file is split at the line boundary
     nearest to the same fraction instead (reported as 1 + 1 files).
     """
     files = find_text_files(spec.paths, spec.glob) if spec.paths else _default_files()
@@ -272,7 +272,7 @@ def load_corpus(spec: CorpusSpec = CorpusSpec(), vocab: Vocab | None = None) -> 
         train_parts, val_parts = [(name, text[:cut])], [(name, text[cut:])]
     else:
         val_parts, n_val = [], 0
-        for i in order:
+        for i in order[:-1]:  # the last file in the shuffled order always trains
             if n_val >= spec.val_fraction * total and val_parts:
                 break
             val_parts.append(texts[i])
