@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import CLIError
-from .charlm import _Help, positive_int
+from .args import HelpFormatter, positive_int
 
 GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
 
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "model trained with `gatescope charlm train` with features of a text: in_string, "
         "in_comment, bracket_depth, indent, line_position, in_docstring; and measure how "
         "often each gate saturates.",
-        formatter_class=_Help,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("--text", nargs="+", required=True, metavar="PATH", help="files or folders")

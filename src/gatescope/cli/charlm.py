@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 from . import CLIError
+from .args import (
+    HelpFormatter,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 
 # Model and data options: None on the command line means "the default" for a new run and
 # "the checkpoint's value" for --resume (where giving a different value is an error).
@@ -31,65 +38,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 DEFAULT_MINUTES = 5.0
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not (0 < value < math.inf):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not (0 <= value < math.inf):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
-    return value
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a default only where there is one (None: the help text says what happens)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False or action.default == "":
-            return action.help
-        return super()._get_help_string(action)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "charlm",
@@ -99,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(handler=lambda args: p.print_help() or 0)
     cmds = p.add_subparsers(dest="charlm_command", metavar="SUBCOMMAND", parser_class=type(p))
-    fmt = _Help
+    fmt = HelpFormatter
 
     t = cmds.add_parser("train", help="train (or --resume) a model", formatter_class=fmt)
     t.add_argument(

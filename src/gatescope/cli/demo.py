@@ -95,7 +95,8 @@ def handler(args: argparse.Namespace) -> int:
     with _one_blas_thread():
         summary = run_demo(out, config, progress=progress, log=log, command=command)
     _print_table(console, summary)
-    console.print(f"report: {os.path.join(out, 'report.html')}")
+    # soft_wrap: a long path stays on one line, whole, so it can be copied or clicked
+    console.print(f"report: {os.path.join(out, 'report.html')}", soft_wrap=True, highlight=False)
     return 0
 
 

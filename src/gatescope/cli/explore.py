@@ -14,35 +14,7 @@ import time
 from pathlib import Path
 
 from . import CLIError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except None ones (their help says what happens)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
+from .args import HelpFormatter, nonnegative_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "a unit table with feature correlations, a heatmap of all units, and the measured "
             "influence of earlier inputs on chosen positions."
         ),
-        formatter_class=_Help,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "checkpoint",
@@ -71,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument(
         "--task-samples",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         help="task models: how many fresh samples of the task to show (default 6)",
     )
     p.add_argument(
@@ -80,21 +52,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-chars",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=20_000,
         help="read at most this many characters of the text",
     )
     p.add_argument(
         "--grad-positions",
         metavar="N",
-        type=_nonnegative_int,
+        type=nonnegative_int,
         default=256,
         help="positions, spread over the text, whose input influence is measured (0: none)",
     )
     p.add_argument(
         "--grad-window",
         metavar="W",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         help="how many steps back the influence is measured",
     )
@@ -112,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="store only these quantities, e.g. h,c (LSTM h c i f o g; GRU h z r n; RNN h): smaller pages",
     )
     p.add_argument(
-        "--top-k", metavar="K", type=_positive_int, default=5, help="predictions shown on hover"
+        "--top-k", metavar="K", type=positive_int, default=5, help="predictions shown on hover"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the task samples")
     p.add_argument(

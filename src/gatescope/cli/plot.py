@@ -15,28 +15,9 @@ import argparse
 import os
 
 from . import CLIError
+from .args import nonnegative_int, positive_int
 
 KINDS = ("gates", "traces", "gradflow", "saturation")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,12 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=argparse.SUPPRESS,
         help="PNG to write (default: CKPT-WHAT.png in the current folder)",
     )
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the probe data")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the probe data")
     p.add_argument(
-        "--batch", type=_positive_int, default=64, help="probe sequences (traces, gradflow, ...)"
+        "--batch", type=positive_int, default=64, help="probe sequences (traces, gradflow, ...)"
     )
     p.add_argument(
-        "--index", type=_non_negative_int, default=0, help="which probe sequence `gates` shows"
+        "--index", type=nonnegative_int, default=0, help="which probe sequence `gates` shows"
     )
     p.set_defaults(handler=handler)
 

@@ -24,6 +24,7 @@ from gatescope.tasks import TASKS, get_task, task_from_dict
 from gatescope.train import DEFAULT_TEST_SEED, TrainConfig, evaluate_model, fit, resume_state
 
 from . import CLIError
+from .args import nonnegative_int, positive_float, positive_int
 
 # Model defaults of `gatescope train` (training defaults are TrainConfig's).
 DEFAULT_LENGTH = 100
@@ -49,36 +50,6 @@ _TRAIN_FLAGS = {
     "eval_size": "eval_size",
     "patience": "patience",
 }
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text!r}")
-    return value
 
 
 def _clip(text: str) -> float:
@@ -128,18 +99,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--arch", choices=ARCHS, help="the recurrent layer (required unless --resume)")
     g.add_argument(
         "--length",
-        type=_positive_int,
+        type=positive_int,
         metavar="T",
         help=f"sequence length / delay {_d(DEFAULT_LENGTH)}",
     )
     g.add_argument(
         "--hidden",
-        type=_positive_int,
+        type=positive_int,
         metavar="H",
         help=f"hidden units per layer {_d(DEFAULT_HIDDEN)}",
     )
     g.add_argument(
-        "--layers", type=_positive_int, metavar="L", help=f"stacked layers {_d(DEFAULT_LAYERS)}"
+        "--layers", type=positive_int, metavar="L", help=f"stacked layers {_d(DEFAULT_LAYERS)}"
     )
     g.add_argument(
         "--forget-bias",
@@ -162,14 +133,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("training")
     g.add_argument(
         "--steps",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help=f"total optimizer steps; with --resume, the new total {_d(d.steps)}",
     )
     g.add_argument(
-        "--batch", type=_positive_int, metavar="B", help=f"sequences per step {_d(d.batch_size)}"
+        "--batch", type=positive_int, metavar="B", help=f"sequences per step {_d(d.batch_size)}"
     )
-    g.add_argument("--lr", type=_positive_float, help=f"learning rate {_d(d.lr)}")
+    g.add_argument("--lr", type=positive_float, help=f"learning rate {_d(d.lr)}")
     g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help=f"{_d(d.optimizer)}")
     g.add_argument(
         "--momentum",
@@ -192,22 +163,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--seed",
-        type=_non_negative_int,
+        type=nonnegative_int,
         metavar="S",
         help=f"seed of the initial weights and the training batches {_d(d.seed)}",
     )
     g.add_argument(
         "--eval-every",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help=f"steps between evaluations on the held-out set {_d(d.eval_every)}",
     )
     g.add_argument(
-        "--eval-size", type=_positive_int, metavar="N", help=f"held-out sequences {_d(d.eval_size)}"
+        "--eval-size", type=positive_int, metavar="N", help=f"held-out sequences {_d(d.eval_size)}"
     )
     g.add_argument(
         "--patience",
-        type=_non_negative_int,
+        type=nonnegative_int,
         metavar="N",
         help=f"stop after N evaluations without improvement; 0: never {_d(d.patience)}",
     )
@@ -240,7 +211,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--checkpoint-every",
-        type=_non_negative_int,
+        type=nonnegative_int,
         metavar="N",
         help=f"steps between checkpoints; 0: only at the end {_d(d.checkpoint_every)}",
     )
@@ -263,11 +234,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by `gatescope train`")
     e.add_argument(
-        "--n", type=_positive_int, default=1000, metavar="N", help="test sequences (default: 1000)"
+        "--n", type=positive_int, default=1000, metavar="N", help="test sequences (default: 1000)"
     )
     e.add_argument(
         "--seed",
-        type=_non_negative_int,
+        type=nonnegative_int,
         default=DEFAULT_TEST_SEED,
         metavar="S",
         help=f"seed of the test sequences (default: {DEFAULT_TEST_SEED})",
