@@ -1,7 +1,9 @@
-"""Numerically stable element-wise functions shared by every layer.
+"""Numerically stable element-wise functions shared by every layer, and the choice of backend.
 
 All of them accept float32 or float64 arrays and keep the dtype. None of them warns or
-returns NaN for pre-activations of +-1000.
+returns NaN for pre-activations of +-1000. `backend()` / `kernels()` say whether the sequence
+paths run their step loops as NumPy ufuncs or as the optional numba kernels (`_numba.py`);
+`chunk_steps` is how many steps of dL/da backward keeps at once.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def sigmoid(
     division, max(e, sign(z)) / (1 + e): the numerator is e where z < 0 and 1 elsewhere.
 
     May run in place (out=z). `tmp`, an array of z's shape and dtype (not z), is scratch
-    space: pass one to allocate nothing. Six passes over z, no masked (`where=`) ufuncs.
+    space: pass one to allocate nothing. Seven passes over z, no masked (`where=`) ufuncs.
     """
     if tmp is None:
         tmp = np.empty_like(z)
