@@ -856,39 +856,13 @@ class _Progress:
             self._progress.__exit__(*exc)
 
 
-def limit_blas_threads(n: int) -> bool:
-    """Limit the BLAS library NumPy uses to `n` threads; True if that worked.
+def limit_blas_threads(n: int) -> None:
+    """Limit the BLAS library NumPy uses to `n` threads for the rest of the process.
 
     The recurrent products are small (B x H by H x 4H): on a busy machine with few cores,
     BLAS threads mostly wait for each other, and one thread can be several times faster.
-    Uses threadpoolctl when installed, else OpenBLAS's own setter found among the loaded
-    libraries (Linux); otherwise leaves things as they are.
     """
     n = check_positive_int("threads", n)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        pass
-    else:
-        threadpool_limits(limits=n, user_api="blas")
-        return True
-    import ctypes
+    from threadpoolctl import threadpool_limits
 
-    try:
-        with open("/proc/self/maps") as f:
-            libs = {line.split()[-1] for line in f if "openblas" in line.lower()}
-    except OSError:
-        return False
-    names = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-             "openblas_set_num_threads")  # fmt: skip
-    for lib in sorted(libs):
-        try:
-            handle = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        for name in names:
-            setter = getattr(handle, name, None)
-            if setter is not None:
-                setter(ctypes.c_int(n))
-                return True
-    return False
+    threadpool_limits(limits=n, user_api="blas")

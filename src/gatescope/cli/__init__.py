@@ -6,13 +6,20 @@ files and exit codes; each command lives in its own module with two functions:
 
 Errors the user can fix (bad values, missing files) are raised as `CLIError`, `ValueError`
 or `OSError` and printed as one line `error: ...` on stderr with exit code 2, no traceback.
+
+Every command runs with NumPy's BLAS on GATESCOPE_BLAS_THREADS threads (default 1): the
+recurrent products are small (B x H by H x 4H), and extra BLAS threads mostly wait for each
+other (a training step was 2-6x slower with OpenBLAS's default threads on 2 busy cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from threadpoolctl import threadpool_limits
 
 # modules under gatescope.cli that contribute commands, in the order --help lists them
 COMMAND_MODULES = ("demo", "train", "plot", "charlm", "cells", "explore", "sweep")
@@ -45,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _blas_threads() -> int:
+    text = os.environ.get("GATESCOPE_BLAS_THREADS", "1")
+    if not text.isdigit() or int(text) < 1:
+        raise CLIError(f"GATESCOPE_BLAS_THREADS must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -52,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.handler(args) or 0)
+        with threadpool_limits(limits=_blas_threads(), user_api="blas"):
+            return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

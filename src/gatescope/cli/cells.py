@@ -38,10 +38,9 @@ def analyse(checkpoint: str, texts: list[str], max_chars: int) -> dict[str, Any]
     """Run the model over the texts and correlate; everything the outputs need."""
     import numpy as np
 
-    from ..charlm import limit_blas_threads, load_charlm, run_states
+    from ..charlm import load_charlm, run_states
     from ..inspect.cells import gate_saturation, search_cells, text_features
 
-    limit_blas_threads(1)  # one character at a time: tiny products, threads only get in the way
     model, vocab, meta = load_charlm(checkpoint)
     feats = [text_features(t) for t in texts]  # per file: each file is scanned on its own
     text = "".join(texts)[:max_chars]

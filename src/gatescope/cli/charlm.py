@@ -265,7 +265,6 @@ def train_handler(args: argparse.Namespace) -> int:
 def sample_handler(args: argparse.Namespace) -> int:
     from .. import charlm as cl
 
-    cl.limit_blas_threads(1)
     model, vocab, _ = cl.load_charlm(args.checkpoint)
     text = cl.sample(
         model,
@@ -282,7 +281,6 @@ def sample_handler(args: argparse.Namespace) -> int:
 def eval_handler(args: argparse.Namespace) -> int:
     from .. import charlm as cl
 
-    cl.limit_blas_threads(1)
     model, vocab, meta = cl.load_charlm(args.checkpoint)
     files = cl.find_text_files(args.text, args.glob)
     parts = []

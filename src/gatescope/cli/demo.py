@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from . import CLIError
 
@@ -54,18 +52,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=handler)
 
 
-@contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """Small matrices: OpenBLAS threads cost more than they give (6x slower on a busy box)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it the demo is only slower
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 def handler(args: argparse.Namespace) -> int:
     from gatescope.report import DemoConfig, run_demo
 
@@ -92,8 +78,7 @@ def handler(args: argparse.Namespace) -> int:
             err.print(f"[dim]{line}[/dim]")
 
     command = "gatescope demo" + "".join(f" {a}" for a in sys.argv[2:] if sys.argv[1:2] == ["demo"])
-    with _one_blas_thread():
-        summary = run_demo(out, config, progress=progress, log=log, command=command)
+    summary = run_demo(out, config, progress=progress, log=log, command=command)
     _print_table(console, summary)
     # soft_wrap: a long path stays on one line, whole, so it can be copied or clicked
     console.print(f"report: {os.path.join(out, 'report.html')}", soft_wrap=True, highlight=False)

@@ -127,16 +127,6 @@ def _default_text(meta: dict, vocab, max_chars: int) -> tuple[str, str]:
     return text, f"the first {len(text):,} characters of the validation text ({first}, …)"
 
 
-def _one_blas_thread() -> None:
-    """Small recurrent products run fastest on one BLAS thread (see charlm.limit_blas_threads);
-    this process only builds the page, so the limit stays for its lifetime."""
-    try:
-        from gatescope.charlm import limit_blas_threads
-    except ImportError:
-        return
-    limit_blas_threads(1)
-
-
 def handler(args: argparse.Namespace) -> int:
     from gatescope.checkpoint import load_checkpoint
     from gatescope.viz import explorer
@@ -156,7 +146,6 @@ def handler(args: argparse.Namespace) -> int:
         else None,
     }
     started = time.perf_counter()
-    _one_blas_thread()
     if meta.get("kind") == "gatescope.charlm":
         from gatescope.charlm import load_charlm
 
