@@ -68,3 +68,27 @@ def rel_error(a: np.ndarray, b: np.ndarray) -> float:
     """||a - b|| / (||a|| + ||b||), 0 when both are 0."""
     denom = np.linalg.norm(a) + np.linalg.norm(b)
     return 0.0 if denom == 0 else float(np.linalg.norm(a - b) / denom)
+
+
+def assert_gradients_match(layer, rng: np.random.Generator, B: int, T: int, tol: float) -> None:
+    """Central differences against backward for every parameter, the input and the initial
+    state, with the loss (y * dy).sum() + (final state * dstate).sum() on random data."""
+    x = rng.normal(size=(B, T, layer.input_size))
+    state0 = random_state(layer, B, rng)
+    dy = rng.normal(size=(B, T, layer.hidden_size))
+    dstate = random_state(layer, B, rng)
+
+    def loss() -> float:
+        y, state = layer(x, state0)
+        return float((y * dy).sum() + sum((s * d).sum() for s, d in zip(flat(state), flat(dstate))))
+
+    loss()
+    dx = layer.backward(dy, dstate)
+    analytic = {name: g.copy() for name, g in layer.grads.items()}
+    dstate0 = [d.copy() for d in flat(layer.dstate0)]
+    for name, p in layer.params.items():
+        err = rel_error(central_difference(loss, p), analytic[name])
+        assert err < tol, (name, err)
+    assert rel_error(central_difference(loss, x), dx) < tol, "x"
+    for name, s, ds in zip("hc", flat(state0), dstate0):
+        assert rel_error(central_difference(loss, s), ds) < tol, f"state0 {name}"

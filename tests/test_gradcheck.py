@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import central_difference, flat, make, random_state, rel_error
+from conftest import assert_gradients_match, central_difference, make, random_state, rel_error
 
 import gatescope as gs
 
@@ -20,25 +20,7 @@ def test_recurrent_gradients(config, num_layers):
     layer = make(arch, D, H, num_layers, seed=2, **opts)
     for p in layer.params.values():  # move biases off their special initial values
         p += rng.normal(scale=0.1, size=p.shape)
-    x = rng.normal(size=(B, T, D))
-    state0 = random_state(layer, B, rng)
-    dy = rng.normal(size=(B, T, H))
-    dstate = random_state(layer, B, rng)
-
-    def loss() -> float:
-        y, state = layer(x, state0)
-        return float((y * dy).sum() + sum((s * d).sum() for s, d in zip(flat(state), flat(dstate))))
-
-    loss()
-    dx = layer.backward(dy, dstate)
-    analytic = {name: g.copy() for name, g in layer.grads.items()}
-    dstate0 = [d.copy() for d in flat(layer.dstate0)]
-
-    for name, p in layer.params.items():
-        assert rel_error(central_difference(loss, p), analytic[name]) < TOL, name
-    assert rel_error(central_difference(loss, x), dx) < TOL, "x"
-    for s, ds in zip(flat(state0), dstate0):
-        assert rel_error(central_difference(loss, s), ds) < TOL, "state0"
+    assert_gradients_match(layer, rng, B, T, TOL)
 
 
 def test_backward_with_only_final_state_gradient(config):

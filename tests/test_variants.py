@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import central_difference, flat, random_state, rel_error
+from conftest import assert_gradients_match, random_state
 
 import gatescope as gs
 from gatescope.checkpoint import load_checkpoint, save_checkpoint
@@ -75,25 +75,7 @@ def test_variant_gradients(variant, opts, num_layers):
     rng = np.random.default_rng(11)
     B, T, D, H = 2, 4, 3, 4
     layer = perturbed(gs.LSTM(D, H, num_layers, variant=variant, seed=5, **opts), rng)
-    x = rng.normal(size=(B, T, D))
-    state0 = random_state(layer, B, rng)
-    dy = rng.normal(size=(B, T, H))
-    dstate = random_state(layer, B, rng)
-
-    def loss() -> float:
-        y, state = layer(x, state0)
-        return float((y * dy).sum() + sum((s * d).sum() for s, d in zip(flat(state), flat(dstate))))
-
-    loss()
-    dx = layer.backward(dy, dstate)
-    analytic = {name: g.copy() for name, g in layer.grads.items()}
-    dstate0 = [d.copy() for d in flat(layer.dstate0)]
-    for name, p in layer.params.items():
-        err = rel_error(central_difference(loss, p), analytic[name])
-        assert err < TOL, (name, err)
-    assert rel_error(central_difference(loss, x), dx) < TOL, "x"
-    for name, s, ds in zip("hc", flat(state0), dstate0):
-        assert rel_error(central_difference(loss, s), ds) < TOL, f"state0 {name}"
+    assert_gradients_match(layer, rng, B, T, TOL)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
