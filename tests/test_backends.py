@@ -1,9 +1,10 @@
-"""The optional numba kernels compute what the plain NumPy step loops compute.
+"""The optional numba kernels compute exactly what the plain NumPy step loops compute.
 
 gatescope must work without numba (`GATESCOPE_BACKEND=numpy` or numba not installed) and
-give the same numbers with it: every sequence path is run on both backends and compared.
-The two differ only in how exp and tanh are evaluated (NumPy's SIMD loops, or the
-vectorisable series in `gatescope.nn._numba`), a few ulps, so float64 agrees to 1e-12.
+give the same bits with it: every sequence path is run on both backends, at a size where
+the numba LSTM runs whole sequences in one call and at one where it runs a kernel per
+step, and every output, state, trace and gradient is compared bit for bit. Both evaluate
+`functional.exp_parts`' exp with the same IEEE operations in the same order.
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ def run(layer, x, state0, dy, dstate, backend, monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("which", CONFIGS, ids=config_id)
-def test_numba_equals_numpy(which, num_layers, dtype, monkeypatch):
+@pytest.mark.parametrize("size", [(3, 7, 4, 5), (8, 6, 5, 48)], ids=["small", "per-step"])
+def test_numba_equals_numpy_bit_for_bit(size, which, num_layers, dtype, monkeypatch):
     arch, opts = which
     rng = np.random.default_rng(3)
-    B, T, D, H = 3, 7, 4, 5
+    B, T, D, H = size
+    assert (B * H * 4 * H <= functional.SMALL_MACS) == (size == (3, 7, 4, 5))
     layer = make(arch, D, H, num_layers, dtype=dtype, **opts)
     x = rng.normal(size=(B, T, D)).astype(dtype)
     state0 = random_state(layer, B, rng)
@@ -49,40 +52,53 @@ def test_numba_equals_numpy(which, num_layers, dtype, monkeypatch):
     dstate = random_state(layer, B, rng)
     a = run(layer, x, state0, dy, dstate, "numpy", monkeypatch)
     b = run(layer, x, state0, dy, dstate, "numba", monkeypatch)
-    tol = {"rtol": 1e-12, "atol": 1e-13} if dtype == np.float64 else {"rtol": 2e-5, "atol": 2e-6}
     for u, v in zip(a, b):
         if isinstance(u, dict):
             assert u.keys() == v.keys()
             for k in u:
-                np.testing.assert_allclose(u[k], v[k], **tol, err_msg=k)
+                assert_same_bits(u[k], v[k], k)
         else:
             for p, q in zip(
                 u if isinstance(u, tuple) else (u,), v if isinstance(v, tuple) else (v,)
             ):
-                np.testing.assert_allclose(p, q, **tol)
+                assert_same_bits(p, q, "")
 
 
-@needs_numba
+def assert_same_bits(a, b, what):
+    """Equal bit for bit: the same dtype and shape, the same bytes (so -0 is not 0)."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape, what
+    same = a.view(f"u{a.itemsize}") == b.view(f"u{b.itemsize}")
+    assert same.all(), (
+        f"{what}: {np.count_nonzero(~same)} of {a.size} differ, max {np.abs(a - b).max()}"
+    )
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_numba_sigmoid_and_tanh_are_accurate_and_quiet(dtype):
-    """Within 3 ulp of long-double references over the whole range, exact at the ends."""
-    k = functional._numba_kernels()[np.dtype(dtype)]
+def test_sigmoid_and_tanh_are_accurate_quiet_and_the_same_on_both_backends(dtype):
+    """Within 3 ulp of long-double references over the whole range, exact at the ends, no
+    warnings, NaN kept; numba's (when installed) the same bits as NumPy's."""
     z = np.concatenate(
         [
             np.linspace(-750, 750, 30001),
             np.random.default_rng(0).normal(size=5000) * 3,
             np.random.default_rng(1).normal(size=500) * 1e-6,
-            [0.0, -0.0, np.inf, -np.inf],
+            [0.0, -0.0, np.inf, -np.inf, np.nan],
         ]
     ).astype(dtype)
     zl = z.astype(np.longdouble)
     e = np.exp(-np.abs(zl))
     refs = {"sigmoid": np.where(zl >= 0, 1 / (1 + e), e / (1 + e)), "tanh": np.tanh(zl)}
-    for name, fn in (("sigmoid", k.sigmoid_vec), ("tanh", k.tanh_vec)):
-        out = np.empty_like(z)
+    nb = None if numba_missing else functional._numba_kernels()[np.dtype(dtype)]
+    for name in refs:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            fn(z, out)
+            out = getattr(functional, name)(z)
+            if nb is not None:
+                assert_same_bits(out, getattr(nb, name + "_vec")(z, np.empty_like(z)), name)
+        assert np.isnan(out[-1])
+        assert np.signbit(out[-5:-3]).tolist() == [False, name == "tanh"]  # at 0 and -0
+        out, refs[name] = out[:-1], refs[name][:-1]
         ref = refs[name].astype(dtype)
         nonzero = ref != 0
         ulps = np.abs(out[nonzero].astype(np.longdouble) - refs[name][nonzero]) / np.spacing(
@@ -90,6 +106,19 @@ def test_numba_sigmoid_and_tanh_are_accurate_and_quiet(dtype):
         )
         assert ulps.max() <= 3, (name, float(ulps.max()))
         assert np.all(out[~nonzero] == 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B, K, N", [(1, 64, 256), (16, 26, 104), (3, 5, 20), (4, 300, 7)])
+def test_small_product_sums_in_order_of_k(B, K, N, dtype):
+    """The numba kernels' loop adds x[:, k] w[k] in order of k; so must np.add.reduce."""
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(B, K)).astype(dtype), rng.normal(size=(K, N)).astype(dtype)
+    ref = x[:, 0, None] * w[0]
+    for k in range(1, K):
+        ref = ref + x[:, k, None] * w[k]
+    out = functional.small_product(x, w, np.empty((B, N), dtype), np.empty((B, K, N), dtype))
+    assert_same_bits(out, ref, "small_product")
 
 
 def test_backend_choice(monkeypatch):

@@ -1,31 +1,22 @@
 """Optional numba kernels: one fused, vectorised element-wise pass per time step.
 
 Imported only through `gatescope.nn.functional.kernels` and only if numba is installed
-(`pip install gatescope[fast]`); without it the plain NumPy step loops run, and they are
-tested equal to these. Each kernel does what the NumPy path does with 7 to 20 ufunc calls
-in one loop over the step's (B, H) units; the matrix products stay in NumPy (BLAS).
+(`pip install gatescope[fast]`); without it the plain NumPy step loops run. Each kernel
+does what the NumPy path does with 7 to 40 ufunc calls in one loop over the step's units;
+the matrix products stay in NumPy (BLAS), except at small sizes (see `small_product`).
 
-The transcendentals are written out so that LLVM vectorises them (AVX2: 8 float32 or 4
-float64 lanes): libm's scalar exp and tanh would be slower than NumPy's SIMD loops.
+**The same bits as the NumPy path.** Every kernel evaluates the NumPy path's operations in
+the NumPy path's order (a * b * c is (a * b) * c in both), with `functional.exp_parts`'s
+exp written out the same way: IEEE-exact operations only, and no fast-math flag that could
+change a result (no fused multiply-add, no reassociation, no approximate division).
+tests/test_backends.py checks every output, state, trace and gradient bit for bit.
 
-- exp(y) for y <= 0: y = k ln2 + r with |r| <= ln2/2 (Cody-Waite, ln2 split in two), then
-  exp(r) = 1 + expm1(r) by its Taylor series (degree 13 in float64, 7 in float32: the
-  truncation error is below half an ulp), scaled by 2^k in two halves so that results down
-  to the smallest subnormal come out right and exp(-inf) = 0.
-- sigmoid(z) = max(e, [z >= 0]) / (1 + e), e = exp(-|z|): the same formula as
-  `functional.sigmoid`, relative accuracy in the tails included.
-- tanh(x) = -expm1(-2|x|) / (2 + expm1(-2|x|)) with the sign of x; expm1 is the series
-  itself when k = 0, so there is no cancellation near 0.
-
-Measured against long double over [-750, 750] plus random and tiny arguments: sigmoid and
-tanh within 2.3 and 2.8 ulp in float64 (NumPy's own: 2.2 and 1.2) and 2.3 and 2.5 ulp in
-float32 (NumPy's: 3.5 and 1.4); tests/test_backends.py holds them to 3 ulp. float32 is
-computed in float32 throughout, as NumPy's float32 path is.
+The written-out exp also lets LLVM vectorise (AVX2: 8 float32 or 4 float64 lanes), where
+libm's scalar exp and tanh would be slower than NumPy's SIMD loops.
 """
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import numba
@@ -34,12 +25,12 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-# error_model="numpy": no zero-division checks (they would stop vectorisation). Of the
-# fast-math flags only "contract": a * b + c may become one fused multiply-add, which rounds
-# once instead of twice (never less accurate); no reassociation, no approximate division.
-_FAST = {"error_model": "numpy", "fastmath": {"contract"}}
-_JIT = {"nogil": True, "cache": True, **_FAST}
-_INLINE = {"inline": "always", **_FAST}
+from .functional import EXP_CONSTANTS
+
+# error_model="numpy": no zero-division checks (they would stop vectorisation). No
+# fast-math flags: every operation rounds exactly as NumPy's ufunc does.
+_JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
+_INLINE = {"inline": "always", "error_model": "numpy"}
 
 
 @intrinsic
@@ -65,67 +56,50 @@ def _pow2(typingctx, kf):
 def _build(dtype: type) -> SimpleNamespace:
     """Compile-ready kernels for one dtype; every constant has that dtype."""
     F = dtype
-    if F is np.float64:
-        ln2_hi, ln2_lo, degree, lo_clip = (
-            6.93147180369123816490e-01,
-            1.90821492927058770002e-10,
-            13,
-            -1080.0,
-        )
-    else:
-        ln2_hi, ln2_lo, degree, lo_clip = 6.9314575195e-01, 1.4286067653e-06, 7, -110.0
-    ONE, TWO, HALF, ZERO = F(1), F(2), F(0.5), F(0)
-    LOG2E, LN2_HI, LN2_LO, LO = F(1.4426950408889634), F(ln2_hi), F(ln2_lo), F(lo_clip)
-    # 1/n! for n = degree .. 3, then expm1(r) = r + r^2 (1/2 + r (1/6 + ...)), by Horner
-    C = tuple(F(1.0 / math.factorial(n)) for n in range(degree, 2, -1))
-    if degree == 13:
-        C0, C1, C2, C3, C4, C5, C6, C7, C8, C9, C10 = C
+    k = EXP_CONSTANTS[np.dtype(dtype)]
+    ONE, TWO, MINUS_TWO, ZERO = F(1), F(2), F(-2), F(0)
+    LOG2E, LN2_HI, LN2_LO, LO, HALF = k.log2e, k.ln2_hi, k.ln2_lo, k.lo, k.half
+    if len(k.poly) == 11:
+        C0, C1, C2, C3, C4, C5, C6, C7, C8, C9, C10 = k.poly
 
         @numba.njit(**_INLINE)
-        def poly(r):
-            p = (((C0 * r + C1) * r + C2) * r + C3) * r + C4
+        def horner(r):
+            """((C0 r + C1) r + ... + C10) r, as `exp_parts`' loop."""
+            p = (((r * C0 + C1) * r + C2) * r + C3) * r + C4
             p = (((p * r + C5) * r + C6) * r + C7) * r + C8
-            return (p * r + C9) * r + C10
+            return ((p * r + C9) * r + C10) * r
 
     else:
-        C0, C1, C2, C3, C4 = C
+        C0, C1, C2, C3, C4 = k.poly
 
         @numba.njit(**_INLINE)
-        def poly(r):
-            return (((C0 * r + C1) * r + C2) * r + C3) * r + C4
+        def horner(r):
+            return ((((r * C0 + C1) * r + C2) * r + C3) * r + C4) * r
 
     @numba.njit(**_INLINE)
-    def expm1_parts(y):
-        """y <= 0 (or NaN) -> (m, k) with exp(y) = (1 + m) 2^k, m = expm1(r), |r| <= ln2/2.
-
-        k is returned as an integral float: all the arithmetic stays in the float type."""
-        y = y if not (y < LO) else LO
-        kf = np.floor(y * LOG2E + HALF)
+    def exp_parts(y):
+        """`functional.exp_parts` for one y <= 0: exp(y) = (1 + m) p1 p2."""
+        y = y if not (y < LO) else LO  # np.maximum: NaN stays NaN
+        kf = np.rint(y * LOG2E)
         r = (y - kf * LN2_HI) - kf * LN2_LO
-        m = r + r * r * (poly(r) * r + HALF)
-        return m, kf
-
-    @numba.njit(**_INLINE)
-    def scale(v, kf):
-        """v 2^kf for kf <= 0, in two steps so that subnormal results round once."""
+        m = r * r * (horner(r) + HALF) + r
         k1 = np.floor(kf * HALF)
-        return v * _pow2(k1) * _pow2(kf - k1)
+        return m, _pow2(k1), _pow2(kf - k1)
 
     @numba.njit(**_INLINE)
     def sigmoid(z):
-        m, k = expm1_parts(-abs(z))
-        e = scale(ONE + m, k)  # exp(-|z|)
+        """`functional.sigmoid`: max(e, sign z) / (1 + e), e = exp(-|z|)."""
+        m, p1, p2 = exp_parts(-abs(z))
+        e = ((m + ONE) * p1) * p2
         num = e if z < ZERO else ONE
-        s = num / (ONE + e)
-        return s if z == z else z  # NaN in, NaN out
+        return num / (e + ONE)
 
     @numba.njit(**_INLINE)
     def tanh(x):
-        m, k = expm1_parts(-TWO * abs(x))
-        em1 = m if k == ZERO else scale(ONE + m, k) - ONE  # expm1(-2|x|)
-        t = -em1 / (TWO + em1)
-        t = t if x >= ZERO else -t
-        return t if x == x else x  # NaN in, NaN out
+        """`functional.tanh`: -expm1(-2|x|) / (2 + expm1(-2|x|)) with the sign of x."""
+        m, p1, p2 = exp_parts(abs(x) * MINUS_TWO)
+        em1 = (m * p1) * p2 + (p1 * p2 - ONE)
+        return np.copysign(em1 / (em1 + TWO), x)
 
     # -- vectors (tests and the sigmoid/tanh accuracy check) ----------------------------------
 
@@ -133,11 +107,13 @@ def _build(dtype: type) -> SimpleNamespace:
     def sigmoid_vec(z, out):
         for j in range(z.size):
             out[j] = sigmoid(z[j])
+        return out
 
     @numba.njit(**_JIT)
     def tanh_vec(z, out):
         for j in range(z.size):
             out[j] = tanh(z[j])
+        return out
 
     # -- LSTM -----------------------------------------------------------------------------------
 
@@ -215,28 +191,31 @@ def _build(dtype: type) -> SimpleNamespace:
                 g = ar[2 * H + j]
                 o = ar[3 * H + j]
                 t = tr[j]
-                dcv = dcr[j] + dhr[j] * o * (ONE - t * t)
-                dr[j] = dcv * g * i * (ONE - i)
-                dr[H + j] = dcv * cp[j] * f * (ONE - f)
-                dr[2 * H + j] = dcv * i * (ONE - g * g)
-                dr[3 * H + j] = dhr[j] * t * o * (ONE - o)
+                dcv = dcr[j] + dhr[j] * ((ONE - t * t) * o)
+                dr[j] = ((i - i * i) * g) * dcv
+                dr[H + j] = ((f - f * f) * cp[j]) * dcv
+                dr[2 * H + j] = ((ONE - g * g) * i) * dcv
+                dr[3 * H + j] = ((o - o * o) * t) * dhr[j]
                 dcr[j] = dcv * f
 
     # -- LSTM, whole sequences at small sizes -----------------------------------------------------
-    # Below about 64K multiply-adds per step, a BLAS call costs more in overhead than the
+    # Below SMALL_MACS multiply-adds per step, a BLAS call costs more in overhead than the
     # product itself, and so does a Python-level step: these run the recurrent product as a
-    # plain vectorised loop and every step of the sequence (or chunk) in one call.
+    # plain vectorised loop and every step of the sequence (or chunk) in one call. The NumPy
+    # path computes the same sums in the same order at these sizes (`small_product`).
 
     @numba.njit(**_JIT)
     def matmul_into(x, w, out):
-        """out (B, N) = x (B, K) @ w (K, N), w C-contiguous."""
+        """out (B, N) = x (B, K) @ w (K, N), w C-contiguous: `functional.small_product`,
+        the products x[b, k] w[k, j] summed in order of k."""
         B, K = x.shape
         N = w.shape[1]
         for b in range(B):
             orow, xr = out[b], x[b]
+            x0, w0 = xr[0], w[0]
             for j in range(N):
-                orow[j] = ZERO
-            for k in range(K):
+                orow[j] = x0 * w0[j]
+            for k in range(1, K):
                 xv, wr = xr[k], w[k]
                 for j in range(N):
                     orow[j] += xv * wr[j]
@@ -333,8 +312,8 @@ def _build(dtype: type) -> SimpleNamespace:
             for j in range(H):
                 z = ar[H + j]
                 n = ar[2 * H + j]
-                dr[2 * H + j] = dhr[j] * (ONE - z) * (ONE - n * n)
-                dr[H + j] = dhr[j] * (hp[j] - n) * z * (ONE - z)
+                dr[2 * H + j] = dhr[j] * ((ONE - n * n) * (ONE - z))
+                dr[H + j] = dhr[j] * ((hp[j] - n) * (z * (ONE - z)))
 
     @numba.njit(**_JIT)
     def gru_bwd_r(dh, drh, a, h_prev, d):
@@ -344,7 +323,7 @@ def _build(dtype: type) -> SimpleNamespace:
             dhr, drr, ar, hp, dr = dh[b], drh[b], a[b], h_prev[b], d[b]
             for j in range(H):
                 r = ar[j]
-                dr[j] = drr[j] * hp[j] * r * (ONE - r)
+                dr[j] = (drr[j] * hp[j]) * (r - r * r)
                 dhr[j] = dhr[j] * ar[H + j] + drr[j] * r
 
     @numba.njit(**_JIT)
@@ -360,10 +339,10 @@ def _build(dtype: type) -> SimpleNamespace:
                 r = ar[j]
                 z = ar[H + j]
                 n = ar[2 * H + j]
-                dan = dhr[j] * (ONE - z) * (ONE - n * n)
+                dan = dhr[j] * ((ONE - n * n) * (ONE - z))
                 dr[2 * H + j] = dan
-                dr[H + j] = dhr[j] * (hp[j] - n) * z * (ONE - z)
-                dr[j] = dan * hnr[j] * r * (ONE - r)
+                dr[H + j] = dhr[j] * ((hp[j] - n) * (z * (ONE - z)))
+                dr[j] = (dan * hnr[j]) * (r - r * r)
                 dnr[j] = dan * r
                 dhr[j] = dhr[j] * z
 
@@ -377,7 +356,7 @@ def _build(dtype: type) -> SimpleNamespace:
                 hr, rr = h[b], rec[b]
                 for j in range(h.shape[1]):
                     v = hr[j] + rr[j]
-                    hr[j] = v if v > ZERO else ZERO
+                    hr[j] = v if (v > ZERO or v != v) else ZERO  # np.maximum(v, 0)
         else:
             H = h.shape[1]
             tanh_rows(h, rec, 0, H)
@@ -393,7 +372,7 @@ def _build(dtype: type) -> SimpleNamespace:
                     dhr[j] += dyr[j]
             if relu:
                 for j in range(H):
-                    dar[j] = dhr[j] if hr[j] > ZERO else ZERO
+                    dar[j] = dhr[j] * (ONE if hr[j] > ZERO else ZERO)
             else:
                 for j in range(H):
                     dar[j] = dhr[j] * (ONE - hr[j] * hr[j])
@@ -405,7 +384,6 @@ def _build(dtype: type) -> SimpleNamespace:
         lstm_bwd_step=lstm_bwd_step,
         lstm_fwd_seq=lstm_fwd_seq,
         lstm_bwd_seq=lstm_bwd_seq,
-        small_macs=SMALL_MACS,
         gru_fwd_rz=gru_fwd_rz,
         gru_fwd_n=gru_fwd_n,
         gru_fwd_after=gru_fwd_after,
@@ -416,7 +394,5 @@ def _build(dtype: type) -> SimpleNamespace:
         rnn_bwd_step=rnn_bwd_step,
     )
 
-
-SMALL_MACS = 65536  # multiply-adds per step below which the *_seq kernels run whole sequences
 
 KERNELS = {np.dtype(np.float32): _build(np.float32), np.dtype(np.float64): _build(np.float64)}

@@ -9,35 +9,157 @@ paths run their step loops as NumPy ufuncs or as the optional numba kernels (`_n
 from __future__ import annotations
 
 import functools
+import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
 BACKENDS = ("auto", "numpy", "numba")
 
 
-def sigmoid(
-    z: np.ndarray, out: np.ndarray | None = None, tmp: np.ndarray | None = None
-) -> np.ndarray:
-    """sigma(z) = 1 / (1 + exp(-z)), accurate to the last bit in relative terms.
+@dataclass(frozen=True)
+class ExpConstants:
+    """The constants of `exp_parts` for one float type, each of that type.
+
+    The numba kernels (`_numba.py`) use these too and evaluate the same operations in the
+    same order, which is why the two backends give the same bits.
+    """
+
+    log2e: np.floating
+    ln2_hi: np.floating  # ln 2 = ln2_hi + ln2_lo; k ln2_hi is exact for every k that occurs
+    ln2_lo: np.floating
+    lo: np.floating  # y is clipped here: exp(lo) rounds to 0, and 2^(k/2) is still normal
+    half: np.floating
+    poly: tuple  # 1/n! for n = degree .. 3, highest first
+    magic: np.floating  # 1.5 * 2^mant: the bits of k + magic are magic's bits + k
+    magic_bits: int
+    int_type: type  # the integer of the float's width
+    bias: int  # exponent bias
+    mant: int  # mantissa bits
+
+
+def _constants(dtype, ln2_hi: float, ln2_lo: float, lo: float, degree: int) -> ExpConstants:
+    f = np.dtype(dtype).type
+    mant, int_type, bias = (52, np.int64, 1023) if f is np.float64 else (23, np.int32, 127)
+    magic = f(1.5 * 2.0**mant)
+    return ExpConstants(
+        log2e=f(1.4426950408889634),
+        ln2_hi=f(ln2_hi),
+        ln2_lo=f(ln2_lo),
+        lo=f(lo),
+        half=f(0.5),
+        poly=tuple(f(1.0 / math.factorial(n)) for n in range(degree, 2, -1)),
+        magic=magic,
+        magic_bits=int(np.array(magic).view(int_type)),
+        int_type=int_type,
+        bias=bias,
+        mant=mant,
+    )
+
+
+# Series of degree 13 (float64) and 7 (float32): the truncation error is below half an ulp.
+EXP_CONSTANTS = {
+    np.dtype(np.float64): _constants(
+        np.float64, 6.93147180369123816490e-01, 1.90821492927058770002e-10, -1080.0, 13
+    ),
+    np.dtype(np.float32): _constants(np.float32, 6.9314575195e-01, 1.4286067653e-06, -110.0, 7),
+}
+
+
+def exp_parts(y: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray):
+    r"""exp(y) for y <= 0 (or NaN) in three parts, m, p1, p2, with
+
+        exp(y) = (1 + m) p1 p2,    m = expm1(r),  |r| <= ln2 / 2,   p1 p2 = 2^k.
+
+    y = k ln2 + r (Cody-Waite, ln2 in two parts); expm1(r) = r + r^2 (1/2 + r/6 + ...) by
+    its Taylor series (Horner); 2^k in two halves, 2^floor(k/2) and 2^(k - floor(k/2)),
+    built from exponent bits, so that a subnormal exp(y) rounds once. Only IEEE-exact
+    operations: the same bits on every machine, and the numba kernels repeat these
+    operations one for one. y becomes m; a, b, c are scratch arrays of y's shape and dtype.
+    Returns (m, p1, p2), which are y, a and c.
+    """
+    k = EXP_CONSTANTS[y.dtype]
+    np.maximum(y, k.lo, out=y)
+    np.multiply(y, k.log2e, out=c)
+    np.rint(c, out=c)  # k, an integral float
+    np.multiply(c, k.ln2_hi, out=b)
+    r = np.subtract(y, b, out=a)
+    np.multiply(c, k.ln2_lo, out=b)
+    r -= b  # r = (y - k ln2_hi) - k ln2_lo
+    q = np.multiply(r, k.poly[0], out=b)
+    for coef in k.poly[1:]:
+        q += coef
+        q *= r
+    q += k.half  # 1/2 + r/6 + ...
+    m = np.multiply(r, r, out=y)
+    m *= q
+    m += r  # expm1(r)
+    # 2^k: k from the low bits of k + magic, then exponent fields (no float -> int cast,
+    # which would warn on NaN)
+    c += k.magic
+    ki = c.view(k.int_type)
+    ki -= k.magic_bits
+    k1 = np.right_shift(ki, 1, out=a.view(k.int_type))  # floor(k / 2)
+    ki -= k1
+    k1 += k.bias
+    k1 <<= k.mant
+    ki += k.bias
+    ki <<= k.mant
+    return m, a, c
+
+
+def sigmoid(z: np.ndarray, out: np.ndarray | None = None, work: tuple | None = None) -> np.ndarray:
+    """sigma(z) = 1 / (1 + exp(-z)), within 3 ulp everywhere, tails included.
 
     With e = exp(-|z|) in (0, 1], which never overflows: sigma(z) = 1 / (1 + e) for z >= 0
     and e / (1 + e) for z < 0, so tiny gate values (sigma(-50) = 1.9e-22) keep their digits
     instead of cancelling to 0 as in the (1 + tanh(z / 2)) / 2 form. Both cases are one
     division, max(e, sign(z)) / (1 + e): the numerator is e where z < 0 and 1 elsewhere.
+    exp is `exp_parts`, so these are the same bits on every machine and backend.
 
-    May run in place (out=z). `tmp`, an array of z's shape and dtype (not z), is scratch
-    space: pass one to allocate nothing. Seven passes over z, no masked (`where=`) ufuncs.
+    May run in place (out=z). `work`: four scratch arrays of z's shape and dtype (not z),
+    to allocate nothing (see `workspace`).
     """
-    if tmp is None:
-        tmp = np.empty_like(z)
-    np.sign(z, out=tmp)  # -1, 0 or 1, kept before z may be overwritten
-    e = np.abs(z, out=out)
-    np.negative(e, out=e)
-    np.exp(e, out=e)  # e = exp(-|z|)
-    np.maximum(e, tmp, out=tmp)  # the numerator: e where z < 0, else 1
-    np.add(e, 1, out=e)
-    return np.divide(tmp, e, out=e)
+    s, a, b, c = work if work is not None else workspace(z, 4)
+    np.sign(z, out=s)  # -1, 0 or 1, kept before z may be overwritten
+    y = np.abs(z, out=out)
+    np.negative(y, out=y)
+    m, p1, p2 = exp_parts(y, a, b, c)
+    m += 1
+    m *= p1
+    e = np.multiply(m, p2, out=m)  # exp(-|z|)
+    np.maximum(e, s, out=s)  # the numerator: e where z < 0, else 1
+    e += 1
+    return np.divide(s, e, out=e)
+
+
+def tanh(x: np.ndarray, out: np.ndarray | None = None, work: tuple | None = None) -> np.ndarray:
+    """tanh(x) = -expm1(-2|x|) / (2 + expm1(-2|x|)) with the sign of x, within 3 ulp.
+
+    expm1(y) = m p1 p2 + (p1 p2 - 1) from `exp_parts`: one rounding, no cancellation near 0
+    (there p1 = p2 = 1 and expm1 is m itself). The same bits on every machine and backend,
+    unlike np.tanh, whose SIMD loops depend on the CPU. May run in place (out=x); `work`:
+    four scratch arrays of x's shape and dtype (not x).
+    """
+    s, a, b, c = work if work is not None else workspace(x, 4)
+    np.copysign(1, x, out=s)  # the sign, kept before x may be overwritten (-0 included)
+    y = np.abs(x, out=out)
+    y *= -2
+    m, p1, p2 = exp_parts(y, a, b, c)
+    m *= p1
+    m *= p2
+    p1 *= p2
+    p1 -= 1
+    em1 = np.add(m, p1, out=m)  # expm1(-2|x|)
+    np.add(em1, 2, out=p1)
+    np.divide(em1, p1, out=em1)
+    return np.copysign(em1, s, out=em1)
+
+
+def workspace(like: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """n scratch arrays of `like`'s shape and dtype, for the `work` argument above."""
+    return tuple(np.empty(like.shape, like.dtype) for _ in range(n))
 
 
 def backend(name: str | None = None) -> str:
@@ -72,6 +194,23 @@ def _numba_kernels():
     except ImportError:
         return None
     return KERNELS
+
+
+# Multiply-adds per step of a recurrent product below which it is not a BLAS call but
+# `small_product` (and, with numba, every step of a sequence is one kernel call).
+SMALL_MACS = 65536
+
+
+def small_product(x: np.ndarray, w: np.ndarray, out: np.ndarray, work: np.ndarray) -> np.ndarray:
+    """out (B, N) = x (B, K) @ w (K, N) as sum over k of x[:, k] w[k], in order of k.
+
+    Used for the recurrent products below SMALL_MACS multiply-adds, where the numba kernels
+    run a plain loop instead of BLAS: both compute these products and these sums in this
+    order. (np.add.reduce over a non-inner axis adds the rows in order; a test checks it.)
+    `work` is scratch of shape (B, K, N).
+    """
+    np.multiply(x[:, :, None], w[None], out=work)
+    return np.add.reduce(work, axis=1, out=out)
 
 
 def chunk_steps(T: int, B: int) -> int:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .checks import Seed, as_float_dtype, as_generator
-from .functional import chunk_steps, kernels, sigmoid
+from .functional import chunk_steps, kernels, sigmoid, tanh, workspace
 from .recurrent import Recurrent, RecurrentConfig, init_packed
 
 # --------------------------------------------------------------------------------------------
@@ -50,10 +50,10 @@ def gru_cell_forward(x, h_prev, w_ih, w_hh, b, b_hn, reset_after):
         hn = h_prev @ w_hh[2 * H :].T  # (B, H)
         if b_hn is not None:
             hn = hn + b_hn
-        n = np.tanh(ax[:, 2 * H :] + r * hn)
+        n = tanh(ax[:, 2 * H :] + r * hn)
     else:
         hn = r * h_prev  # (B, H) the reset state, what W_hn sees
-        n = np.tanh(ax[:, 2 * H :] + hn @ w_hh[2 * H :].T)
+        n = tanh(ax[:, 2 * H :] + hn @ w_hh[2 * H :].T)
     h = (1 - z) * n + z * h_prev
     return h, (x, h_prev, r, z, n, hn)
 
@@ -116,8 +116,8 @@ def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None) -> GRUCac
     w_rz_t, w_hn_t = w_hh[: 2 * H].T, w_hh[2 * H :].T
     rec = np.empty((B, 3 * H if reset_after else 2 * H), dt)  # recurrent products
     nrec = rec[:, 2 * H :] if reset_after else np.empty((B, H), dt)
-    tmp2 = np.empty((B, 2 * H), dt)  # sigmoid scratch
-    tmp = tmp2[:, :H]
+    work2 = workspace(rec[:, : 2 * H], 4)  # sigmoid and tanh scratch, (B, 2H)
+    work = tuple(w[:, :H] for w in work2)  # (B, H)
     nb = kernels(dt, backend)
     zero_b = np.zeros(H, dt) if b_hn is None else b_hn
     for t in range(T):
@@ -130,13 +130,12 @@ def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None) -> GRUCac
                 nb.gru_fwd_after(a, rec, zero_b, b_hn is not None, h_prev, hn[t], h)
                 continue
             np.add(a[:, : 2 * H], rec[:, : 2 * H], out=a[:, : 2 * H])
-            sigmoid(a[:, : 2 * H], out=a[:, : 2 * H], tmp=tmp2)
+            sigmoid(a[:, : 2 * H], out=a[:, : 2 * H], work=work2)
             if b_hn is not None:
                 np.add(nrec, b_hn, out=hn[t])
             else:
                 hn[t] = nrec
-            np.multiply(r, hn[t], out=tmp)
-            n += tmp
+            n += np.multiply(r, hn[t], out=work[0])
         else:
             np.matmul(h_prev, w_rz_t, out=rec)
             if nb is not None:
@@ -145,10 +144,10 @@ def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None) -> GRUCac
                 nb.gru_fwd_n(a, nrec, h_prev, h)
                 continue
             a[:, : 2 * H] += rec
-            sigmoid(a[:, : 2 * H], out=a[:, : 2 * H], tmp=tmp2)
+            sigmoid(a[:, : 2 * H], out=a[:, : 2 * H], work=work2)
             np.multiply(r, h_prev, out=hn[t])
             n += np.matmul(hn[t], w_hn_t, out=nrec)
-        np.tanh(n, out=n)
+        tanh(n, out=n, work=work)
         # h = (1 - z) n + z h_prev = n + z (h_prev - n)
         np.subtract(h_prev, n, out=h)
         h *= z

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import lstm_variants
 from .checks import Seed, as_float_dtype, as_generator
-from .functional import chunk_steps, kernels, sigmoid
+from .functional import SMALL_MACS, chunk_steps, kernels, sigmoid, small_product, tanh, workspace
 from .recurrent import Recurrent, RecurrentConfig, init_packed
 
 # --------------------------------------------------------------------------------------------
@@ -44,17 +44,17 @@ def lstm_cell_forward(x, h_prev, c_prev, w_ih, w_hh, b):
         a = a + b
     i = sigmoid(a[:, :H])
     f = sigmoid(a[:, H : 2 * H])
-    g = np.tanh(a[:, 2 * H : 3 * H])
+    g = tanh(a[:, 2 * H : 3 * H])
     o = sigmoid(a[:, 3 * H :])
     c = f * c_prev + i * g  # (B, H)
-    h = o * np.tanh(c)  # (B, H)
+    h = o * tanh(c)  # (B, H)
     return h, c, (x, h_prev, c_prev, i, f, g, o, c)
 
 
 def lstm_cell_backward(dh, dc, cache, w_ih, w_hh):
     """One step back: dh, dc (B, H) -> dx, dh_prev, dc_prev, dW_ih, dW_hh, db."""
     x, h_prev, c_prev, i, f, g, o, c = cache
-    tc = np.tanh(c)
+    tc = tanh(c)
     do = dh * tc
     dc = dc + dh * o * (1 - tc**2)
     da = np.concatenate(
@@ -82,10 +82,10 @@ class LSTMCache:
 def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None) -> LSTMCache:
     """A sequence: x (T, B, D), h0, c0 (B, H) -> cache with every gate and state.
 
-    The step loop allocates nothing: every ufunc writes into the cache or into two
-    preallocated (B, H) / (B, 2H) scratch buffers. With the numba backend (see
-    `functional.backend`) everything after the recurrent product, bias included, is one
-    fused kernel, and at small sizes the whole loop is one call.
+    The step loop allocates nothing: every ufunc writes into the cache or into
+    preallocated scratch. With the numba backend (see `functional.backend`) everything
+    after the recurrent product, bias included, is one fused kernel, and at small sizes
+    (`functional.SMALL_MACS`) the whole loop is one call. Both backends give the same bits.
     """
     T, B, D = x.shape
     H = h0.shape[1]
@@ -95,33 +95,38 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None) -> LSTMCache:
     tanh_c = np.empty((T, B, H), x.dtype)
     hs[0], cs[0] = h0, c0
     rec = np.empty((B, 4 * H), x.dtype)  # h_{t-1} W_hh^T
-    tmp2 = np.empty((B, 2 * H), x.dtype)  # sigmoid scratch
-    tmp = tmp2[:, :H]  # (B, H) scratch
     w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H): a plain (not transposed) BLAS product
+    small = B * H * 4 * H <= SMALL_MACS
     nb = kernels(x.dtype, backend)
     if nb is not None:  # the kernels add the bias step by step, saving a pass over gates
         bias = b if b is not None else np.zeros(4 * H, x.dtype)
-        if B * H * 4 * H <= nb.small_macs:  # small: all steps in one call
+        if small:  # all steps in one call
             nb.lstm_fwd_seq(gates, bias, hs, cs, tanh_c, w_hh_t, rec)
             return LSTMCache(x, gates, hs, cs, tanh_c)
     elif b is not None:
         gates += b
+    work2 = workspace(rec[:, : 2 * H], 4)  # sigmoid and tanh scratch, (B, 2H)
+    work = tuple(w[:, :H] for w in work2)  # (B, H)
+    product = np.empty((B, H, 4 * H), x.dtype) if small else None
     for t in range(T):
         a = gates[t]  # (B, 4H), activated in place
-        np.matmul(hs[t], w_hh_t, out=rec)
+        if small:
+            small_product(hs[t], w_hh_t, rec, product)
+        else:
+            np.matmul(hs[t], w_hh_t, out=rec)
         if nb is not None:
             nb.lstm_fwd_step(a, bias, rec, cs[t], cs[t + 1], tanh_c[t], hs[t + 1])
             continue
         a += rec
         i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-        sigmoid(a[:, : 2 * H], out=a[:, : 2 * H], tmp=tmp2)  # i, f
-        np.tanh(g, out=g)
-        sigmoid(o, out=o, tmp=tmp)
+        sigmoid(a[:, : 2 * H], out=a[:, : 2 * H], work=work2)  # i, f
+        tanh(g, out=g, work=work)
+        sigmoid(o, out=o, work=work)
         c = cs[t + 1]
         np.multiply(f, cs[t], out=c)
-        np.multiply(i, g, out=tmp)
-        c += tmp  # c_t = f c_{t-1} + i g
-        np.tanh(c, out=tanh_c[t])
+        ig = np.multiply(i, g, out=work[0])
+        c += ig  # c_t = f c_{t-1} + i g
+        tanh(c, out=tanh_c[t], work=work)
         np.multiply(o, tanh_c[t], out=hs[t + 1])
     return LSTMCache(x, gates, hs, cs, tanh_c)
 
@@ -157,10 +162,12 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
     tmp = np.empty((B, H), dt)
     nb = kernels(dt, backend)
     w_hh_c = np.ascontiguousarray(w_hh)
+    small = B * H * 4 * H <= SMALL_MACS
+    product = np.empty((B, 4 * H, H), dt) if small else None
     for end in range(T, 0, -K):
         start = max(0, end - K)
         n = end - start
-        if nb is not None and B * H * 4 * H <= nb.small_macs:  # small: the chunk in one call
+        if nb is not None and small:  # the chunk in one call
             dys = dy if dy is not None else dh[None]
             nb.lstm_bwd_seq(start, end, dh, dys, dy is not None, gates, tanh_c, cs, dc, da, w_hh_c)
             _lstm_chunk_products(da[:n], x, hs, start, end, w_ih, dx, (dw_ih, dw_hh, db), ks)
@@ -203,7 +210,10 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
             np.multiply(d3, dc3, out=d3)  # da_i, da_f, da_g
             d_o[k] *= dh  # da_o
             dc *= f[k]  # dc_{t-1}
-            np.matmul(d[k], w_hh, out=dh)  # dh_{t-1}
+            if small:
+                small_product(d[k], w_hh_c, dh, product)  # dh_{t-1}
+            else:
+                np.matmul(d[k], w_hh, out=dh)
         _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, (dw_ih, dw_hh, db), ks)
     return dx, dh, dc, dw_ih, dw_hh, db
 

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .functional import sigmoid
+from .functional import sigmoid, tanh
 from .recurrent import LSTM_VARIANTS, init_packed
 
 VARIANTS = LSTM_VARIANTS
@@ -223,7 +223,7 @@ def variant_forward(
             np.subtract(1, f, out=i)
         else:
             i[...] = 1  # nig
-        np.tanh(a["g"], out=g)
+        tanh(a["g"], out=g)
         c = cs[t + 1]
         np.multiply(f, c_prev, out=c)
         c += i * g
@@ -234,11 +234,11 @@ def variant_forward(
         if is_ln:
             ln["c"][t], ln["rc"][t] = layer_norm(c)
             nc = ln["c"][t] * p["ln_gain_c"]
-            np.tanh(nc + p["ln_bias_c"] if "ln_bias_c" in p else nc, out=s[t])
+            tanh(nc + p["ln_bias_c"] if "ln_bias_c" in p else nc, out=s[t])
         elif variant == "noaf":
             s[t] = c
         else:
-            np.tanh(c, out=s[t])
+            tanh(c, out=s[t])
         np.multiply(o, s[t], out=hs[t + 1])
     return VariantCache(variant, x, gates, hs, cs, s, ln)
 

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .checks import Seed, as_float_dtype, as_generator
-from .functional import chunk_steps, kernels
+from .functional import chunk_steps, kernels, tanh, workspace
 from .recurrent import Recurrent, RecurrentConfig, init_packed
 
 
-def _activate(a: np.ndarray, nonlinearity: str, out: np.ndarray | None = None) -> np.ndarray:
+def _activate(a: np.ndarray, nonlinearity: str, out=None, work=None) -> np.ndarray:
+    """phi(a): `functional.tanh` (`work`: its scratch) or max(a, 0)."""
     if nonlinearity == "tanh":
-        return np.tanh(a, out=out)
+        return tanh(a, out=out, work=work)
     return np.maximum(a, 0, out=out)
 
 
@@ -76,13 +77,14 @@ def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity, backend=None) -> RNNCache:
     w_hh_t = w_hh.T
     nb = kernels(x.dtype, backend)
     relu = nonlinearity == "relu"
+    work = workspace(rec, 4) if nb is None else None
     for t in range(T):
         np.matmul(hs[t], w_hh_t, out=rec)
         if nb is not None:
             nb.rnn_fwd_step(hs[t + 1], rec, relu)
             continue
         hs[t + 1] += rec
-        _activate(hs[t + 1], nonlinearity, out=hs[t + 1])
+        _activate(hs[t + 1], nonlinearity, out=hs[t + 1], work=work)
     return RNNCache(x, hs)
 
 
