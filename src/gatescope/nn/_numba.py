@@ -34,10 +34,10 @@ _INLINE = {"inline": "always", "error_model": "numpy"}
 
 
 @intrinsic
-def _pow2(typingctx, kf):
-    """2^kf for an integral float kf in the normal exponent range: the exponent bits built
-    directly (fptosi, add the bias, shift, bitcast), in the float's own integer width so
-    that LLVM vectorises it 8 (float32) or 4 (float64) lanes wide."""
+def _pow2_halves(typingctx, kf):
+    """(2^floor(k/2), 2^(k - floor(k/2))) for an integral float k: the integer steps of
+    `functional.exp_parts` (shift, subtract, add the bias, shift into the exponent), in the
+    float's own integer width so that LLVM vectorises them 8 (float32) or 4 (float64) wide."""
     if kf == types.float32:
         ity, fty, bias, mant = ir.IntType(32), ir.FloatType(), 127, 23
     elif kf == types.float64:
@@ -47,10 +47,17 @@ def _pow2(typingctx, kf):
 
     def codegen(context, builder, signature, args):
         k = builder.fptosi(args[0], ity)
-        e = builder.add(k, ir.Constant(ity, bias))
-        return builder.bitcast(builder.shl(e, ir.Constant(ity, mant)), fty)
+        k1 = builder.ashr(k, ir.Constant(ity, 1))
+        k2 = builder.sub(k, k1)
+        p1, p2 = (
+            builder.bitcast(
+                builder.shl(builder.add(h, ir.Constant(ity, bias)), ir.Constant(ity, mant)), fty
+            )
+            for h in (k1, k2)
+        )
+        return context.make_tuple(builder, signature.return_type, (p1, p2))
 
-    return kf(kf), codegen
+    return types.UniTuple(kf, 2)(kf), codegen
 
 
 def _build(dtype: type) -> SimpleNamespace:
@@ -58,23 +65,7 @@ def _build(dtype: type) -> SimpleNamespace:
     F = dtype
     k = EXP_CONSTANTS[np.dtype(dtype)]
     ONE, TWO, MINUS_TWO, ZERO = F(1), F(2), F(-2), F(0)
-    LOG2E, LN2_HI, LN2_LO, LO, HALF = k.log2e, k.ln2_hi, k.ln2_lo, k.lo, k.half
-    if len(k.poly) == 11:
-        C0, C1, C2, C3, C4, C5, C6, C7, C8, C9, C10 = k.poly
-
-        @numba.njit(**_INLINE)
-        def horner(r):
-            """((C0 r + C1) r + ... + C10) r, as `exp_parts`' loop."""
-            p = (((r * C0 + C1) * r + C2) * r + C3) * r + C4
-            p = (((p * r + C5) * r + C6) * r + C7) * r + C8
-            return ((p * r + C9) * r + C10) * r
-
-    else:
-        C0, C1, C2, C3, C4 = k.poly
-
-        @numba.njit(**_INLINE)
-        def horner(r):
-            return ((((r * C0 + C1) * r + C2) * r + C3) * r + C4) * r
+    LOG2E, LN2_HI, LN2_LO, LO, Q = k.log2e, k.ln2_hi, k.ln2_lo, k.lo, k.q
 
     @numba.njit(**_INLINE)
     def exp_parts(y):
@@ -82,9 +73,12 @@ def _build(dtype: type) -> SimpleNamespace:
         y = y if not (y < LO) else LO  # np.maximum: NaN stays NaN
         kf = np.rint(y * LOG2E)
         r = (y - kf * LN2_HI) - kf * LN2_LO
-        m = r * r * (horner(r) + HALF) + r
-        k1 = np.floor(kf * HALF)
-        return m, _pow2(k1), _pow2(kf - k1)
+        q = Q[0]
+        for coef in Q[1:]:  # Horner; unrolled, Q being a constant tuple
+            q = q * r + coef
+        m = r * r * q + r
+        p1, p2 = _pow2_halves(kf)
+        return m, p1, p2
 
     @numba.njit(**_INLINE)
     def sigmoid(z):
