@@ -9,6 +9,7 @@ step, and every output, state, trace and gradient is compared bit for bit. Both 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -119,6 +120,28 @@ def test_small_product_sums_in_order_of_k(B, K, N, dtype):
         ref = ref + x[:, k, None] * w[k]
     out = functional.small_product(x, w, np.empty((B, N), dtype), np.empty((B, K, N), dtype))
     assert_same_bits(out, ref, "small_product")
+
+
+@needs_numba
+def test_a_second_process_finds_the_kernels_in_numbas_cache(tmp_path):
+    """Compiled once, then loaded: the second run neither compiles nor writes a cache file
+    (closures over other kernels used to miss numba's cache in every process, compile
+    anew and add files to it)."""
+    code = (
+        "import numpy as np, gatescope as gs\n"
+        "r = gs.RNN(3, 8, dtype=np.float32); y, _ = r(np.ones((2, 4, 3), np.float32))\n"
+        "r.backward(y)\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "GATESCOPE_BACKEND": "numba"}
+
+    def files():
+        return {(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")}
+
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    first = files()
+    assert any(name.endswith(".nbc") for name, _, _ in first)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    assert files() == first
 
 
 def test_backend_choice(monkeypatch):
