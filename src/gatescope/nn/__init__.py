@@ -6,7 +6,7 @@ Imports nothing from the rest of gatescope.
 from __future__ import annotations
 
 from .checks import Seed
-from .functional import log_softmax, sigmoid, softmax
+from .functional import log_softmax, sigmoid, softmax, tanh
 from .gru import GRU, GRUCell
 from .linear import Linear
 from .losses import cross_entropy, mse
@@ -42,4 +42,5 @@ __all__ = [
     "mse",
     "sigmoid",
     "softmax",
+    "tanh",
 ]

@@ -1,8 +1,10 @@
 """Numerically stable element-wise functions shared by every layer, and the choice of backend.
 
 All of them accept float32 or float64 arrays and keep the dtype. None of them warns or
-returns NaN for pre-activations of +-1000. `backend()` / `kernels()` say whether the sequence
-paths run their step loops as NumPy ufuncs or as the optional numba kernels (`_numba.py`);
+returns NaN for pre-activations of +-1000. sigmoid and tanh are written out in IEEE-exact
+operations (`exp_parts`): within 3 ulp, the same bits on every machine, and the same bits
+as the optional numba kernels (`_numba.py`), which repeat them operation for operation.
+`backend()` / `kernels()` say which of the two runs the sequence paths' step loops;
 `chunk_steps` is how many steps of dL/da backward keeps at once.
 """
 
@@ -183,7 +185,7 @@ def backend(name: str | None = None) -> str:
 
     `name` (one of BACKENDS) wins; else the environment variable GATESCOPE_BACKEND; else
     "auto": numba's fused kernels when numba is installed (`pip install gatescope[fast]`),
-    the plain NumPy loops otherwise. Both compute the same numbers (tested equal).
+    the plain NumPy loops otherwise. Both compute the same bits (tested byte for byte).
     """
     name = name or os.environ.get("GATESCOPE_BACKEND") or "auto"
     if name not in BACKENDS:
