@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/gatescope: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[fast]'
+	$(BIN)/pip install -q -e .
 	touch $@
 
 # torch==2.13.0 first: it resolves to the CPU wheel on disk; a bare `torch` would pull CUDA.

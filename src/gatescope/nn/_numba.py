@@ -1,7 +1,7 @@
 """Optional numba kernels: one fused, vectorised element-wise pass per time step.
 
 Imported only through `gatescope.nn.functional.kernels` and only if numba is installed
-(`pip install gatescope[fast]`); without it the plain NumPy step loops run. Each kernel
+(a dependency of gatescope); where it cannot import, the plain NumPy step loops run. Each kernel
 does what the NumPy path does with 7 to 40 ufunc calls in one loop over the step's units;
 the matrix products stay in NumPy (BLAS), except at small sizes (see `small_product`).
 

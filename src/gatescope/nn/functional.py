@@ -133,17 +133,22 @@ def sigmoid(z: np.ndarray, out: np.ndarray | None = None, work: tuple | None = N
     With e = exp(-|z|) in (0, 1], which never overflows: sigma(z) = 1 / (1 + e) for z >= 0
     and e / (1 + e) for z < 0, so tiny gate values (sigma(-50) = 1.9e-22) keep their digits
     instead of cancelling to 0 as in the (1 + tanh(z / 2)) / 2 form. Both cases are one
-    division, max(e, sign(z)) / (1 + e): the numerator is e where z < 0 and 1 elsewhere.
-    exp is `exp_parts`, so these are the same bits on every machine and backend.
+    division, max(e, s) / (1 + e) with s = copysign(1, z): the numerator is e where z < 0
+    and 1 elsewhere. exp is `exp_parts`, so these are the same bits on every machine and
+    backend.
 
     May run in place (out=z). `work`: four scratch arrays of z's shape and dtype (not z),
     to allocate nothing (see `workspace`).
     """
     s, a, b, c = work if work is not None else workspace(z, 4)
-    np.sign(z, out=s)  # -1, 0 or 1, kept before z may be overwritten
+    np.copysign(1, z, out=s)  # the sign, kept before z may be overwritten
     y = np.abs(z, out=out)
     np.negative(y, out=y)
-    m, p1, p2 = exp_parts(y, a, b, c)
+    return sigmoid_from_parts(*exp_parts(y, a, b, c), s)
+
+
+def sigmoid_from_parts(m, p1, p2, s) -> np.ndarray:
+    """sigma(z) from exp(-|z|) = (1 + m) p1 p2 and s = copysign(1, z), into m."""
     m += 1
     m *= p1
     e = np.multiply(m, p2, out=m)  # exp(-|z|)
@@ -164,7 +169,11 @@ def tanh(x: np.ndarray, out: np.ndarray | None = None, work: tuple | None = None
     np.copysign(1, x, out=s)  # the sign, kept before x may be overwritten (-0 included)
     y = np.abs(x, out=out)
     y *= -2
-    m, p1, p2 = exp_parts(y, a, b, c)
+    return tanh_from_parts(*exp_parts(y, a, b, c), s)
+
+
+def tanh_from_parts(m, p1, p2, s) -> np.ndarray:
+    """tanh(x) from exp(-2|x|) = (1 + m) p1 p2 and s = copysign(1, x), into m."""
     m *= p1
     m *= p2
     p1 *= p2
@@ -184,7 +193,7 @@ def backend(name: str | None = None) -> str:
     """The element-wise backend of the sequence paths: "numba" or "numpy".
 
     `name` (one of BACKENDS) wins; else the environment variable GATESCOPE_BACKEND; else
-    "auto": numba's fused kernels when numba is installed (`pip install gatescope[fast]`),
+    "auto": numba's fused kernels when numba imports (it is a dependency of gatescope),
     the plain NumPy loops otherwise. Both compute the same bits (tested byte for byte).
     """
     name = name or os.environ.get("GATESCOPE_BACKEND") or "auto"
@@ -195,7 +204,7 @@ def backend(name: str | None = None) -> str:
     if _numba_kernels() is not None:
         return "numba"
     if name == "numba":
-        raise ImportError("backend 'numba' needs numba: pip install 'gatescope[fast]'")
+        raise ImportError("backend 'numba' needs numba, which does not import: pip install numba")
     return "numpy"
 
 
