@@ -102,3 +102,10 @@ def test_sigmoid_is_accurate_in_relative_terms_and_in_place():
     out = gs.nn.sigmoid(buf, out=buf)
     assert out is buf and out.dtype == np.float32
     np.testing.assert_allclose(out, exact[inside], rtol=3e-7, atol=0)
+
+
+def test_sigmoid_and_tanh_take_scalars_lists_and_other_number_types():
+    assert gs.nn.sigmoid(np.array(0.0)) == 0.5 and gs.nn.sigmoid(0) == 0.5
+    assert gs.nn.tanh(np.float32(0.5)).dtype == np.float32
+    np.testing.assert_allclose(gs.nn.tanh([1, -2]), np.tanh([1.0, -2.0]), rtol=1e-15)
+    assert gs.nn.sigmoid(np.ones(3, np.float16)).dtype == np.float32

@@ -119,6 +119,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"LSTM only: initial forget-gate bias {_d(DEFAULT_FORGET_BIAS)}",
     )
     g.add_argument(
+        "--update-bias",
+        type=float,
+        metavar="B",
+        help="GRU only: initial update-gate bias (default: 0, as PyTorch; 3 keeps the state "
+        "early and solves recall at T = 50, see README)",
+    )
+    g.add_argument(
         "--variant",
         choices=LSTM_VARIANTS,
         help="LSTM only: peephole, coupled input-forget gate, no forget/input/output gate, "
@@ -302,6 +309,12 @@ def _fresh_run(args: argparse.Namespace) -> tuple[Any, SequenceModel, TrainConfi
             layer_options["variant"] = args.variant
     elif args.forget_bias is not None:
         raise CLIError(f"--forget-bias applies to --arch lstm only, not {args.arch}")
+    if args.update_bias is not None:
+        if args.arch != "gru":
+            raise CLIError(f"--update-bias applies to --arch gru only, not {args.arch}")
+        if not math.isfinite(args.update_bias):
+            raise CLIError(f"--update-bias must be a finite number, got {args.update_bias}")
+        layer_options["update_bias"] = args.update_bias
     elif args.variant is not None:
         raise CLIError(f"--variant applies to --arch lstm only, not {args.arch}")
     model = SequenceModel.for_task(
@@ -329,6 +342,7 @@ def _resumed_run(
         "--layers": (args.layers, c.num_layers),
         "--dtype": (args.dtype, c.dtype),
         "--forget-bias": (args.forget_bias, c.layer_options.get("forget_bias")),
+        "--update-bias": (args.update_bias, c.layer_options.get("update_bias", 0.0)),
         "--variant": (args.variant, c.layer_options.get("variant", "vanilla")),
     }
     if args.early_stop is False and config.early_stop:

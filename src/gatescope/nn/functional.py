@@ -140,6 +140,7 @@ def sigmoid(z: np.ndarray, out: np.ndarray | None = None, work: tuple | None = N
     May run in place (out=z). `work`: four scratch arrays of z's shape and dtype (not z),
     to allocate nothing (see `workspace`).
     """
+    z, out = _float_array(z, out)
     s, a, b, c = work if work is not None else workspace(z, 4)
     np.copysign(1, z, out=s)  # the sign, kept before z may be overwritten
     y = np.abs(z, out=out)
@@ -165,6 +166,7 @@ def tanh(x: np.ndarray, out: np.ndarray | None = None, work: tuple | None = None
     unlike np.tanh, whose SIMD loops depend on the CPU. May run in place (out=x); `work`:
     four scratch arrays of x's shape and dtype (not x).
     """
+    x, out = _float_array(x, out)
     s, a, b, c = work if work is not None else workspace(x, 4)
     np.copysign(1, x, out=s)  # the sign, kept before x may be overwritten (-0 included)
     y = np.abs(x, out=out)
@@ -182,6 +184,15 @@ def tanh_from_parts(m, p1, p2, s) -> np.ndarray:
     np.add(em1, 2, out=p1)
     np.divide(em1, p1, out=em1)
     return np.copysign(em1, s, out=em1)
+
+
+def _float_array(x, out):
+    """x as a float32 or float64 array (other numbers as the float type NumPy would promote
+    them to), and an output array for it (`out`, or a new one: 0-d inputs included)."""
+    x = np.asarray(x)
+    if x.dtype not in EXP_CONSTANTS:
+        x = x.astype(np.result_type(x.dtype, np.float32))
+    return x, (np.empty_like(x) if out is None else out)
 
 
 def workspace(like: np.ndarray, n: int) -> tuple[np.ndarray, ...]:

@@ -265,11 +265,18 @@ class GRUCell:
         *,
         bias: bool = True,
         reset_after: bool = False,
+        update_bias: float = 0.0,
         seed: Seed = 0,
         dtype: object = np.float64,
     ) -> None:
         layer = GRU(
-            input_size, hidden_size, bias=bias, reset_after=reset_after, seed=seed, dtype=dtype
+            input_size,
+            hidden_size,
+            bias=bias,
+            reset_after=reset_after,
+            update_bias=update_bias,
+            seed=seed,
+            dtype=dtype,
         )
         self.reset_after = reset_after
         self.params = layer.layer_params(0)
@@ -312,6 +319,11 @@ class GRU(Recurrent):
 
     Parameters per layer k: weight_ih_lk (3H, D), weight_hh_lk (3H, H), bias_lk (3H,), and
     bias_hn_lk (H,) when `reset_after=True` (PyTorch's form; the default is the chapter's).
+
+    h_t = (1 - z) n + z h_{t-1}: z = 1 keeps the state. `update_bias` initialises the update
+    gate's bias (default 0, as PyTorch and the chapter): the GRU's forget bias. With 0,
+    z ~ 0.5 halves the direct path dh_{t-1} = z dh_t at every step, and a GRU stays at chance
+    on recall at T = 50; with 3 (z ~ 0.95) it solves it in 250-300 steps (README).
     """
 
     arch = "gru"
@@ -328,6 +340,7 @@ class GRU(Recurrent):
         bias: bool = True,
         batch_first: bool = True,
         reset_after: bool = False,
+        update_bias: float = 0.0,
         seed: Seed = 0,
         dtype: object = np.float64,
     ) -> None:
@@ -340,6 +353,7 @@ class GRU(Recurrent):
             batch_first=batch_first,
             dtype=as_float_dtype(dtype).name,
             reset_after=bool(reset_after),
+            update_bias=float(update_bias),
         )
         super().__init__(config, as_generator(seed))
 
@@ -349,6 +363,7 @@ class GRU(Recurrent):
         p = {"weight_ih": w_ih, "weight_hh": w_hh}
         if self.config.bias:
             p["bias"] = np.zeros(3 * H)
+            p["bias"][H : 2 * H] = self.config.update_bias  # [r, z, n]
             if self.config.reset_after:
                 p["bias_hn"] = np.zeros(H)
         return p

@@ -36,6 +36,7 @@ class RecurrentConfig:
     batch_first: bool = True  # x is (B, T, D) if True, else (T, B, D)
     dtype: str = "float64"  # "float32" or "float64", for parameters and all computation
     forget_bias: float = 1.0  # LSTM: initial forget-gate bias (Gers et al. 2000; the chapter)
+    update_bias: float = 0.0  # GRU: initial update-gate bias; z = sigmoid(3) = 0.95 keeps h
     reset_after: bool = False  # GRU: reset gate after the recurrent product (PyTorch, cuDNN)
     nonlinearity: str = "tanh"  # RNN: "tanh" or "relu"
     variant: str = "vanilla"  # LSTM: one of LSTM_VARIANTS (see nn/lstm_variants.py)
@@ -57,6 +58,10 @@ class RecurrentConfig:
             raise ValueError(f"variant={self.variant!r} is an LSTM option, got arch={self.arch!r}")
         if not np.isfinite(self.forget_bias):
             raise ValueError(f"forget_bias must be finite, got {self.forget_bias!r}")
+        if not np.isfinite(self.update_bias):
+            raise ValueError(f"update_bias must be finite, got {self.update_bias!r}")
+        if self.update_bias != 0 and self.arch != "gru":
+            raise ValueError(f"update_bias is a GRU option, got arch={self.arch!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict; `RecurrentConfig(**d)` reads it back."""
