@@ -22,9 +22,7 @@ import gatescope as gs
 from gatescope.nn import functional
 
 numba_missing = functional._numba_kernels() is None
-needs_numba = pytest.mark.skipif(
-    numba_missing, reason="numba does not import (pip install numba)"
-)
+needs_numba = pytest.mark.skipif(numba_missing, reason="numba does not import (pip install numba)")
 
 
 def run(layer, x, state0, dy, dstate, backend, monkeypatch):
