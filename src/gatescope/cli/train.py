@@ -309,14 +309,14 @@ def _fresh_run(args: argparse.Namespace) -> tuple[Any, SequenceModel, TrainConfi
             layer_options["variant"] = args.variant
     elif args.forget_bias is not None:
         raise CLIError(f"--forget-bias applies to --arch lstm only, not {args.arch}")
+    elif args.variant is not None:
+        raise CLIError(f"--variant applies to --arch lstm only, not {args.arch}")
     if args.update_bias is not None:
         if args.arch != "gru":
             raise CLIError(f"--update-bias applies to --arch gru only, not {args.arch}")
         if not math.isfinite(args.update_bias):
             raise CLIError(f"--update-bias must be a finite number, got {args.update_bias}")
         layer_options["update_bias"] = args.update_bias
-    elif args.variant is not None:
-        raise CLIError(f"--variant applies to --arch lstm only, not {args.arch}")
     model = SequenceModel.for_task(
         task,
         args.arch,
