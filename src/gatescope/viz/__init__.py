@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# the figure functions (and `figures.__all__`): the one list of them
 __all__ = [
     "ARCH_COLORS",
     "ARCH_NAMES",

@@ -20,20 +20,7 @@ from matplotlib.figure import Figure
 
 from gatescope.inspect.gates import GATES, LABELS, STATES
 
-__all__ = [
-    "ARCH_COLORS",
-    "ARCH_NAMES",
-    "forget_product_figure",
-    "gate_heatmaps",
-    "gate_traces_figure",
-    "gradient_flow_figure",
-    "hidden_states_figure",
-    "png_bytes",
-    "saturation_figure",
-    "save",
-    "sequence_figure",
-    "training_curves_figure",
-]
+from . import __all__ as __all__  # the list lives in the package, which loads this lazily
 
 ARCH_COLORS = {"lstm": "#1f77b4", "gru": "#2ca02c", "rnn": "#d62728"}
 ARCH_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "vanilla RNN"}
