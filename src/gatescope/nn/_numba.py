@@ -1,9 +1,9 @@
-"""Optional numba kernels: one fused, vectorised element-wise pass per time step.
+"""The numba kernels: one fused, vectorised element-wise pass per time step.
 
-Imported only through `gatescope.nn.functional.kernels` and only if numba is installed
-(a dependency of gatescope); where it cannot import, the plain NumPy step loops run. Each kernel
-does what the NumPy path does with 7 to 40 ufunc calls in one loop over the step's units;
-the matrix products stay in NumPy (BLAS), except at small sizes (see `small_product`).
+Imported only through `gatescope.nn.functional.kernels`; where numba (a dependency) cannot
+import, the plain NumPy step loops run instead. Each kernel does in one loop over the
+step's units what the NumPy path does with dozens of ufunc calls; the matrix products stay
+in NumPy (BLAS), except at small sizes (`functional.small_product`).
 
 **The same bits as the NumPy path.** Every kernel evaluates the NumPy path's operations in
 the NumPy path's order (a * b * c is (a * b) * c in both), with `functional.exp_parts`'s
@@ -35,11 +35,11 @@ _INLINE = {"inline": "always", "error_model": "numpy"}
 
 
 class Constants(NamedTuple):
-    """One float type's constants, each of that type: every kernel takes them last
-    (`const`), so that one compiled, cached function serves float32 and float64 (numba
-    compiles one machine-code version per argument types) and no kernel is a closure
-    (numba cannot find closures over other kernels in its cache, and compiled them anew,
-    and stored them again, in every process)."""
+    """One float type's constants, each of that type. Every kernel takes them as its last
+    argument, `const`: one module-level function then serves float32 and float64 (numba
+    compiles a version per argument types) and no kernel is a closure over another, which
+    numba's cache cannot find again (it compiled and stored such kernels in every process).
+    """
 
     one: np.floating
     two: np.floating
@@ -101,7 +101,7 @@ def exp_parts(y, const):
 
 @numba.njit(**_INLINE)
 def sigmoid(z, const):
-    """`functional.sigmoid`: max(e, sign z) / (1 + e), e = exp(-|z|)."""
+    """`functional.sigmoid`: (e if z < 0 else 1) / (1 + e), e = exp(-|z|)."""
     m, p1, p2 = exp_parts(-abs(z), const)
     e = ((m + const.one) * p1) * p2
     num = e if z < const.zero else const.one
