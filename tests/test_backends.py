@@ -17,6 +17,8 @@ import warnings
 import numpy as np
 import pytest
 from conftest import CONFIGS, config_id, make, random_state
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import gatescope as gs
 from gatescope.nn import functional
@@ -61,6 +63,41 @@ def test_numba_equals_numpy_bit_for_bit(size, which, num_layers, dtype, monkeypa
                 u if isinstance(u, tuple) else (u,), v if isinstance(v, tuple) else (v,)
             ):
                 assert_same_bits(p, q, "")
+
+
+@needs_numba
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    which=st.sampled_from(CONFIGS),
+    B=st.integers(1, 5),
+    T=st.integers(1, 6),
+    D=st.integers(1, 4),
+    H=st.sampled_from([1, 2, 7, 33, 70]),
+    scale=st.sampled_from([1e-3, 1.0, 30.0, 1e3]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_numba_equals_numpy_bit_for_bit_anywhere(
+    which, B, T, D, H, scale, dtype, seed, monkeypatch
+):
+    """Random sizes on both sides of SMALL_MACS, and inputs from tiny to saturating (x 1e3:
+    gates at exactly 0 and 1, subnormal sigmoids, tanh at +-1): still the same bits."""
+    arch, opts = which
+    rng = np.random.default_rng(seed)
+    layer = make(arch, D, H, 1, seed=seed, dtype=dtype, **opts)
+    x = (rng.normal(size=(B, T, D)) * scale).astype(dtype)
+    state0 = random_state(layer, B, rng)
+    dy = rng.normal(size=(B, T, H)).astype(dtype)
+    dstate = random_state(layer, B, rng)
+    a = run(layer, x, state0, dy, dstate, "numpy", monkeypatch)
+    b = run(layer, x, state0, dy, dstate, "numba", monkeypatch)
+    for u, v in zip(a, b):
+        for k in u if isinstance(u, dict) else range(len(u) if isinstance(u, tuple) else 1):
+            p = u[k] if isinstance(u, dict | tuple) else u
+            q = v[k] if isinstance(v, dict | tuple) else v
+            assert_same_bits(p, q, str(k))
 
 
 def assert_same_bits(a, b, what):
