@@ -116,9 +116,10 @@ def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None) -> GRUCac
     w_rz_t, w_hn_t = w_hh[: 2 * H].T, w_hh[2 * H :].T
     rec = np.empty((B, 3 * H if reset_after else 2 * H), dt)  # recurrent products
     nrec = rec[:, 2 * H :] if reset_after else np.empty((B, H), dt)
-    work2 = workspace(rec[:, : 2 * H], 4)  # sigmoid and tanh scratch, (B, 2H)
-    work = tuple(w[:, :H] for w in work2)  # (B, H)
     nb = kernels(dt, backend)
+    if nb is None:
+        work2 = workspace(rec[:, : 2 * H], 4)  # sigmoid and tanh scratch, (B, 2H)
+        work = tuple(w[:, :H] for w in work2)  # (B, H)
     zero_b = np.zeros(H, dt) if b_hn is None else b_hn
     for t in range(T):
         a = gates[t]  # (B, 3H), activated in place

@@ -116,9 +116,10 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None) -> LSTMCache:
             return LSTMCache(x, gates, hs, cs, tanh_c)
     elif b is not None:
         gates += b
-    work4 = workspace(rec, 4)  # sigmoid and tanh scratch, (B, 4H)
-    work = tuple(w[:, :H] for w in work4)  # (B, H)
-    product = np.empty((B, H, 4 * H), x.dtype) if small else None
+    if nb is None:
+        work4 = workspace(rec, 4)  # sigmoid and tanh scratch, (B, 4H)
+        work = tuple(w[:, :H] for w in work4)  # (B, H)
+    product = np.empty((B, H, 4 * H), x.dtype) if small else None  # NumPy only: numba returned
     for t in range(T):
         a = gates[t]  # (B, 4H), activated in place
         if small:
@@ -189,7 +190,7 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
     nb = kernels(dt, backend)
     w_hh_c = np.ascontiguousarray(w_hh)
     small = B * H * 4 * H <= SMALL_MACS
-    product = np.empty((B, 4 * H, H), dt) if small else None
+    product = np.empty((B, 4 * H, H), dt) if small and nb is None else None
     for end in range(T, 0, -K):
         start = max(0, end - K)
         n = end - start
