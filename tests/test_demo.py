@@ -11,6 +11,7 @@ import pytest
 from test_viz import assert_png_ok
 
 from gatescope.cli import main
+from gatescope.model import load_model
 from gatescope.report import FIGURES
 
 
@@ -74,6 +75,20 @@ def test_demo_prints_the_table_and_path(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "LSTM" in printed and "vanilla RNN" in printed
     assert str(out / "report.html") in printed
+
+
+def test_demo_update_bias_reaches_the_gru_and_the_report(tmp_path, capsys):
+    out = tmp_path / "d"
+    argv = ["demo", "--quick", "--out", str(out), "--length", "6", "--no-progress"]
+    assert main([*argv, "--update-bias", "3"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["training"]["update_bias"] == 3.0
+    model, _ = load_model(out / "gru.safetensors")
+    assert model.config.layer_options == {"update_bias": 3.0}
+    assert "update-gate bias to 3.0" in (out / "report.html").read_text()
+    capsys.readouterr()
+    assert main([*argv, "--update-bias", "nan"]) == 2
+    assert "--update-bias must be a finite number" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("what", ["gates", "traces", "gradflow", "saturation"])

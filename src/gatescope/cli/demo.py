@@ -2,12 +2,14 @@
 
 gatescope demo                      # ./gatescope-demo/report.html, about two minutes
 gatescope demo --out DIR --length 80
+gatescope demo --update-bias 3      # the GRU with its forget bias: it solves recall too
 gatescope demo --quick              # a tiny version (seconds), for tests
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -48,6 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quick", action="store_true", help="a tiny, fast version (for tests)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data")
+    p.add_argument(
+        "--update-bias",
+        type=float,
+        default=0.0,
+        metavar="B",
+        help="the GRU's initial update-gate bias, its forget bias: 3 lets it solve recall",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=handler)
 
@@ -62,7 +71,11 @@ def handler(args: argparse.Namespace) -> int:
         config = DemoConfig.quick(length=length or 12)
     else:
         config = DemoConfig(length=length or DemoConfig.length)
-    config = type(config)(**{**config.to_dict(), "seed": args.seed})
+    if not math.isfinite(args.update_bias):
+        raise CLIError(f"--update-bias must be a finite number, got {args.update_bias}")
+    config = type(config)(
+        **{**config.to_dict(), "seed": args.seed, "update_bias": args.update_bias}
+    )
     out = args.out
     if os.path.exists(out) and not os.path.isdir(out):
         raise CLIError(f"--out {out!r} exists and is not a folder")
