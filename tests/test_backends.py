@@ -47,22 +47,7 @@ def test_numba_equals_numpy_bit_for_bit(size, which, num_layers, dtype, monkeypa
     B, T, D, H = size
     assert (B * H * 4 * H <= functional.SMALL_MACS) == (size == (3, 7, 4, 5))
     layer = make(arch, D, H, num_layers, dtype=dtype, **opts)
-    x = rng.normal(size=(B, T, D)).astype(dtype)
-    state0 = random_state(layer, B, rng)
-    dy = rng.normal(size=(B, T, H)).astype(dtype)
-    dstate = random_state(layer, B, rng)
-    a = run(layer, x, state0, dy, dstate, "numpy", monkeypatch)
-    b = run(layer, x, state0, dy, dstate, "numba", monkeypatch)
-    for u, v in zip(a, b):
-        if isinstance(u, dict):
-            assert u.keys() == v.keys()
-            for k in u:
-                assert_same_bits(u[k], v[k], k)
-        else:
-            for p, q in zip(
-                u if isinstance(u, tuple) else (u,), v if isinstance(v, tuple) else (v,)
-            ):
-                assert_same_bits(p, q, "")
+    assert_backends_agree(layer, rng.normal(size=(B, T, D)).astype(dtype), rng, monkeypatch)
 
 
 @needs_numba
@@ -88,16 +73,28 @@ def test_numba_equals_numpy_bit_for_bit_anywhere(
     rng = np.random.default_rng(seed)
     layer = make(arch, D, H, 1, seed=seed, dtype=dtype, **opts)
     x = (rng.normal(size=(B, T, D)) * scale).astype(dtype)
+    assert_backends_agree(layer, x, rng, monkeypatch)
+
+
+def assert_backends_agree(layer, x, rng, monkeypatch):
+    """Forward and backward on both backends, from one random initial state and one random
+    dL/dy and dL/d(final state): outputs, states, trace, dx, grads and dstate0, bit for bit."""
+    B, T, _ = x.shape
     state0 = random_state(layer, B, rng)
-    dy = rng.normal(size=(B, T, H)).astype(dtype)
+    dy = rng.normal(size=(B, T, layer.hidden_size)).astype(x.dtype)
     dstate = random_state(layer, B, rng)
     a = run(layer, x, state0, dy, dstate, "numpy", monkeypatch)
     b = run(layer, x, state0, dy, dstate, "numba", monkeypatch)
     for u, v in zip(a, b):
-        for k in u if isinstance(u, dict) else range(len(u) if isinstance(u, tuple) else 1):
-            p = u[k] if isinstance(u, dict | tuple) else u
-            q = v[k] if isinstance(v, dict | tuple) else v
-            assert_same_bits(p, q, str(k))
+        if isinstance(u, dict):
+            assert u.keys() == v.keys()
+            pairs = [(u[k], v[k], k) for k in u]
+        else:
+            pairs = [
+                (p, q, "") for p, q in zip(*(w if isinstance(w, tuple) else (w,) for w in (u, v)))
+            ]
+        for p, q, what in pairs:
+            assert_same_bits(p, q, what)
 
 
 def assert_same_bits(a, b, what):
