@@ -14,15 +14,13 @@ import os
 import sys
 
 from . import CLIError
+from .args import positive_int
 
 DEFAULT_OUT = "gatescope-demo"
 
 
 def _length(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text!r}") from None
+    value = positive_int(text)
     if value < 2:
         raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text!r}")
     return value

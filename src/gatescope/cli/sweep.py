@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import CLIError
+from .args import positive_int
 
 _ARCHS_DEFAULT = "lstm,gru,rnn"
 try:  # the LSTM's initial forget-gate bias: the same default as `gatescope train`
@@ -54,16 +55,6 @@ def _name_list(text: str) -> list[str]:
     if not values:
         raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
     return values
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -204,7 +195,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--seeds",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         help="seeds per point: 0..N-1 (default: %(default)s)",
     )
@@ -212,11 +203,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--first-seed", type=int, default=0, help="start the seeds here (default: %(default)s)"
     )
     p.add_argument(
-        "--hidden", type=_positive_int, default=32, help="hidden units H (default: %(default)s)"
+        "--hidden", type=positive_int, default=32, help="hidden units H (default: %(default)s)"
     )
     p.add_argument(
         "--layers",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="stacked recurrent layers (default: %(default)s)",
     )
@@ -242,7 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a recurrent-layer option, e.g. forget_bias=0 (repeatable)",
     )  # fmt: skip
     p.add_argument(
-        "--eval-n", type=_positive_int, default=1000,
+        "--eval-n", type=positive_int, default=1000,
         help="fresh test sequences for each run's final score (default: %(default)s)",
     )  # fmt: skip
     fields = _train_fields()
@@ -280,7 +271,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a running Dask scheduler; implies --executor dask",
     )  # fmt: skip
     p.add_argument(
-        "--workers", type=_positive_int, default=None,
+        "--workers", type=positive_int, default=None,
         help="processes for the local executor or a local Dask cluster (default: one per core)",
     )  # fmt: skip
     p.add_argument(
