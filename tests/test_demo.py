@@ -11,8 +11,8 @@ import pytest
 from test_viz import assert_png_ok
 
 from gatescope.cli import main
+from gatescope.demo import FIGURES
 from gatescope.model import load_model
-from gatescope.report import FIGURES
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +122,8 @@ def test_plot_draws_the_checkpoint_own_numbers(demo, arch):
     gradient-flow curve its own measured norms."""
     from gatescope import inspect as gi
     from gatescope.cli.plot import plot_figure
+    from gatescope.demo import float64_copy
     from gatescope.model import load_model
-    from gatescope.report import float64_copy
     from gatescope.tasks import task_from_dict
 
     model, meta = load_model(demo / f"{arch}.safetensors")

@@ -344,7 +344,7 @@ def test_from_sequence_model_reads_out_at_the_last_step():
 
 def test_from_charlm_uses_the_text_features():
     cl = pytest.importorskip("gatescope.charlm")
-    pytest.importorskip("gatescope.inspect.cells")
+    pytest.importorskip("gatescope.inspect.units")
     vocab = cl.Vocab.build(TEXT)
     model = cl.CharLM(cl.CharLMConfig(vocab_size=vocab.size, hidden_size=8, num_layers=2), seed=0)
     text = TEXT + "ü"  # a character outside the vocabulary is read as unknown, shown as is

@@ -13,7 +13,7 @@ from matplotlib.image import imread
 import gatescope as gs
 from gatescope import inspect as gi
 from gatescope import viz
-from gatescope.viz.report import render_report
+from gatescope.viz.demo_page import render_report
 
 
 def _axis(fig, label):

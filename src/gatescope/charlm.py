@@ -14,7 +14,7 @@ The pieces, in the order data flows through them:
   state of batch k+1 (the model reads on), but no gradient flows back into it (the graph is
   cut at the chunk boundary); Adam with global gradient-norm clipping.
 - `bits_per_char`, `sample`, `run_states`: evaluation, generation and the per-character
-  states that `gatescope.inspect.cells` correlates with features of the text.
+  states that `gatescope.inspect.units` correlates with features of the text.
 
 Shapes: B batch (streams), T time (chunk length), V vocabulary, H hidden, L layers, N chars.
 Bits per character = mean negative log2-likelihood of each next character = nats / ln 2.

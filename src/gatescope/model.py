@@ -32,9 +32,8 @@ import numpy as np
 
 from gatescope.checkpoint import CheckpointError, check_tensors, load_checkpoint, save_checkpoint
 from gatescope.nn import Linear, Recurrent, RecurrentConfig, build_recurrent, cross_entropy, mse
-from gatescope.nn.checks import as_float_dtype, check_positive_int
+from gatescope.nn.checks import Seed, as_float_dtype, as_generator, check_positive_int
 from gatescope.tasks.base import KINDS, Batch
-from gatescope.utils import Seed, as_generator
 
 __all__ = [
     "KINDS",

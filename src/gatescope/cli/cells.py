@@ -39,7 +39,7 @@ def analyse(checkpoint: str, texts: list[str], max_chars: int) -> dict[str, Any]
     import numpy as np
 
     from ..charlm import load_charlm, run_states
-    from ..inspect.cells import gate_saturation, search_cells, text_features
+    from ..inspect.units import gate_saturation, search_cells, text_features
 
     model, vocab, meta = load_charlm(checkpoint)
     feats = [text_features(t) for t in texts]  # per file: each file is scanned on its own
@@ -77,7 +77,7 @@ def _read(paths: list[str], glob: str | None) -> tuple[list[Path], list[str]]:
 
 def write_pictures(out: Path, result: dict[str, Any], top: int) -> list[str]:
     """One PNG per feature (its best unit), saturation.png, cells.html and cells.json."""
-    from ..inspect import cells as ic
+    from ..inspect import units as ic
 
     out.mkdir(parents=True, exist_ok=True)
     text, written, sections = result["text"], [], []

@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from gatescope.report import DemoConfig, run_demo
+    from gatescope.demo import DemoConfig, run_demo
 
     if args.seed < 0:
         raise CLIError(f"--seed must be >= 0, got {args.seed}")

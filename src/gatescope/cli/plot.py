@@ -91,8 +91,8 @@ def plot_figure(
 
     from gatescope import inspect as gi
     from gatescope import viz
+    from gatescope.demo import float64_copy
     from gatescope.model import SequenceModel
-    from gatescope.report import float64_copy
 
     model = float64_copy(model)
     arch = model.config.arch

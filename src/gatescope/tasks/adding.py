@@ -17,8 +17,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from gatescope.nn.checks import Seed, as_generator
 from gatescope.tasks.base import Batch, Task, check_batch_size, check_int
-from gatescope.utils import Seed, as_generator
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from gatescope.utils import Seed
+from gatescope.nn.checks import Seed
 
 KINDS = ("classify_last", "regress_last", "classify_steps")
 

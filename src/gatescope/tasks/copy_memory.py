@@ -29,6 +29,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from gatescope.nn.checks import Seed, as_generator
 from gatescope.tasks.base import (
     Batch,
     Task,
@@ -36,7 +37,6 @@ from gatescope.tasks.base import (
     check_int,
     classification_metrics,
 )
-from gatescope.utils import Seed, as_generator
 
 
 @dataclass(frozen=True)

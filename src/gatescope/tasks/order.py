@@ -32,6 +32,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from gatescope.nn.checks import Seed, as_generator
 from gatescope.tasks.base import (
     Batch,
     Task,
@@ -39,7 +40,6 @@ from gatescope.tasks.base import (
     check_int,
     classification_metrics,
 )
-from gatescope.utils import Seed, as_generator
 
 SYMBOLS = ("a", "b", "c", "d", "B", "E", "X", "Y")  # input unit i is the one-hot of SYMBOLS[i]
 DISTRACTORS = (0, 1, 2, 3)  # a, b, c, d

@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from gatescope.nn.checks import Seed, as_generator
 from gatescope.tasks.base import (
     Batch,
     Task,
@@ -27,7 +28,6 @@ from gatescope.tasks.base import (
     check_int,
     classification_metrics,
 )
-from gatescope.utils import Seed, as_generator
 
 
 @dataclass(frozen=True)

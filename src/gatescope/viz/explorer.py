@@ -367,10 +367,10 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def _pearson(a: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """a (N, H), f (N, F) -> (H, F) Pearson r: `gatescope.inspect.cells.pearson_columns`
+    """a (N, H), f (N, F) -> (H, F) Pearson r: `gatescope.inspect.units.pearson_columns`
     per feature (0 for a constant unit, NaN for a constant feature)."""
     try:
-        from gatescope.inspect.cells import pearson_columns
+        from gatescope.inspect.units import pearson_columns
     except ImportError:  # pragma: no cover - the same formula, for a tree without cells.py
         pearson_columns = _pearson_columns
     return np.stack([pearson_columns(a, f[:, j]) for j in range(f.shape[1])], axis=1)
@@ -678,9 +678,9 @@ def write_html(path: str | os.PathLike[str], data: Mapping[str, Any]) -> int:
 
 
 def _text_features(text: str) -> dict[str, np.ndarray]:
-    """The text features of `gatescope.inspect.cells` (empty if that module is missing)."""
+    """The text features of `gatescope.inspect.units` (empty if that module is missing)."""
     try:
-        from gatescope.inspect import cells
+        from gatescope.inspect import units as cells
     except ImportError:
         return {}
     fn = getattr(cells, "text_features", None)
@@ -701,7 +701,7 @@ def from_charlm(
     """Explorer data for a character language model (`gatescope.charlm.CharLM`) on ``text``.
 
     The page shows the text as given; characters outside the vocabulary are read as the
-    unknown symbol. Features: those of `gatescope.inspect.cells.text_features`.
+    unknown symbol. Features: those of `gatescope.inspect.units.text_features`.
     """
     if not isinstance(text, str) or not text:
         raise ValueError("text must be a non-empty string")

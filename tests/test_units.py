@@ -9,7 +9,7 @@ import pytest
 
 from gatescope import charlm as cl
 from gatescope.cli import main
-from gatescope.inspect.cells import (
+from gatescope.inspect.units import (
     FEATURE_NAMES,
     excerpt,
     gate_saturation,

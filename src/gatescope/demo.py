@@ -1,6 +1,6 @@
 """The demo: train rnn, gru and lstm on recall, measure what happens inside, write a report.
 
-    from gatescope.report import DemoConfig, run_demo
+    from gatescope.demo import DemoConfig, run_demo
     summary = run_demo("gatescope-demo", DemoConfig(length=50))
 
 writes into the folder: one PNG per figure, `summary.json`, `report.html` (self-contained)
@@ -31,7 +31,7 @@ from gatescope import viz
 from gatescope.model import SequenceModel
 from gatescope.tasks import get_task
 from gatescope.train import TrainConfig, evaluate_model, fit
-from gatescope.viz.report import render_report
+from gatescope.viz.demo_page import render_report
 
 __all__ = ["ARCHS", "DemoConfig", "float64_copy", "run_demo"]
 
