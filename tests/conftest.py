@@ -1,6 +1,17 @@
-"""Shared test helpers: every recurrent configuration we support, and a gradient checker."""
+"""Shared test helpers: every recurrent configuration we support, a gradient checker, and
+the `run_cli` / `run_cli_process` fixtures that run the command line.
+
+Test tiers (markers, registered in pyproject.toml): slow (over ~2 s), torch (needs PyTorch),
+browser (drives chromium through selenium), dask (a dask.distributed cluster).
+`pytest -m "not slow"` is the quick loop; `make test` runs everything.
+"""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -92,3 +103,52 @@ def assert_gradients_match(layer, rng: np.random.Generator, B: int, T: int, tol:
     assert rel_error(central_difference(loss, x), dx) < tol, "x"
     for name, s, ds in zip("hc", flat(state0), dstate0):
         assert rel_error(central_difference(loss, s), ds) < tol, f"state0 {name}"
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+class CLIResult(NamedTuple):
+    """What one `gatescope ARGV` did: its exit code and everything it printed."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """``run_cli(*argv) -> CLIResult(code, out, err)``: `gatescope ARGV` in this process.
+
+    Arguments are str()'d (paths and numbers can be passed as they are); argparse's own
+    errors, which exit through SystemExit, give their exit code like any other error.
+    Output printed before the call is dropped.
+    """
+    from gatescope.cli import main
+
+    def run(*argv: object) -> CLIResult:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:
+            code = 0 if e.code is None else e.code
+        out, err = capsys.readouterr()
+        return CLIResult(code, out, err)
+
+    return run
+
+
+@pytest.fixture
+def run_cli_process():
+    """``run_cli_process(*argv) -> CLIResult``: `gatescope ARGV` in a fresh interpreter, to
+    see real exit codes and tracebacks (single-threaded BLAS, unbuffered output)."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-c", "import sys; from gatescope.cli import main; sys.exit(main())"]
+
+    def run(*argv: object) -> CLIResult:
+        done = subprocess.run(
+            [*cmd, *(str(a) for a in argv)], capture_output=True, text=True, env=env
+        )
+        return CLIResult(done.returncode, done.stdout, done.stderr)
+
+    return run

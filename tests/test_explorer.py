@@ -17,6 +17,10 @@ import numpy as np
 import pytest
 
 import gatescope as gs
+from gatescope import charlm as cl
+from gatescope import inspect as gi
+from gatescope import model as model_mod
+from gatescope.inspect.gradflow import _clone
 from gatescope.viz import explorer as ex
 
 TEXT = 'def f(x):\n    """Doc."""\n    return (x + 1) * 2  # two\n' * 3
@@ -90,7 +94,7 @@ def test_colour_index_and_expected_colour():
 
 def full_influence(layer, x, b, t, g, head_rows=None):
     """||d s / d x_t'|| for all t' <= t from ONE full-length backward per output row."""
-    layer = ex._twin(layer)
+    layer = _clone(layer)
     B, T, _ = x.shape
     rows = [g] if head_rows is None else head_rows
     total = np.zeros(t + 1)
@@ -113,7 +117,7 @@ def test_influence_with_a_head_equals_the_full_backward_pass(arch, num_layers):
     x = rng.normal(size=(B, T, D))
     positions = [(0, 39), (2, 25), (1, 3), (1, 0)]  # windows both truncated and not
     window = 12
-    got = ex.influence(layer, x, positions, window=window, head=head)
+    got = gi.input_influence(layer, x, positions, window=window, head=head)
     y, _ = layer(x)
     top = y if num_layers == 1 else y
     for (b, t), g in zip(positions, got):
@@ -130,7 +134,7 @@ def test_influence_without_a_head_is_the_jacobian_frobenius_norm():
     layer = gs.LSTM(D, H, 2, seed=4)
     x = rng.normal(size=(B, T, D))
     positions = [(1, 29), (0, 6)]
-    got = ex.influence(layer, x, positions, window=10)
+    got = gi.input_influence(layer, x, positions, window=10)
     for (b, t), g in zip(positions, got):
         ref = full_influence(layer, x, b, t, None, head_rows=list(np.eye(H)))
         np.testing.assert_allclose(g, ref[t + 1 - len(g) :], rtol=1e-9, atol=1e-14)
@@ -158,7 +162,7 @@ def test_influence_agrees_with_finite_differences():
             xp[0, t, d] += eps
             xm[0, t, d] -= eps
             fd[t, d] = (logit(xp) - logit(xm)) / (2 * eps)
-    (got,) = ex.influence(layer, x, [(0, p)], window=T, head=head, classes=[k])
+    (got,) = gi.input_influence(layer, x, [(0, p)], window=T, head=head, classes=[k])
     np.testing.assert_allclose(got, np.linalg.norm(fd, axis=1), rtol=1e-6, atol=1e-9)
 
 
@@ -166,11 +170,11 @@ def test_influence_rejects_bad_arguments():
     layer = gs.RNN(2, 3, seed=0)
     x = np.zeros((1, 5, 2))
     with pytest.raises(ValueError, match="positions"):
-        ex.influence(layer, x, [(0, 5)])
+        gi.input_influence(layer, x, [(0, 5)])
     with pytest.raises(ValueError, match="window"):
-        ex.influence(layer, x, [(0, 1)], window=0)
+        gi.input_influence(layer, x, [(0, 1)], window=0)
     with pytest.raises(ValueError, match="LSTM, GRU or RNN"):
-        ex.influence("not a layer", x, [(0, 1)])
+        gi.input_influence("not a layer", x, [(0, 1)])
 
 
 def test_build_data_stores_influence_windows_and_predicted_classes():
@@ -185,7 +189,7 @@ def test_build_data_stores_influence_windows_and_predicted_classes():
     np.testing.assert_array_equal(pos, [5, 60, 150])
     np.testing.assert_array_equal(starts, [0, 41, 131])
     np.testing.assert_array_equal(np.diff(offsets), [6, 20, 20])
-    ref = ex.influence(layer, x, [(0, 60)], window=20, head=head)[0]
+    ref = gi.input_influence(layer, x, [(0, 60)], window=20, head=head)[0]
     np.testing.assert_allclose(vals[offsets[1] : offsets[2]], ref, rtol=1e-6)
     y, _ = layer(x)
     k = np.argmax(y[0, 150] @ head.params["weight"].T + head.params["bias"])
@@ -325,7 +329,6 @@ def test_task_glyphs_show_symbols_values_and_markers():
 
 
 def test_from_sequence_model_reads_out_at_the_last_step():
-    model_mod = pytest.importorskip("gatescope.model")
     from gatescope.tasks import get_task
 
     task = get_task("order", 24)
@@ -343,8 +346,6 @@ def test_from_sequence_model_reads_out_at_the_last_step():
 
 
 def test_from_charlm_uses_the_text_features():
-    cl = pytest.importorskip("gatescope.charlm")
-    pytest.importorskip("gatescope.inspect.units")
     vocab = cl.Vocab.build(TEXT)
     model = cl.CharLM(cl.CharLMConfig(vocab_size=vocab.size, hidden_size=8, num_layers=2), seed=0)
     text = TEXT + "ü"  # a character outside the vocabulary is read as unknown, shown as is
@@ -357,17 +358,8 @@ def test_from_charlm_uses_the_text_features():
 # ----------------------------------------------------------------------------- the command
 
 
-def run_cli(capsys, *argv):
-    from gatescope.cli import main
-
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture
 def task_ckpt(tmp_path):
-    model_mod = pytest.importorskip("gatescope.model")
     from gatescope.tasks import get_task
 
     task = get_task("adding", 30)
@@ -379,7 +371,6 @@ def task_ckpt(tmp_path):
 
 @pytest.fixture
 def lm_ckpt(tmp_path):
-    cl = pytest.importorskip("gatescope.charlm")
     folder = tmp_path / "corpus"
     folder.mkdir()
     for i in range(3):
@@ -392,21 +383,20 @@ def lm_ckpt(tmp_path):
     return path
 
 
-def test_cli_explore_a_task_model(task_ckpt, tmp_path, capsys):
+def test_cli_explore_a_task_model(task_ckpt, tmp_path, run_cli):
     out = tmp_path / "x.html"
-    code, stdout, err = run_cli(capsys, "explore", task_ckpt, "--task-samples", 2, "-o", out)
+    code, stdout, err = run_cli("explore", task_ckpt, "--task-samples", 2, "-o", out)
     assert code == 0, err
     assert f"wrote {out}" in stdout and "60 steps" in stdout
     page = out.read_text()
     assert "adding.safetensors" in page and '"kind":"steps"' in page
 
 
-def test_cli_explore_a_language_model(lm_ckpt, tmp_path, capsys):
+def test_cli_explore_a_language_model(lm_ckpt, tmp_path, run_cli):
     text = tmp_path / "t.py"
     text.write_text(TEXT * 4)
     out = tmp_path / "lm.html"
     code, stdout, err = run_cli(
-        capsys,
         "explore",
         lm_ckpt,
         "--text",
@@ -423,7 +413,7 @@ def test_cli_explore_a_language_model(lm_ckpt, tmp_path, capsys):
     assert "first 100 of" in out.read_text()
     # without --text: the model's own validation text
     code, stdout, err = run_cli(
-        capsys, "explore", lm_ckpt, "--max-chars", 50, "--grad-positions", 0, "-o", out
+        "explore", lm_ckpt, "--max-chars", 50, "--grad-positions", 0, "-o", out
     )
     assert code == 0, err and "50 steps" in stdout
 
@@ -440,7 +430,7 @@ def test_cli_explore_a_language_model(lm_ckpt, tmp_path, capsys):
         (["{task}", "--quantities", "h,q"], "quantities must be some of r, z, n, h"),
     ],
 )
-def test_cli_explore_errors_are_one_line(args, message, task_ckpt, lm_ckpt, tmp_path, capsys):
+def test_cli_explore_errors_are_one_line(args, message, task_ckpt, lm_ckpt, tmp_path, run_cli):
     from gatescope.checkpoint import save_checkpoint
 
     bad = tmp_path / "bad.safetensors"
@@ -449,14 +439,12 @@ def test_cli_explore_errors_are_one_line(args, message, task_ckpt, lm_ckpt, tmp_
     garbage.write_bytes(b"\x00" * 20)
     names = {"{task}": task_ckpt, "{lm}": lm_ckpt, "{bad}": bad, "{garbage}": garbage}
     argv = [str(names.get(a, a)) for a in args]
-    code, out, err = run_cli(capsys, "explore", *argv, "-o", tmp_path / "o.html")
+    code, out, err = run_cli("explore", *argv, "-o", tmp_path / "o.html")
     assert code == 2 and message in err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "o.html").exists()
 
 
-def test_cli_explore_rejects_both_sources(task_ckpt, capsys):
-    with pytest.raises(SystemExit) as e:
-        run_cli(capsys, "explore", task_ckpt, "--text", "a", "--task-samples", "2")
-    assert e.value.code == 2
-    assert "not allowed with" in capsys.readouterr().err
+def test_cli_explore_rejects_both_sources(task_ckpt, run_cli):
+    code, _, err = run_cli("explore", task_ckpt, "--text", "a", "--task-samples", "2")
+    assert code == 2 and "not allowed with" in err

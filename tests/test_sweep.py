@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from gatescope.cli import main
+from gatescope.inspect.capacity import capacity_curve
 from gatescope.sweep import (
     RESULTS_FILE,
     TIMING_FIELDS,
     ResultsFile,
     RunSpec,
     SweepError,
-    capacity_curve,
     make_grid,
     read_results,
     run_one,

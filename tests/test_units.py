@@ -1,4 +1,5 @@
-"""Interpretable-cell search: text features, correlations, saturation, pictures, `gatescope cells`."""
+"""Interpretable units: text features, correlations, saturation (gatescope.inspect.units), their
+pictures (gatescope.viz.units) and `gatescope cells`."""
 
 from __future__ import annotations
 
@@ -8,17 +9,16 @@ import numpy as np
 import pytest
 
 from gatescope import charlm as cl
-from gatescope.cli import main
 from gatescope.inspect.units import (
     FEATURE_NAMES,
     excerpt,
     gate_saturation,
     pearson_columns,
-    render_html,
-    render_png,
+    pearson_matrix,
     search_cells,
     text_features,
 )
+from gatescope.viz.units import render_html, render_png, render_saturation_png, units_page
 
 
 def marked(text: str, name: str) -> str:
@@ -136,6 +136,20 @@ def test_pearson_matches_numpy_and_handles_constants():
     assert np.isnan(pearson_columns(a, np.ones(200))).all()
 
 
+def test_pearson_matrix_is_one_column_per_feature():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(150, 4))  # (N, U)
+    f = np.stack([a[:, 1] + rng.normal(size=150), np.ones(150), -a[:, 2]], axis=1)  # (N, F)
+    r = pearson_matrix(a, f)
+    assert r.shape == (4, 3)
+    for j in range(3):
+        np.testing.assert_array_equal(r[:, j], pearson_columns(a, f[:, j]))
+    assert r[2, 2] == pytest.approx(-1.0) and np.isnan(r[:, 1]).all()
+    assert pearson_matrix(a, np.zeros((150, 0))).shape == (4, 0)
+    with pytest.raises(ValueError, match="features"):
+        pearson_matrix(a, f[:10])
+
+
 def test_search_finds_a_planted_unit_best_first():
     rng = np.random.default_rng(2)
     text = 'x = "abc"  # c\ny = [1, (2)]\n' * 20
@@ -192,6 +206,24 @@ def test_render_png_writes_an_image(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_units_page_is_the_shared_shell_around_the_sections():
+    section = render_html("ab", np.array([1.0, -1.0]), "s")
+    page = units_page([section, section], "cells & <units>")
+    assert page.startswith("<!doctype html>\n") and page.endswith("</body>\n</html>\n")
+    assert "<title>cells &amp; &lt;units&gt;</title>" in page
+    assert "<h1>cells &amp; &lt;units&gt;</h1>" in page and page.count(section) == 2
+    assert '<link rel="icon" href="data:,">' in page  # no request for /favicon.ico
+
+
+def test_render_saturation_png_needs_gates(tmp_path):
+    g = np.random.default_rng(0).uniform(size=(50, 3))  # (N, H)
+    path = tmp_path / "s.png"
+    render_saturation_png(str(path), gate_saturation({(0, "f"): g, (1, "i"): g}))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no gates"):
+        render_saturation_png(str(path), [])
+
+
 # ------------------------------------------------------------------------------ the command
 
 
@@ -211,10 +243,11 @@ def checkpoint(tmp_path_factory):
     return path, folder / "m0.py"
 
 
-def test_cells_json_lists_best_units_per_feature(checkpoint, capsys):
+def test_cells_json_lists_best_units_per_feature(checkpoint, run_cli):
     ckpt, text = checkpoint
-    assert main(["cells", str(ckpt), "--text", str(text), "--json", "--top", "5"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    code, out, err = run_cli("cells", ckpt, "--text", text, "--json", "--top", 5)
+    assert code == 0, err
+    report = json.loads(out)
     assert list(report["features"]) == list(FEATURE_NAMES)
     for rows in report["features"].values():
         assert len(rows) == 5
@@ -228,20 +261,23 @@ def test_cells_json_lists_best_units_per_feature(checkpoint, capsys):
     assert report["chars"] == len(text.read_text())
 
 
-def test_cells_writes_pictures(checkpoint, tmp_path, capsys):
+def test_cells_writes_pictures(checkpoint, tmp_path, run_cli):
     ckpt, text = checkpoint
     out = tmp_path / "pics"
-    assert main(["cells", str(ckpt), "--text", str(text), "--out", str(out)]) == 0
-    shown = capsys.readouterr().out
+    code, shown, err = run_cli("cells", ckpt, "--text", text, "--out", out)
+    assert code == 0, err
     assert "best units per feature" in shown and "gate saturation" in shown
     names = {p.name for p in out.iterdir()}
     assert {f"cell_{n}.png" for n in FEATURE_NAMES} <= names
     assert {"cells.html", "saturation.png", "cells.json"} <= names
+    page = (out / "cells.html").read_text()
+    assert "<title>gatescope: interpretable cells</title>" in page
+    assert page.count("<pre ") == sum(1 for n in FEATURE_NAMES if f"cell_{n}.png" in names)
 
 
-def test_cells_errors(checkpoint, tmp_path, capsys):
+def test_cells_errors(checkpoint, tmp_path, run_cli):
     ckpt, text = checkpoint
-    assert main(["cells", str(ckpt), "--text", str(tmp_path / "none.py")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    assert main(["cells", str(tmp_path / "none.st"), "--text", str(text)]) == 2
-    assert "no such file" in capsys.readouterr().err
+    code, _, err = run_cli("cells", ckpt, "--text", tmp_path / "none.py")
+    assert code == 2 and "does not exist" in err
+    code, _, err = run_cli("cells", tmp_path / "none.st", "--text", text)
+    assert code == 2 and "no such file" in err

@@ -78,6 +78,7 @@ def _read(paths: list[str], glob: str | None) -> tuple[list[Path], list[str]]:
 def write_pictures(out: Path, result: dict[str, Any], top: int) -> list[str]:
     """One PNG per feature (its best unit), saturation.png, cells.html and cells.json."""
     from ..inspect import units as ic
+    from ..viz import units as vu
 
     out.mkdir(parents=True, exist_ok=True)
     text, written, sections = result["text"], [], []
@@ -92,16 +93,16 @@ def write_pictures(out: Path, result: dict[str, Any], top: int) -> list[str]:
         )
         a, b = ic.excerpt(text, result["features"][name], lines=24)
         png = out / f"cell_{name}.png"
-        ic.render_png(str(png), text[a:b], act[a:b], title)
+        vu.render_png(str(png), text[a:b], act[a:b], title)
         written.append(str(png))
         a, b = ic.excerpt(text, result["features"][name], lines=60)
-        sections.append(ic.render_html(text[a:b], act[a:b], title))
+        sections.append(vu.render_html(text[a:b], act[a:b], title))
     html_path = out / "cells.html"
-    html_path.write_text(ic.html_page(sections, "gatescope: interpretable cells"), "utf-8")
+    html_path.write_text(vu.units_page(sections, "gatescope: interpretable cells"), "utf-8")
     written.append(str(html_path))
     if result["saturation"]:
         sat = out / "saturation.png"
-        ic.render_saturation_png(str(sat), result["saturation"])
+        vu.render_saturation_png(str(sat), result["saturation"])
         written.append(str(sat))
     js = out / "cells.json"
     js.write_text(json.dumps(summary(result, top), indent=1) + "\n", "utf-8")

@@ -365,7 +365,8 @@ def _resolved_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from gatescope.sweep import RESULTS_FILE, SweepError, capacity_curve, read_results, run_sweep
+    from gatescope.inspect.capacity import capacity_curve
+    from gatescope.sweep import RESULTS_FILE, SweepError, read_results, run_sweep
 
     executor = args.executor or ("dask" if args.scheduler else "local")
     if args.scheduler and executor != "dask":
@@ -417,7 +418,8 @@ def handler(args: argparse.Namespace) -> int:
 
 
 def plot_handler(args: argparse.Namespace) -> int:
-    from gatescope.sweep import capacity_curve, read_results
+    from gatescope.inspect.capacity import capacity_curve
+    from gatescope.sweep import read_results
 
     results = read_results(args.dir)
     if results.bad_lines:

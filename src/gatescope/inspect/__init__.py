@@ -8,12 +8,17 @@
     gi.gradient_flow(lstm, x, dy=dy)                # mean norms against steps back
     gi.forget_gate_product(lstm.trace["f"])         # the chapter's dc_T/dc_k along the cell
     gi.cell_state_jacobian(lstm, x, cut_h=True)     # ... and the same from the backward pass
+    gi.input_influence(lstm, x, [(0, 99)], window=50, head=head)  # ||dz_p/dx_t|| per step t
 
-`gatescope.inspect.model` does the same for a trained `SequenceModel` and a task batch.
+`gatescope.inspect.model` does the same for a trained `SequenceModel` and a task batch;
+`gatescope.inspect.units` finds interpretable units in a text, `gatescope.inspect.influence`
+measures the influence of earlier inputs, `gatescope.inspect.capacity` turns a sweep's
+results into capacity curves.
 """
 
 from __future__ import annotations
 
+from .capacity import CurvePoint, capacity_curve
 from .gates import (
     GATES,
     LABELS,
@@ -33,25 +38,43 @@ from .gradflow import (
     state_gradients,
     suffix_gradients,
 )
+from .influence import (
+    document_influence,
+    head_probabilities,
+    influence_positions,
+    input_influence,
+    predicted_classes,
+    top_classes,
+    trace_with_states,
+)
 from .model import model_gradient_flow, model_state_gradients, output_gradient
 
 __all__ = [
     "GATES",
     "LABELS",
     "STATES",
+    "CurvePoint",
     "GradientFlow",
+    "capacity_curve",
     "cell_state_jacobian",
     "chapter_formula",
+    "document_influence",
     "finite_difference_cell_jacobian",
     "forget_gate_product",
     "gate_activations",
     "gate_traces",
     "gradient_flow",
+    "head_probabilities",
+    "influence_positions",
+    "input_influence",
     "model_gradient_flow",
     "model_state_gradients",
     "output_gradient",
     "parameter_counts",
+    "predicted_classes",
     "saturation",
     "state_gradients",
     "suffix_gradients",
+    "top_classes",
+    "trace_with_states",
 ]

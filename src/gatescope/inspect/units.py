@@ -1,15 +1,17 @@
-r"""Interpretable cells: which units of a recurrent network track which property of the text.
+r"""Interpretable units: which units of a recurrent network track which property of the text.
 
 After Karpathy, Johnson and Fei-Fei, "Visualizing and Understanding Recurrent Networks"
-(2015). Three parts, none of which knows how the activations were produced:
+(2015). Arrays only (the pictures are `gatescope.viz.units`); none of these knows how the
+activations were produced:
 
 - `text_features(text)`: per character, six properties from a small, tolerant Python-aware
   scanner (any text works; unterminated strings end at the line, or at the end of the text
   for triple quotes).
-- `search_cells(activations, features)`: the Pearson correlation of every unit's activation
-  with every feature, over the characters; best units first by |r|.
+- `pearson_columns(a, feature)` / `pearson_matrix(a, features)`: Pearson r of every unit's
+  activation with a feature (with every feature), over the characters.
+- `search_cells(activations, features)`: those correlations, best units first by |r|.
 - `gate_saturation(gates)`: how often each gate is nearly shut (< 0.1) or nearly open (> 0.9).
-- `render_html` / `render_png`: the text, each character coloured by one unit's activation.
+- `excerpt(text, values)`: the window of lines where a feature varies most (what to show).
 
 Every feature describes the state *after reading* the character, the moment at which the
 unit's activation at that character is computed:
@@ -30,7 +32,7 @@ in_docstring     in_string, restricted to docstrings: a string that starts a sta
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -150,6 +152,19 @@ def pearson_columns(a: np.ndarray, feature: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
+def pearson_matrix(a: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """Pearson r of every column of `a` (N, U) with every column of `features` (N, F): (U, F).
+
+    Column j is `pearson_columns(a, features[:, j])`: 0 for a constant unit, NaN for a
+    constant feature.
+    """
+    f = np.asarray(features, np.float64)
+    if f.ndim != 2 or f.shape[0] != np.shape(a)[0]:
+        raise ValueError(f"need a (N, U) and features (N, F), got {np.shape(a)} and {f.shape}")
+    cols = [pearson_columns(a, f[:, j]) for j in range(f.shape[1])]  # F arrays (U,)
+    return np.stack(cols, axis=1) if cols else np.zeros((np.shape(a)[1], 0))
+
+
 def search_cells(
     activations: Mapping[tuple[int, str], np.ndarray],
     features: Mapping[str, np.ndarray],
@@ -208,50 +223,6 @@ def gate_saturation(
     return rows
 
 
-# ============================================================================ pictures
-
-
-def _colour_scale(act: np.ndarray) -> np.ndarray:
-    """Activations -> [-1, 1]: divided by their 99th-percentile magnitude, clipped."""
-    a = np.asarray(act, np.float64)
-    scale = float(np.percentile(np.abs(a), 99)) if a.size else 1.0
-    return np.clip(a / (scale if scale > 0 else 1.0), -1.0, 1.0)
-
-
-def _rgb(v: np.ndarray) -> np.ndarray:
-    """[-1, 1] -> RGB in [0, 1]: blue for negative, white at 0, red for positive."""
-    v = np.asarray(v, np.float64)[..., None]
-    red, blue, white = np.array([0.84, 0.19, 0.15]), np.array([0.19, 0.36, 0.80]), np.ones(3)
-    return np.where(v >= 0, white + v * (red - white), white - v * (blue - white))
-
-
-def render_html(text: str, act: np.ndarray, title: str = "") -> str:
-    """An HTML fragment: `text` in a monospace block, each character's background coloured
-    by `act` (N,) (red positive, blue negative, scaled by the 99th percentile of |act|)."""
-    import html
-
-    if len(text) != len(act):
-        raise ValueError(f"act must have one value per character ({len(text)}), got {len(act)}")
-    colours = (_rgb(_colour_scale(act)) * 255).round().astype(int)
-    spans = []
-    for ch, (r, g, b), a in zip(text, colours, np.asarray(act, np.float64)):
-        shown = html.escape(ch) if ch != "\n" else " \n"
-        spans.append(f'<span style="background:rgb({r},{g},{b})" title="{a:.3f}">{shown}</span>')
-    head = f"<h3>{html.escape(title)}</h3>\n" if title else ""
-    return f'{head}<pre style="font:13px/1.35 monospace">{"".join(spans)}</pre>\n'
-
-
-def html_page(sections: Sequence[str], title: str) -> str:
-    import html
-
-    return (
-        f"<!doctype html>\n<meta charset='utf-8'>\n<title>{html.escape(title)}</title>\n"
-        f"<body style='font-family:sans-serif;max-width:1100px'>\n<h1>{html.escape(title)}</h1>\n"
-        + "".join(sections)
-        + "</body>\n"
-    )
-
-
 def excerpt(text: str, values: np.ndarray, lines: int = 24) -> tuple[int, int]:
     """(start, end) character offsets of the `lines`-line window where `values` varies most."""
     starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n" and i + 1 < len(text)]
@@ -266,84 +237,3 @@ def excerpt(text: str, values: np.ndarray, lines: int = 24) -> tuple[int, int]:
             best, best_score = k, score
     end = starts[best + lines] if best + lines < len(starts) else len(text)
     return starts[best], end
-
-
-def render_png(
-    path: str,
-    text: str,
-    act: np.ndarray,
-    title: str = "",
-    max_cols: int = 88,
-    dpi: int = 110,
-) -> None:
-    """A Karpathy-style picture of `text` (keep it to a few dozen lines) coloured by `act`."""
-    from matplotlib.figure import Figure
-
-    if len(text) != len(act):
-        raise ValueError(f"act must have one value per character ({len(text)}), got {len(act)}")
-    v = _colour_scale(act)
-    rows: list[list[tuple[str, float]]] = [[]]
-    for ch, a in zip(text, v):
-        if ch == "\n":
-            rows.append([])
-        elif ch == "\t":
-            rows[-1].extend([(" ", a)] * (8 - len(rows[-1]) % 8))
-        else:
-            rows[-1].append((ch if ch.isprintable() else "?", a))
-    if rows and not rows[-1]:
-        rows.pop()
-    rows = [r[:max_cols] for r in rows]
-    n_cols = max(max((len(r) for r in rows), default=1), 20)
-    grid = np.ones((len(rows), n_cols, 3))
-    for y, row in enumerate(rows):
-        for x, (_, a) in enumerate(row):
-            grid[y, x] = _rgb(a)
-    font = 8.5  # points; DejaVu Sans Mono (shipped with matplotlib) advances 0.602 em a char
-    cw, ch_h = 0.602 * font / 72, 0.17  # inches per character cell
-    top = 0.35 if title else 0.05
-    W, Hh = n_cols * cw + 0.1, len(rows) * ch_h + top + 0.05  # figure size, inches
-    fig = Figure(figsize=(W, Hh), dpi=dpi)
-    ax = fig.add_axes((0.05 / W, 0.05 / Hh, n_cols * cw / W, len(rows) * ch_h / Hh))
-    ax.imshow(grid, aspect="auto", interpolation="nearest", extent=(0, n_cols, len(rows), 0))
-    for y, row in enumerate(rows):  # one text per line: the cells are the font's advance
-        line = "".join(c for c, _ in row).rstrip()
-        if line:
-            ax.text(0, y + 0.55, line, ha="left", va="center", family="DejaVu Sans Mono",
-                    fontsize=font)  # fmt: skip
-    ax.set_axis_off()
-    if title:
-        fig.suptitle(title, x=0.01, ha="left", y=1 - 0.05 / Hh, va="top", fontsize=9)
-    fig.savefig(path, dpi=dpi)
-
-
-def render_saturation_png(path: str, saturation: Sequence[Mapping[str, Any]]) -> None:
-    """Karpathy et al.'s figure 3: per unit, fraction of time right- vs left-saturated."""
-    from matplotlib.figure import Figure
-
-    layers = sorted({row["layer"] for row in saturation})
-    if not layers:
-        raise ValueError("no gates to plot (a vanilla RNN has none)")
-    fig = Figure(figsize=(3.2 * len(layers), 3.2), dpi=110)
-    markers = {"i": "o", "f": "s", "o": "^", "r": "o", "z": "s"}
-    for k, layer in enumerate(layers):
-        ax = fig.add_subplot(1, len(layers), k + 1)
-        for row in (r for r in saturation if r["layer"] == layer):
-            ax.scatter(
-                row["per_unit_below"],
-                row["per_unit_above"],
-                s=8,
-                alpha=0.6,
-                marker=markers.get(row["gate"], "o"),
-                label=f"{row['gate']} gate",
-            )
-        ax.plot([0, 1], [1, 0], color="0.8", lw=0.8)
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"layer {layer}", fontsize=9)
-        ax.set_xlabel("fraction of time < 0.1", fontsize=8)
-        if k == 0:
-            ax.set_ylabel("fraction of time > 0.9", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path)

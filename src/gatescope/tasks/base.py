@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from gatescope.nn.checks import Seed
+from gatescope.nn.functional import log_softmax
 
 KINDS = ("classify_last", "regress_last", "classify_steps")
 
@@ -195,13 +196,6 @@ def check_batch_size(batch_size: object) -> int:
     if batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     return int(batch_size)
-
-
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    """Numerically stable log-softmax over the last axis (finite for |z| up to ~1e300)."""
-    m = np.max(z, axis=-1, keepdims=True)
-    s = z - m
-    return s - np.log(np.sum(np.exp(s), axis=-1, keepdims=True))
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,7 @@
 """The capacity curve of a sweep: how often each architecture solves a task, against length.
 
-    from gatescope.sweep import capacity_curve, read_results
+    from gatescope.inspect.capacity import capacity_curve
+    from gatescope.sweep import read_results
     from gatescope.viz.capacity import plot_capacity
     fig = plot_capacity(capacity_curve(read_results("runs/recall").latest.values()))
     fig.savefig("capacity.png")
@@ -19,12 +20,13 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from gatescope.sweep import CurvePoint
+from gatescope.inspect.capacity import CurvePoint
+
+from .style import ARCH_COLORS
 
 __all__ = ["ARCH_COLORS", "plot_capacity", "save_capacity"]
 
-# one colour per architecture in every gatescope figure; other lines cycle through the rest
-ARCH_COLORS = {"rnn": "#d62728", "gru": "#2ca02c", "lstm": "#1f77b4"}
+# one colour per architecture in every gatescope figure (`style`); other lines cycle these
 _OTHER_COLORS = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22")
 _STYLES = ("-", "--", ":", "-.")
 
@@ -60,7 +62,7 @@ def _line_order(points: Sequence[CurvePoint]) -> list[str]:
 
 
 def plot_capacity(points: Sequence[CurvePoint], title: str | None = None) -> Figure:
-    """The two-panel capacity figure of `points` (from :func:`gatescope.sweep.capacity_curve`)."""
+    """The two-panel capacity figure of `points` (from `gatescope.inspect.capacity_curve`)."""
     if not points:
         raise ValueError("no runs to plot: the sweep has no results yet")
     lines = _line_order(points)

@@ -14,9 +14,10 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["render_report"]
+from .page import html_page
+from .style import ARCH_NAMES
 
-ARCH_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "vanilla RNN"}
+__all__ = ["render_report"]
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0;
@@ -371,12 +372,7 @@ def render_report(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> st
     )
 
     body = "\n".join(p for p in parts if p)
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>gatescope demo: recall at T = {T}</title>\n<style>{_CSS}</style>\n</head>\n"
-        f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
-    )
+    return html_page(f"gatescope demo: recall at T = {T}", f"<main>\n{body}\n</main>\n", style=_CSS)
 
 
 # ------------------------------------------------------------------------------------------

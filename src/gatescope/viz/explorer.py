@@ -22,24 +22,17 @@ several task samples one after another), L layers and H units per layer:
   predictions and the probability of the actual next token at every step;
 - the measured influence of earlier inputs on chosen positions (below).
 
-Influence (the gradient view, after Madsen 2019, "Visualizing memorization in RNNs"). For a
-position p and a scalar s_p read from the network at p, the page shows, for every earlier
-step t of the same sequence within ``grad_window`` steps,
-
-    influence(p, t) = || d s_p / d x_t ||_2        (the norm over the D input features)
-
-computed by the layers' own backward pass:
-
-- with a head: s_p = z_p[k*], the logit of the class the model predicts at p (argmax of
-  z_p); for a regression head, the prediction itself;
-- without a head: the Frobenius norm of the Jacobian d h_p / d x_t of the top layer's
-  hidden state, sqrt(sum_j ||d h_p[j] / d x_t||^2), from H backward passes (one per unit).
-
-The forward pass is re-run from the recorded state at step p - W (W = ``grad_window``),
-which is exact for t > p - W: the state before the window does not depend on those inputs.
+Influence (the gradient view, after Madsen 2019, "Visualizing memorization in RNNs"): for
+a position p, the norm || d s_p / d x_t ||_2 for every earlier step t of the same sequence
+within ``grad_window`` steps, measured by the layers' own backward pass in
+`gatescope.inspect.influence` (s_p: the logit of the class the head predicts at p, the
+prediction of a regression head, or without a head the Frobenius norm of d h_p / d x_t).
 Positions: a set spread evenly over the document (``grad_positions``), or the last step of
-every sample for models that read out only there. For one-hot inputs the norm is over the
-full gradient vector, not just the active entry.
+every sample for models that read out only there.
+
+This module computes nothing itself: the trace, the influence, the head's probabilities and
+the correlations come from `gatescope.inspect`; here they are quantised, encoded and put
+on the page.
 
 Shapes: N steps of the document, B sequences, T steps each, D input, H hidden, L layers,
 Q quantities, F features, P gradient positions, K top-k.
@@ -48,9 +41,7 @@ Q quantities, F features, P gradient positions, K top-k.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
-import html
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -59,7 +50,17 @@ from typing import Any
 
 import numpy as np
 
-from gatescope.nn import Linear, Recurrent, build_recurrent
+from gatescope.inspect.influence import (
+    document_influence,
+    head_probabilities,
+    influence_positions,
+    top_classes,
+    trace_with_states,
+)
+from gatescope.inspect.units import pearson_matrix, text_features
+from gatescope.nn import Linear, Recurrent
+
+from .page import html_page
 
 __all__ = [
     "QUANTITY_LABELS",
@@ -70,7 +71,6 @@ __all__ = [
     "expected_colour",
     "from_charlm",
     "from_sequence_model",
-    "influence",
     "render_html",
     "task_glyphs",
     "write_html",
@@ -97,7 +97,6 @@ _SIGMOID = {"i", "f", "o", "z", "r"}
 _TANH = {"g", "n", "h"}
 
 MAX_16BIT_VALUES = 8_000_000  # above this many stored values, 8 bits each (16 MB raw at most)
-MAX_BATCH_ROWS = 512  # sequences per backward pass in the influence computation
 SYMBOLS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _ASSETS = ("explorer.html", "explorer.css", "explorer.js")
 
@@ -229,173 +228,11 @@ def _domain(q: str, values: np.ndarray, arch_nonlin: str) -> tuple[str, np.ndarr
     return "seq", np.zeros(H), m
 
 
-# ============================================================================ running the layer
-
-
-def _twin(layer: Recurrent) -> Recurrent:
-    """A batch-first copy of ``layer`` with the same weights, so its own trace is untouched."""
-    if not isinstance(layer, Recurrent):
-        raise ValueError(f"layer must be a gatescope LSTM, GRU or RNN, got {type(layer).__name__}")
-    twin = build_recurrent(dataclasses.replace(layer.config, batch_first=True), seed=0)
-    for name, p in layer.params.items():
-        twin.params[name][...] = p
-    return twin
-
-
-def _run(layer: Recurrent, x: np.ndarray, chunk: int = 2048) -> tuple[dict, dict]:
-    """Forward over x (B, T, D) in time chunks (state carried).
-
-    Returns (trace, states): trace name -> float32 (L, B, T, H); states name -> layer-dtype
-    (L, B, T, H) for the state names (h; h and c) needed to restart the forward anywhere.
-    """
-    B, T, _ = x.shape
-    L, H = layer.num_layers, layer.hidden_size
-    trace = {n: np.empty((L, B, T, H), np.float32) for n in layer.trace_names}
-    states = {n: np.empty((L, B, T, H), layer.dtype) for n in layer.state_names}
-    state = None
-    for t0 in range(0, T, chunk):
-        _, state = layer(x[:, t0 : t0 + chunk], state)
-        for name, a in layer.trace.items():  # (B, t, H) or (L, B, t, H)
-            a = a.reshape(L, B, -1, H)
-            trace[name][:, :, t0 : t0 + chunk] = a
-            if name in states:
-                states[name][:, :, t0 : t0 + chunk] = a
-    return trace, states
-
-
-def _state_at(layer: Recurrent, states: dict, rows: np.ndarray, cols: np.ndarray) -> Any:
-    """The public state after step cols[i] of sequence rows[i] (zeros where cols[i] < 0)."""
-    parts = []
-    for name in layer.state_names:
-        a = states[name][:, rows, np.maximum(cols, 0)]  # (L, n, H)
-        a = np.where((cols >= 0)[None, :, None], a, 0).astype(layer.dtype)
-        parts.append(a[0] if layer.num_layers == 1 else a)
-    return tuple(parts) if len(parts) > 1 else parts[0]
-
-
-def influence(
-    layer: Recurrent,
-    x: np.ndarray,
-    positions: Sequence[tuple[int, int]],
-    *,
-    window: int = 100,
-    head: Linear | None = None,
-    classes: Sequence[int] | None = None,
-    states: Mapping[str, np.ndarray] | None = None,
-) -> list[np.ndarray]:
-    """Measured influence ||d s_p / d x_t||_2 of earlier inputs on positions ``(b, t)``.
-
-    x (B, T, D): the sequences (each read from the zero state). For each position (b, t),
-    returns a float64 array over steps max(0, t - window + 1) .. t (oldest first). s_p is
-    ``z[classes[i]]`` of the head's output at (b, t) when ``head`` is given (``classes``
-    defaults to each position's argmax; a single-output head uses its output); without a
-    head, the Frobenius norm of d h_t / d x_t' of the top layer (see the module docstring).
-    ``states``: the (L, B, T, H) states from an earlier forward (recomputed if None).
-    """
-    x = np.asarray(x)
-    if x.ndim != 3:
-        raise ValueError(f"x must have shape (B, T, D), got {x.shape}")
-    B, T, D = x.shape
-    if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
-        raise ValueError(f"window must be a positive int, got {window!r}")
-    pos = np.asarray(positions, np.int64).reshape(-1, 2)
-    if pos.size and (
-        pos[:, 0].min() < 0 or pos[:, 0].max() >= B or pos[:, 1].min() < 0 or pos[:, 1].max() >= T
-    ):
-        raise ValueError(f"positions must be (b, t) with 0 <= b < {B} and 0 <= t < {T}")
-    twin = _twin(layer)
-    x = x.astype(twin.dtype, copy=False)
-    if states is None:
-        _, states = _run(twin, x)
-    H = twin.hidden_size
-    if head is not None:
-        W = head.params["weight"].astype(twin.dtype)  # (C, H)
-        if classes is None:
-            top = np.asarray(states["h"][-1][pos[:, 0], pos[:, 1]], twin.dtype)  # (P, H)
-            z = top @ W.T
-            classes = np.argmax(z, axis=-1) if W.shape[0] > 1 else np.zeros(len(pos), np.int64)
-        classes = np.asarray(classes, np.int64).reshape(-1)
-        if classes.shape != (len(pos),):
-            raise ValueError(
-                f"classes must give one class per position ({len(pos)}), got {classes.shape}"
-            )
-    out: list[np.ndarray] = [np.empty(0)] * len(pos)
-    lengths = np.minimum(pos[:, 1] + 1, window)
-    per_pos = 1 if head is not None else H  # backward rows per position
-    chunk = max(1, MAX_BATCH_ROWS // per_pos)
-    for n in np.unique(lengths):
-        idx = np.flatnonzero(lengths == n)
-        for c0 in range(0, len(idx), chunk):
-            sel = idx[c0 : c0 + chunk]
-            b, t = pos[sel, 0], pos[sel, 1]
-            steps = t[:, None] - n + 1 + np.arange(n)[None, :]  # (P', n)
-            xw = x[b[:, None], steps]  # (P', n, D)
-            state0 = _state_at(twin, states, b, t - n)
-            if head is None:  # one row per (position, unit): dy = e_j at the last step
-                xw = np.repeat(xw, H, axis=0)
-                state0 = _repeat_state(state0, H, twin.num_layers)
-            twin(xw, state0)
-            dy = np.zeros((len(xw), n, H), twin.dtype)
-            if head is None:
-                dy[np.arange(len(xw)), -1, np.tile(np.arange(H), len(sel))] = 1.0
-            else:
-                dy[:, -1, :] = W[classes[sel]]
-            dx = twin.backward(dy)  # (rows, n, D)
-            norms = np.sum(dx.astype(np.float64) ** 2, axis=-1)  # (rows, n)
-            if head is None:
-                norms = norms.reshape(len(sel), H, n).sum(axis=1)
-            norms = np.sqrt(norms)
-            for i, k in enumerate(sel):
-                out[k] = norms[i]
-    return out
-
-
-def _repeat_state(state: Any, k: int, L: int) -> Any:
-    axis = 0 if L == 1 else 1
-    if isinstance(state, tuple):
-        return tuple(np.repeat(s, k, axis=axis) for s in state)
-    return np.repeat(state, k, axis=axis)
-
-
 # ============================================================================ the data object
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _pearson(a: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """a (N, H), f (N, F) -> (H, F) Pearson r: `gatescope.inspect.units.pearson_columns`
-    per feature (0 for a constant unit, NaN for a constant feature)."""
-    try:
-        from gatescope.inspect.units import pearson_columns
-    except ImportError:  # pragma: no cover - the same formula, for a tree without cells.py
-        pearson_columns = _pearson_columns
-    return np.stack([pearson_columns(a, f[:, j]) for j in range(f.shape[1])], axis=1)
-
-
-def _pearson_columns(a: np.ndarray, x: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, np.float64) - np.mean(a, axis=0)
-    x = np.asarray(x, np.float64) - np.mean(x)
-    sa, sx = np.sqrt((a * a).sum(axis=0)), np.sqrt((x * x).sum())
-    if sx == 0 or len(x) < 2:
-        return np.full(a.shape[1], np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (x @ a) / (sa * sx)
-    r[sa == 0] = 0.0
-    return np.clip(r, -1.0, 1.0)
 
 
 def _round_list(a: np.ndarray, digits: int = 3) -> list:
     return [[None if not np.isfinite(v) else round(float(v), digits) for v in row] for row in a]
-
-
-def _positions_spread(n_total: int, count: int) -> np.ndarray:
-    if count <= 0:
-        return np.zeros(0, np.int64)
-    return np.unique(np.round(np.linspace(0, n_total - 1, min(count, n_total))).astype(np.int64))
 
 
 def build_data(
@@ -467,9 +304,7 @@ def build_data(
         bits = 16 if n_q * L * H * N <= MAX_16BIT_VALUES else 8
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, got {bits!r}")
-    twin = _twin(layer)
-    xt = x.astype(twin.dtype, copy=False)
-    trace, states = _run(twin, xt)
+    trace, states = trace_with_states(layer, x)
     nonlin = getattr(layer.config, "nonlinearity", "tanh")
 
     # --- features and correlations
@@ -492,7 +327,7 @@ def build_data(
             cmap, lo, hi = _domain(q, v, nonlin)
             per_layer.append(_quantise(v, bits))
             domains.append({"lo": [float(a) for a in lo], "hi": [float(a) for a in hi]})
-            corr.append(_round_list(_pearson(v, fmat)) if feats else [])
+            corr.append(_round_list(pearson_matrix(v, fmat)) if feats else [])
         quantities[q] = {
             "label": QUANTITY_LABELS.get(q, q),
             "cmap": cmap,
@@ -534,15 +369,9 @@ def build_data(
             at = np.arange(N)
         else:
             at = np.arange(B) * T + T - 1
-        hz = top.reshape(N, H)[at]
-        probs = _softmax(
-            (hz @ head.params["weight"].T.astype(hz.dtype) + _bias(head, hz.dtype)).astype(
-                np.float64
-            )
-        )
-        k = int(min(top_k, probs.shape[1]))
-        idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (n, K)
-        p = np.take_along_axis(probs, idx, axis=1)
+        probs = head_probabilities(top.reshape(N, H)[at], head)  # (n, C)
+        idx, p = top_classes(probs, top_k)  # (n, K) each
+        k = idx.shape[1]
         full_idx = np.zeros((N, k), np.int64)
         full_p = np.zeros((N, k))
         full_idx[at], full_p[at] = idx, p
@@ -572,24 +401,13 @@ def build_data(
     if readout == "last" and head is not None:
         flat = np.arange(B) * T + T - 1
         window = T
-    elif isinstance(grad_positions, int | np.integer):
-        flat = _positions_spread(N, int(grad_positions))
-        window = grad_window
     else:
-        flat = np.unique(np.asarray(grad_positions, np.int64).reshape(-1))
-        if flat.size and (flat.min() < 0 or flat.max() >= N):
-            raise ValueError(f"grad_positions must lie in [0, {N})")
+        flat = influence_positions(N, grad_positions)
         window = grad_window
     data["gradients"] = None
     if flat.size:
-        b, t = np.divmod(flat, T)
-        pos = np.stack([b, t], axis=1)
-        classes = None
-        if head is not None:
-            z = top[b, t] @ head.params["weight"].T.astype(top.dtype)  # (P, C)
-            classes = np.argmax(z, axis=-1) if z.shape[1] > 1 else np.zeros(len(flat), np.int64)
-        infl = influence(
-            twin, xt, pos, window=int(window), head=head, classes=classes, states=states
+        classes, infl = document_influence(
+            layer, x, flat, window=int(window), head=head, states=states
         )
         starts = flat - np.array([len(a) for a in infl]) + 1
         offsets = np.concatenate([[0], np.cumsum([len(a) for a in infl])])
@@ -617,10 +435,6 @@ def build_data(
     return data
 
 
-def _bias(head: Linear, dtype: Any) -> Any:
-    return head.params["bias"].astype(dtype) if "bias" in head.params else 0.0
-
-
 # ============================================================================ the page
 
 
@@ -636,7 +450,7 @@ def _csp_hash(text: str) -> str:
 
 def render_html(data: Mapping[str, Any]) -> str:
     """The self-contained page for ``data`` (from :func:`build_data`), as one string."""
-    template, style, script = (_asset(n) for n in _ASSETS)
+    body, style, script = (_asset(n) for n in _ASSETS)
     # JSON inside <script>: "<" is escaped so no "</script>" or "<!--" can occur in it
     blob = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     blob = blob.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
@@ -646,17 +460,9 @@ def render_html(data: Mapping[str, Any]) -> str:
         f"style-src {_csp_hash(style)}; "
         "img-src data:; base-uri 'none'; form-action 'none'"
     )
-    parts = {
-        "{{CSP}}": html.escape(csp, quote=True),
-        "{{TITLE}}": html.escape(str(data.get("title", "gatescope explorer"))),
-        "{{STYLE}}": style,
-        "{{SCRIPT}}": script,
-        "{{DATA}}": blob,
-    }
-    out = template
-    for key in ("{{CSP}}", "{{TITLE}}", "{{STYLE}}", "{{SCRIPT}}"):
-        out = out.replace(key, parts[key])
-    return out.replace("{{DATA}}", blob, 1)  # last: the data may contain anything
+    body = body.replace("{{SCRIPT}}", script).replace("{{DATA}}", blob, 1)  # last: data is anything
+    title = str(data.get("title", "gatescope explorer"))
+    return html_page(title, body, style=style, csp=csp, generator="gatescope explore")
 
 
 def write_html(path: str | os.PathLike[str], data: Mapping[str, Any]) -> int:
@@ -678,15 +484,8 @@ def write_html(path: str | os.PathLike[str], data: Mapping[str, Any]) -> int:
 
 
 def _text_features(text: str) -> dict[str, np.ndarray]:
-    """The text features of `gatescope.inspect.units` (empty if that module is missing)."""
-    try:
-        from gatescope.inspect import units as cells
-    except ImportError:
-        return {}
-    fn = getattr(cells, "text_features", None)
-    if fn is None:
-        return {}
-    return {k: np.asarray(v, np.float64) for k, v in dict(fn(text)).items()}
+    """The text features of `gatescope.inspect.units.text_features`, as float64 arrays."""
+    return {k: np.asarray(v, np.float64) for k, v in text_features(text).items()}
 
 
 def from_charlm(

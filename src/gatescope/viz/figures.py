@@ -21,9 +21,8 @@ from matplotlib.figure import Figure
 from gatescope.inspect.gates import GATES, LABELS, STATES
 
 from . import __all__ as __all__  # the list lives in the package, which loads this lazily
+from .style import ARCH_COLORS, ARCH_NAMES
 
-ARCH_COLORS = {"lstm": "#1f77b4", "gru": "#2ca02c", "rnn": "#d62728"}
-ARCH_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "vanilla RNN"}
 GATE_COLORS = {
     "i": "#3498db",
     "f": "#e74c3c",
