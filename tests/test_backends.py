@@ -36,6 +36,7 @@ def run(layer, x, state0, dy, dstate, backend, monkeypatch):
     return y.copy(), state, trace, dx, grads, layer.dstate0
 
 
+@pytest.mark.slow
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("num_layers", [1, 2])
@@ -154,6 +155,7 @@ def test_small_product_sums_in_order_of_k(B, K, N, dtype):
     assert_same_bits(out, ref, "small_product")
 
 
+@pytest.mark.slow
 @needs_numba
 def test_a_second_process_finds_the_kernels_in_numbas_cache(tmp_path):
     """Compiled once, then loaded: the second run neither compiles nor writes a cache file

@@ -249,6 +249,7 @@ def test_validation_windows_spread_over_the_text_and_rows_are_streams():
 # ------------------------------------------------------------------------------ sampling
 
 
+@pytest.mark.slow
 def test_sampling_is_deterministic_given_a_seed():
     vocab = cl.Vocab("abcdefgh")
     model = cl.CharLM(cl.CharLMConfig(vocab.size, hidden_size=8), seed=0)
@@ -274,6 +275,7 @@ def test_sampling_follows_the_model_distribution():
 # ------------------------------------------------------------------------------ training
 
 
+@pytest.mark.slow
 def test_tiny_training_run_lowers_validation_loss(tmp_path):
     tr = tiny_trainer(write_corpus(tmp_path / "c"))
     before = tr.validate()

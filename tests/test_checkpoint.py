@@ -385,6 +385,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_sigkill_during_tight_write_loop_always_leaves_a_loadable_file(tmp_path):
     path = tmp_path / "live.safetensors"
@@ -769,6 +770,7 @@ _json_value = st.recursive(
 _small_int = st.integers(min_value=-2, max_value=64)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150,
     deadline=None,

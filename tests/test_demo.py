@@ -14,6 +14,8 @@ from gatescope.cli import main
 from gatescope.demo import FIGURES
 from gatescope.model import load_model
 
+pytestmark = pytest.mark.slow  # the module's fixture runs the demo (about 8 s)
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

@@ -24,6 +24,8 @@ import pytest
 import gatescope as gs
 from gatescope.viz import explorer as ex
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
     pytest.skip(
@@ -345,6 +347,7 @@ def test_gradient_view_pins_a_position_and_colours_the_influence(driver, page):
     assert state(driver)["gi"] == 2 and state(driver)["pinned"] == 700
 
 
+@pytest.mark.slow
 def test_screenshot_is_not_blank(driver, page, tmp_path):
     import matplotlib.image as mpimg
 
@@ -359,6 +362,7 @@ def test_screenshot_is_not_blank(driver, page, tmp_path):
     assert driver.get_log("browser") == []
 
 
+@pytest.mark.slow
 def test_a_20000_character_text_stays_responsive(driver, tmp_path):
     text = (SOURCE.read_text() * 4)[:20_000]
     chars = sorted(set(text))

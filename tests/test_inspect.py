@@ -70,6 +70,7 @@ def test_state_gradients_leave_the_layer_alone():
         np.testing.assert_array_equal(v, before[k])
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize(
     "arch, opts",
     [("lstm", {}), ("gru", {"reset_after": True}), ("rnn", {}), ("rnn", {"nonlinearity": "relu"})],

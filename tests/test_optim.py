@@ -23,6 +23,8 @@ from gatescope.optim import (
     make_optimizer,
 )
 
+pytestmark = pytest.mark.torch
+
 SHAPES = {
     "rnn.weight_ih_l0": (8, 3),
     "rnn.weight_hh_l0": (8, 2),

@@ -222,6 +222,8 @@ def dask_scheduler(tmp_path_factory):
         log.close()
 
 
+@pytest.mark.dask
+@pytest.mark.slow
 def test_dask_cluster_gives_the_local_rows(tmp_path, serial_rows, dask_scheduler):
     summary = run_sweep(
         tiny_grid(), tmp_path, executor="dask", scheduler=dask_scheduler, progress=False
@@ -234,6 +236,8 @@ def test_dask_cluster_gives_the_local_rows(tmp_path, serial_rows, dask_scheduler
     assert len({r["worker"] for r in read_results(tmp_path).rows}) >= 1
 
 
+@pytest.mark.dask
+@pytest.mark.slow
 def test_dask_executor_without_a_scheduler_starts_a_local_cluster(tmp_path, serial_rows):
     pytest.importorskip("distributed")
     specs = tiny_grid(lengths=(3,), seeds=1)
@@ -243,6 +247,8 @@ def test_dask_executor_without_a_scheduler_starts_a_local_cluster(tmp_path, seri
     assert rows == {s.run_id: serial_rows[s.run_id] for s in specs}
 
 
+@pytest.mark.dask
+@pytest.mark.slow
 def test_cli_sweep_on_a_dask_scheduler_then_resume_locally(tmp_path, dask_scheduler):
     out = tmp_path / "sweep"
     args = ["sweep", "--lengths", "3,4", "--seeds", "1", "--arch", "lstm,rnn", *TINY_FLAGS]
@@ -294,6 +300,7 @@ def test_interrupted_sweep_resumes_without_repeating_runs(tmp_path):
     assert (again.skipped, again.ok) == (6, 0) and len(read_results(tmp_path).rows) == 6
 
 
+@pytest.mark.slow
 def test_killed_sweep_process_resumes_without_repeating_runs(tmp_path):
     """SIGKILL the whole `gatescope sweep` process group after two rows, then run it again."""
     out = tmp_path / "sweep"
@@ -324,6 +331,7 @@ def test_killed_sweep_process_resumes_without_repeating_runs(tmp_path):
     assert len({r["id"] for r in after}) == 18  # nothing ran twice
 
 
+@pytest.mark.slow
 def test_failed_run_is_recorded_and_does_not_stop_the_sweep(tmp_path):
     bad = RunSpec(
         task="recall", arch="rnn", length=3, seed=0, task_options={"n_symbols": 1}, **TINY
@@ -390,6 +398,7 @@ def test_capacity_curve_counts_success_over_seeds():
     assert [p.line for p in split] == ["gru (hidden_size=32)", "gru (hidden_size=8)", "rnn"]
 
 
+@pytest.mark.slow
 def test_sweep_plot_draws_the_curve_and_prints_the_table(tmp_path, capsys):
     f = ResultsFile(tmp_path / RESULTS_FILE)
     for row in [_row(a, n, s, m) for a, m in (("lstm", 1.0), ("rnn", 0.3))

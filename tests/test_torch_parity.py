@@ -8,6 +8,8 @@ import torch
 
 import gatescope as gs
 
+pytestmark = pytest.mark.torch
+
 ATOL = 1e-10
 MODULES = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
 CASES = [

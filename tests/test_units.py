@@ -261,6 +261,7 @@ def test_cells_json_lists_best_units_per_feature(checkpoint, run_cli):
     assert report["chars"] == len(text.read_text())
 
 
+@pytest.mark.slow
 def test_cells_writes_pictures(checkpoint, tmp_path, run_cli):
     ckpt, text = checkpoint
     out = tmp_path / "pics"

@@ -68,6 +68,7 @@ GRAD_CASES = [(v, {}) for v in VARIANTS] + [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("variant,opts", GRAD_CASES, ids=lambda c: str(c))
 def test_variant_gradients(variant, opts, num_layers):
@@ -263,6 +264,7 @@ def test_parameter_shapes_and_initial_values():
     assert "ln_bias_c" not in gs.LSTM(D, H, variant="layernorm", bias=False).params.keys()
 
 
+@pytest.mark.torch
 def test_default_variant_is_vanilla_and_unchanged():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, 4, 5))
@@ -274,6 +276,7 @@ def test_default_variant_is_vanilla_and_unchanged():
     assert gs.from_torch(gs.to_torch(a)).config.variant == "vanilla"
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "vanilla"])
 def test_to_torch_refuses_variants(variant):
     pytest.importorskip("torch")
@@ -343,6 +346,7 @@ def test_train_cli_variant(tmp_path, capsys):
         main(["train", "--task", "adding", "--arch", "lstm", "--variant", "bogus"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_variants_train(variant):
     """Every variant learns: a short fit lowers the adding problem's loss well below baseline."""
@@ -360,6 +364,7 @@ def test_variants_train(variant):
 # The instruments
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_inspection_and_figures_work(variant):
     """Every instrument and figure of gatescope.inspect / viz takes a variant unchanged; the

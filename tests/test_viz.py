@@ -116,6 +116,7 @@ def test_gradient_flow_figure_draws_the_measured_norms(tmp_path):
     assert_png_ok(viz.save(fig, tmp_path / "gf.png"))
 
 
+@pytest.mark.slow
 def test_forget_product_figure(tmp_path):
     rng = np.random.default_rng(4)
     lstm = gs.LSTM(4, 6, seed=0)
@@ -208,9 +209,44 @@ def test_report_is_self_contained_and_embeds_every_image(tmp_path):
     fig = viz.sequence_figure(np.random.default_rng(0).normal(size=(10, 3)))
     png = viz.png_bytes(fig)
     page = render_report(_summary(), {"task.png": png, "training.png": png})
-    assert page.startswith("<!DOCTYPE html>")
+    assert page.startswith("<!doctype html>\n")  # the shared shell (gatescope.viz.page)
+    assert page.endswith("</main>\n</body>\n</html>\n") and "<title>gatescope demo" in page
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
     assert "<script" not in page.lower() and "@import" not in page
     srcs = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(srcs) == 2 and base64.b64decode(srcs[0]) == png
     assert "4,736" in page and "recall" in page and "<script" not in page
+
+
+# ------------------------------------------------------------------------------ shared pieces
+
+
+def test_one_page_shell_for_every_page():
+    from gatescope.viz import explorer
+    from gatescope.viz.page import html_page
+    from gatescope.viz.units import units_page
+
+    shell = html_page("t & u", "<p>x</p>\n", style="p{color:red}", csp="default-src 'none'")
+    assert shell.startswith('<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n')
+    assert 'content="default-src &#x27;none&#x27;"' in shell and "<title>t &amp; u</title>" in shell
+    assert "<style>p{color:red}</style>\n</head>\n<body>\n<p>x</p>\n</body>\n</html>\n" in shell
+    layer = gs.RNN(2, 3, seed=0)
+    data = explorer.build_data(layer, np.eye(2)[None], "ab", grad_positions=0)
+    pages = [
+        explorer.render_html(data),
+        render_report(_summary(), {}),
+        units_page(["<p>s</p>"], "units"),
+    ]
+    heads = [p[: p.index("<title>")] for p in pages]
+    for page, head in zip(pages, heads):  # the same head, up to the explorer's extra lines
+        assert head.startswith('<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">')
+        assert '<meta name="viewport"' in head and '<link rel="icon" href="data:,">' in page
+    assert "Content-Security-Policy" in heads[0] and "Content-Security-Policy" not in heads[1]
+
+
+def test_every_drawing_names_an_architecture_the_same_way():
+    from gatescope.viz import capacity, demo_page, figures, style
+
+    assert viz.ARCH_NAMES is style.ARCH_NAMES is figures.ARCH_NAMES is demo_page.ARCH_NAMES
+    assert viz.ARCH_COLORS is style.ARCH_COLORS is capacity.ARCH_COLORS is figures.ARCH_COLORS
+    assert style.ARCH_NAMES == {"lstm": "LSTM", "gru": "GRU", "rnn": "vanilla RNN"}
