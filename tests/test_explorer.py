@@ -1,8 +1,9 @@
 """The explorer's data (gatescope.viz.explorer) and the `gatescope explore` command.
 
 What the page shows is checked here against independent computations: the stored values
-against the layer's trace, the influence against full-length backward passes and finite
-differences, the correlations against numpy, the predictions against a softmax. The page
+against the layer's trace, the stored influence against `gatescope.inspect.input_influence`
+(itself checked in test_inspect.py), the correlations against numpy, the predictions against
+a softmax. The page
 itself is driven in a real browser in test_explorer_browser.py.
 """
 
@@ -20,7 +21,6 @@ import gatescope as gs
 from gatescope import charlm as cl
 from gatescope import inspect as gi
 from gatescope import model as model_mod
-from gatescope.inspect.gradflow import _clone
 from gatescope.viz import explorer as ex
 
 TEXT = 'def f(x):\n    """Doc."""\n    return (x + 1) * 2  # two\n' * 3
@@ -90,91 +90,7 @@ def test_colour_index_and_expected_colour():
 
 
 # ----------------------------------------------------------------------------- influence
-
-
-def full_influence(layer, x, b, t, g, head_rows=None):
-    """||d s / d x_t'|| for all t' <= t from ONE full-length backward per output row."""
-    layer = _clone(layer)
-    B, T, _ = x.shape
-    rows = [g] if head_rows is None else head_rows
-    total = np.zeros(t + 1)
-    for row in rows:
-        layer(x)
-        dy = np.zeros((B, T, layer.hidden_size))
-        dy[b, t] = row
-        dx = layer.backward(dy)  # (B, T, D)
-        total += (dx[b, : t + 1] ** 2).sum(-1)
-    return np.sqrt(total)
-
-
-@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("num_layers", [1, 2])
-def test_influence_with_a_head_equals_the_full_backward_pass(arch, num_layers):
-    rng = np.random.default_rng(0)
-    B, T, D, H, C = 3, 40, 4, 7, 5
-    layer = {"lstm": gs.LSTM, "gru": gs.GRU, "rnn": gs.RNN}[arch](D, H, num_layers, seed=2)
-    head = gs.Linear(H, C, seed=3)
-    x = rng.normal(size=(B, T, D))
-    positions = [(0, 39), (2, 25), (1, 3), (1, 0)]  # windows both truncated and not
-    window = 12
-    got = gi.input_influence(layer, x, positions, window=window, head=head)
-    y, _ = layer(x)
-    top = y if num_layers == 1 else y
-    for (b, t), g in zip(positions, got):
-        k = int(np.argmax(top[b, t] @ head.params["weight"].T + head.params["bias"]))
-        ref = full_influence(layer, x, b, t, head.params["weight"][k])
-        n = min(window, t + 1)
-        assert g.shape == (n,)
-        np.testing.assert_allclose(g, ref[t + 1 - n :], rtol=1e-9, atol=1e-14)
-
-
-def test_influence_without_a_head_is_the_jacobian_frobenius_norm():
-    rng = np.random.default_rng(1)
-    B, T, D, H = 2, 30, 3, 5
-    layer = gs.LSTM(D, H, 2, seed=4)
-    x = rng.normal(size=(B, T, D))
-    positions = [(1, 29), (0, 6)]
-    got = gi.input_influence(layer, x, positions, window=10)
-    for (b, t), g in zip(positions, got):
-        ref = full_influence(layer, x, b, t, None, head_rows=list(np.eye(H)))
-        np.testing.assert_allclose(g, ref[t + 1 - len(g) :], rtol=1e-9, atol=1e-14)
-
-
-def test_influence_agrees_with_finite_differences():
-    rng = np.random.default_rng(2)
-    D, H, C, T = 3, 4, 3, 9
-    layer = gs.GRU(D, H, seed=5)
-    head = gs.Linear(H, C, seed=6)
-    x = rng.normal(size=(1, T, D))
-    p = T - 1
-    y, _ = layer(x)
-    k = int(np.argmax(y[0, p] @ head.params["weight"].T + head.params["bias"]))
-
-    def logit(xx):
-        yy, _ = layer(xx)
-        return (yy[0, p] @ head.params["weight"].T + head.params["bias"])[k]
-
-    eps = 1e-6
-    fd = np.zeros((T, D))
-    for t in range(T):
-        for d in range(D):
-            xp, xm = x.copy(), x.copy()
-            xp[0, t, d] += eps
-            xm[0, t, d] -= eps
-            fd[t, d] = (logit(xp) - logit(xm)) / (2 * eps)
-    (got,) = gi.input_influence(layer, x, [(0, p)], window=T, head=head, classes=[k])
-    np.testing.assert_allclose(got, np.linalg.norm(fd, axis=1), rtol=1e-6, atol=1e-9)
-
-
-def test_influence_rejects_bad_arguments():
-    layer = gs.RNN(2, 3, seed=0)
-    x = np.zeros((1, 5, 2))
-    with pytest.raises(ValueError, match="positions"):
-        gi.input_influence(layer, x, [(0, 5)])
-    with pytest.raises(ValueError, match="window"):
-        gi.input_influence(layer, x, [(0, 1)], window=0)
-    with pytest.raises(ValueError, match="LSTM, GRU or RNN"):
-        gi.input_influence("not a layer", x, [(0, 1)])
+# (the measurement itself: tests/test_inspect.py)
 
 
 def test_build_data_stores_influence_windows_and_predicted_classes():

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import gatescope as gs
+from gatescope import inspect as gi
 from gatescope.viz import explorer as ex
 
 pytestmark = pytest.mark.browser
@@ -327,7 +328,7 @@ def test_gradient_view_pins_a_position_and_colours_the_influence(driver, page):
     driver.find_element(By.TAG_NAME, "body").send_keys("g")
     assert state(driver)["colourBy"] == "grad"
     # every drawn character inside the window [p - 39, p] is coloured by its influence
-    infl = ex.influence(page.layer, page.x, [(0, p)], window=40, head=page.head)[0].astype(
+    infl = gi.input_influence(page.layer, page.x, [(0, p)], window=40, head=page.head)[0].astype(
         np.float32
     )
     top = np.log10(infl.max()) - 4

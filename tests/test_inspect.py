@@ -1,6 +1,7 @@
 """The numbers behind every figure: gates from the trace, per-step gradients checked three
 ways (PyTorch autograd, a second backward route, finite differences), the forget-gate
-product, saturation on a constructed case, parameter counts."""
+product, saturation on a constructed case, parameter counts, and the influence of earlier
+inputs against full-length backward passes and finite differences."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from conftest import CONFIGS, config_id, make
 
 import gatescope as gs
 from gatescope import inspect as gi
+from gatescope.inspect.gradflow import _clone
 from gatescope.model import SequenceModel
 from gatescope.tasks import get_task
 
@@ -323,3 +325,159 @@ def test_parameter_counts_match_the_chapter():
     assert gi.parameter_counts(8, 64)["lstm"] == gi.chapter_formula("lstm", 8, 64)
     assert gi.parameter_counts(4, 32, reset_after=True)["gru"] == 3552 + 32
     assert gi.parameter_counts(4, 32, 2)["lstm"] == 4736 + 4 * 32 * 65
+
+
+# --------------------------------------------------------------------------------------------
+# input influence
+
+
+def full_influence(layer, x, b, t, g, head_rows=None):
+    """||d s / d x_t'|| for all t' <= t from ONE full-length backward per output row."""
+    layer = _clone(layer)
+    B, T, _ = x.shape
+    rows = [g] if head_rows is None else head_rows
+    total = np.zeros(t + 1)
+    for row in rows:
+        layer(x)
+        dy = np.zeros((B, T, layer.hidden_size))
+        dy[b, t] = row
+        dx = layer.backward(dy)  # (B, T, D)
+        total += (dx[b, : t + 1] ** 2).sum(-1)
+    return np.sqrt(total)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_influence_with_a_head_equals_the_full_backward_pass(arch, num_layers):
+    rng = np.random.default_rng(0)
+    B, T, D, H, C = 3, 40, 4, 7, 5
+    layer = {"lstm": gs.LSTM, "gru": gs.GRU, "rnn": gs.RNN}[arch](D, H, num_layers, seed=2)
+    head = gs.Linear(H, C, seed=3)
+    x = rng.normal(size=(B, T, D))
+    positions = [(0, 39), (2, 25), (1, 3), (1, 0)]  # windows both truncated and not
+    window = 12
+    got = gi.input_influence(layer, x, positions, window=window, head=head)
+    y, _ = layer(x)
+    top = y if num_layers == 1 else y
+    for (b, t), g in zip(positions, got):
+        k = int(np.argmax(top[b, t] @ head.params["weight"].T + head.params["bias"]))
+        ref = full_influence(layer, x, b, t, head.params["weight"][k])
+        n = min(window, t + 1)
+        assert g.shape == (n,)
+        np.testing.assert_allclose(g, ref[t + 1 - n :], rtol=1e-9, atol=1e-14)
+
+
+def test_influence_without_a_head_is_the_jacobian_frobenius_norm():
+    rng = np.random.default_rng(1)
+    B, T, D, H = 2, 30, 3, 5
+    layer = gs.LSTM(D, H, 2, seed=4)
+    x = rng.normal(size=(B, T, D))
+    positions = [(1, 29), (0, 6)]
+    got = gi.input_influence(layer, x, positions, window=10)
+    for (b, t), g in zip(positions, got):
+        ref = full_influence(layer, x, b, t, None, head_rows=list(np.eye(H)))
+        np.testing.assert_allclose(g, ref[t + 1 - len(g) :], rtol=1e-9, atol=1e-14)
+
+
+def test_influence_agrees_with_finite_differences():
+    rng = np.random.default_rng(2)
+    D, H, C, T = 3, 4, 3, 9
+    layer = gs.GRU(D, H, seed=5)
+    head = gs.Linear(H, C, seed=6)
+    x = rng.normal(size=(1, T, D))
+    p = T - 1
+    y, _ = layer(x)
+    k = int(np.argmax(y[0, p] @ head.params["weight"].T + head.params["bias"]))
+
+    def logit(xx):
+        yy, _ = layer(xx)
+        return (yy[0, p] @ head.params["weight"].T + head.params["bias"])[k]
+
+    eps = 1e-6
+    fd = np.zeros((T, D))
+    for t in range(T):
+        for d in range(D):
+            xp, xm = x.copy(), x.copy()
+            xp[0, t, d] += eps
+            xm[0, t, d] -= eps
+            fd[t, d] = (logit(xp) - logit(xm)) / (2 * eps)
+    (got,) = gi.input_influence(layer, x, [(0, p)], window=T, head=head, classes=[k])
+    np.testing.assert_allclose(got, np.linalg.norm(fd, axis=1), rtol=1e-6, atol=1e-9)
+
+
+def test_influence_rejects_bad_arguments():
+    layer = gs.RNN(2, 3, seed=0)
+    x = np.zeros((1, 5, 2))
+    with pytest.raises(ValueError, match="positions"):
+        gi.input_influence(layer, x, [(0, 5)])
+    with pytest.raises(ValueError, match="window"):
+        gi.input_influence(layer, x, [(0, 1)], window=0)
+    with pytest.raises(ValueError, match="LSTM, GRU or RNN"):
+        gi.input_influence("not a layer", x, [(0, 1)])
+
+
+def test_predicted_classes_include_the_bias():
+    head = gs.Linear(2, 3, seed=0)
+    head.params["weight"][...] = [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
+    head.params["bias"][...] = [0.0, 0.0, 5.0]  # class 2 wins on the bias alone
+    h = np.array([[1.0, 0.5], [9.0, 0.0]])  # (P, H)
+    np.testing.assert_array_equal(gi.predicted_classes(h, head), [2, 0])
+    assert gi.predicted_classes(h, gs.Linear(2, 1, seed=0)).tolist() == [0, 0]
+
+
+def test_head_probabilities_are_the_softmax_and_top_classes_sort_them():
+    rng = np.random.default_rng(4)
+    head = gs.Linear(3, 5, seed=1)
+    h = rng.normal(size=(6, 3))  # (n, H)
+    p = gi.head_probabilities(h, head)
+    z = h @ head.params["weight"].T + head.params["bias"]
+    want = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(p, want / want.sum(1, keepdims=True), rtol=1e-12)
+    idx, top = gi.top_classes(p, 3)
+    np.testing.assert_array_equal(idx, np.argsort(-p, axis=1)[:, :3])
+    np.testing.assert_array_equal(top, np.sort(p, axis=1)[:, ::-1][:, :3])
+    idx, _ = gi.top_classes(np.array([[0.25, 0.5, 0.25]]), 9)  # ties: the lower class first
+    assert idx.tolist() == [[1, 0, 2]]
+
+
+def test_influence_positions_spread_or_check():
+    np.testing.assert_array_equal(gi.influence_positions(101, 5), [0, 25, 50, 75, 100])
+    np.testing.assert_array_equal(gi.influence_positions(3, 10), [0, 1, 2])
+    assert gi.influence_positions(50, 0).size == 0
+    np.testing.assert_array_equal(gi.influence_positions(9, [4, 1, 4]), [1, 4])
+    with pytest.raises(ValueError, match=r"grad_positions must lie in \[0, 9\)"):
+        gi.influence_positions(9, [9])
+
+
+def test_document_influence_reads_the_document_sequence_after_sequence():
+    rng = np.random.default_rng(5)
+    B, T, D, H, C = 3, 8, 2, 4, 3
+    layer, head = gs.GRU(D, H, seed=0), gs.Linear(H, C, seed=1)
+    x = rng.normal(size=(B, T, D))
+    flat = np.array([3, 8, 23])  # (0, 3), (1, 0), (2, 7)
+    classes, values = gi.document_influence(layer, x, flat, window=5, head=head)
+    y, _ = layer(x)
+    np.testing.assert_array_equal(classes, gi.predicted_classes(y.reshape(B * T, H)[flat], head))
+    want = gi.input_influence(layer, x, [(0, 3), (1, 0), (2, 7)], window=5, head=head)
+    for got, ref in zip(values, want, strict=True):
+        np.testing.assert_array_equal(got, ref)
+    assert [len(v) for v in values] == [4, 1, 5]
+
+
+def test_trace_with_states_is_the_trace_in_chunks_and_leaves_the_layer_alone():
+    rng = np.random.default_rng(6)
+    layer = gs.LSTM(3, 4, 2, seed=0)
+    x = rng.normal(size=(2, 11, 3))
+    layer(x[:, :2])
+    before = {k: v.copy() for k, v in layer.trace.items()}
+    trace, states = gi.trace_with_states(layer, x, chunk=4)  # three chunks, state carried
+    for k, v in layer.trace.items():
+        np.testing.assert_array_equal(v, before[k])
+    layer(x)
+    for name, ref in layer.trace.items():  # (L, B, T, H)
+        np.testing.assert_allclose(trace[name], ref.astype(np.float32), rtol=1e-6, atol=1e-7)
+    for name in ("h", "c"):
+        np.testing.assert_allclose(states[name], layer.trace[name], rtol=1e-12, atol=1e-14)
+        assert states[name].dtype == layer.dtype
+    with pytest.raises(ValueError, match=r"shape \(B, T, D=3\)"):
+        gi.trace_with_states(layer, x[..., :2])

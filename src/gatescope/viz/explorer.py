@@ -7,9 +7,10 @@ r"""The gate explorer: one self-contained HTML page to browse what every unit do
     explorer.from_charlm(model, vocab, text)            # a character language model
     explorer.from_sequence_model(model, task, batch)    # a task model on some samples
 
-The page (``explorer.html``, ``explorer.css`` and ``explorer.js`` beside this module, with the
-data inlined) loads nothing from the network: its Content-Security-Policy is
-``default-src 'none'`` with the one inline script and the one inline style allowed by hash.
+The page (the body ``explorer.html``, ``explorer.css`` and ``explorer.js`` beside this module,
+with the data inlined, in the shell of `gatescope.viz.page`) loads nothing from the network:
+its Content-Security-Policy is ``default-src 'none'`` with the one inline script and the one
+inline style allowed by hash.
 
 What the page holds, for a document of N steps (the characters of a text, or the steps of
 several task samples one after another), L layers and H units per layer:
