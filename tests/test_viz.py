@@ -250,3 +250,39 @@ def test_every_drawing_names_an_architecture_the_same_way():
     assert viz.ARCH_NAMES is style.ARCH_NAMES is figures.ARCH_NAMES is demo_page.ARCH_NAMES
     assert viz.ARCH_COLORS is style.ARCH_COLORS is capacity.ARCH_COLORS is figures.ARCH_COLORS
     assert style.ARCH_NAMES == {"lstm": "LSTM", "gru": "GRU", "rnn": "vanilla RNN"}
+
+
+def _imports(node) -> list[str]:
+    """The gatescope modules an import statement names ('.x' relative ones included)."""
+    import ast
+
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.split(".")[0] == "gatescope"]
+    if isinstance(node, ast.ImportFrom):
+        mod = "." * node.level + (node.module or "")
+        return [mod] if node.level or mod.split(".")[0] == "gatescope" else []
+    return []
+
+
+def test_inspect_and_viz_import_the_package_without_fallbacks():
+    """A broken module of the package must fail loudly, not turn into a skip or a default;
+    and what draws does not import what trains (the sweep runner, the fit loop)."""
+    import ast
+    from pathlib import Path
+
+    import gatescope
+
+    root = Path(gatescope.__file__).parent
+    files = sorted([*(root / "inspect").glob("*.py"), *(root / "viz").glob("*.py")])
+    assert len(files) >= 10
+    for path in files:
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Try):
+                caught = {ast.unparse(h.type) for h in node.handlers if h.type is not None}
+                guarded = [m for n in node.body for s in ast.walk(n) for m in _imports(s)]
+                assert not (caught & {"ImportError", "ModuleNotFoundError"} and guarded), (
+                    f"{path.name}: fallback import of {guarded}"
+                )
+            for mod in _imports(node):
+                assert not mod.startswith(("gatescope.sweep", "gatescope.train")), (path, mod)
