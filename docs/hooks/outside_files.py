@@ -9,9 +9,10 @@
 It runs before mkdocs-jupyter's own on_files (higher priority), which turns the notebooks
 into pages.
 
-It also drops the reST marker of a literal block ("...order::" before an indented block) that
-some docstrings use: the API pages render the block as code, and the paragraph before it
-should end with one colon.
+It also tidies two reST habits of some docstrings for the API pages: the marker of a literal
+block ("...order::" before an indented block, which renders as code) loses one colon, and a
+simple table (rows between lines of "=== ===") is shown as preformatted text, as written,
+instead of one run-on paragraph.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def on_files(files: Files, config) -> Files:
 
 
 _LITERAL_MARKER = re.compile(r"::</p>")
+_SIMPLE_TABLE = re.compile(r"<p>(=+(?: +=+)+\n.*?\n=+(?: +=+)+)</p>", re.DOTALL)
 
 
 def on_page_content(html: str, page, config, files) -> str:
+    html = _SIMPLE_TABLE.sub(r"<pre><code>\1</code></pre>", html)
     return _LITERAL_MARKER.sub(":</p>", html)
