@@ -1,9 +1,10 @@
-# Two entry points, both safe on a fresh machine: `make demo` and `make test`.
+# Two entry points, both safe on a fresh machine: `make demo` and `make test` (what CI runs).
+# `make docs` builds the documentation site into site/.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup lint browser
+.PHONY: demo test setup lint browser docs
 
 $(BIN)/gatescope: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,7 +15,12 @@ $(BIN)/gatescope: pyproject.toml
 # torch==2.13.0 first: it resolves to the CPU wheel on disk; a bare `torch` would pull CUDA.
 $(VENV)/.test-deps: $(BIN)/gatescope
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,docs]'
+	touch $@
+
+# MkDocs, Material, mkdocstrings and mkdocs-jupyter (the `docs` extra), for `make docs` alone
+$(VENV)/.docs-deps: $(BIN)/gatescope
+	$(BIN)/pip install -q -e '.[docs]'
 	touch $@
 
 setup: $(VENV)/.test-deps
@@ -38,5 +44,11 @@ browser:
 	  fi; \
 	fi
 
+# The site, offline, into site/: topic pages, the API reference from the docstrings,
+# examples/*.ipynb rendered (not executed). --strict: a broken link or reference fails it.
+docs: $(VENV)/.docs-deps
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 test: lint browser
 	$(BIN)/python -m pytest -n 2 -q
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
