@@ -155,31 +155,16 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
     scratch = tuple(np.empty_like(g) for g in grads)  # per-chunk products
     dh = np.array(dhT, dtype=dt)  # (B, H)
     dc = np.array(dcT, dtype=dt)  # (B, H)
+    p = np.empty((K, B, H), dt)  # o (1 - tanh(c)^2) of one chunk
+    tmp = np.empty((B, H), dt)
+    dc3 = dc[:, None, :]  # (B, 1, H), broadcast over the i, f, g blocks
     nb = kernels(dt, backend)
-    if nb is None:
-        p = np.empty((K, B, H), dt)  # o (1 - tanh(c)^2) of one chunk
-        tmp = np.empty((B, H), dt)
-        dc3 = dc[:, None, :]  # (B, 1, H), broadcast over the i, f, g blocks
-    else:
-        w_hh_c = np.ascontiguousarray(w_hh)
-        small = B * H * 4 * H <= nb.SMALL_MACS
     for end in range(T, 0, -K):
         start = max(0, end - K)
         n = end - start
         d = da[:n]
-        if nb is not None:  # a backend's kernels: the factors and da together, per step
-            if small:  # the chunk in one call
-                dys = dy if dy is not None else dh[None]
-                nb.lstm_bwd_seq(
-                    start, end, dh, dys, dy is not None, gates, tanh_c, cs, dc, da, w_hh_c
-                )
-            else:
-                for t in reversed(range(start, end)):
-                    dy_t = dy[t] if dy is not None else dh
-                    nb.lstm_bwd_step(
-                        dh, dy_t, dy is not None, gates[t], tanh_c[t], cs[t], dc, d[t - start]
-                    )
-                    np.matmul(d[t - start], w_hh, out=dh)
+        if nb is not None:  # a backend's kernels instead of the NumPy below
+            _lstm_backward_kernels(nb, cache, start, end, dy, dh, dc, d, w_hh)
             _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, grads, scratch)
             continue
         a = gates[start:end]  # (n, B, 4H)
@@ -214,6 +199,23 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
             np.matmul(d[k], w_hh, out=dh)  # dh_{t-1}
         _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, grads, scratch)
     return dx, dh, dc, *grads
+
+
+def _lstm_backward_kernels(nb, cache: LSTMCache, start, end, dy, dh, dc, d, w_hh):
+    """Steps end-1 .. start of `lstm_backward` by a backend's kernels: the factors and
+    dL/da (into d) in one call a step; small LSTMs run the whole chunk in one call."""
+    gates, tanh_c, cs = cache.gates, cache.tanh_c, cache.cs
+    B, H = dh.shape
+    if B * H * 4 * H <= nb.SMALL_MACS:
+        dys = dy if dy is not None else dh[None]
+        w_hh_c = np.ascontiguousarray(w_hh)
+        nb.lstm_bwd_seq(start, end, dh, dys, dy is not None, gates, tanh_c, cs, dc, d, w_hh_c)
+        return
+    for t in reversed(range(start, end)):
+        dy_t = dy[t] if dy is not None else dh
+        k = t - start
+        nb.lstm_bwd_step(dh, dy_t, dy is not None, gates[t], tanh_c[t], cs[t], dc, d[k])
+        np.matmul(d[k], w_hh, out=dh)
 
 
 def _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, grads, scratch):
