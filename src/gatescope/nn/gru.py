@@ -205,16 +205,9 @@ def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None
             r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
             d = dax[k]
             da_r, da_z, da_n = d[:, :H], d[:, H : 2 * H], d[:, 2 * H :]
-            if nb is not None:
-                dy_t = dy[t] if dy is not None else dh
-                if reset_after:
-                    nb.gru_bwd_after(dh, dy_t, dy is not None, a, h_prev, hn[t], d, dhn[k])
-                    dh += np.matmul(dhn[k], w_hn, out=t1)
-                else:
-                    nb.gru_bwd_zn(dh, dy_t, dy is not None, a, h_prev, d)
-                    np.matmul(da_n, w_hn, out=drh)
-                    nb.gru_bwd_r(dh, drh, a, h_prev, d)
-                dh += np.matmul(d[:, : 2 * H], w_rz, out=t1)
+            if nb is not None:  # a backend's kernels instead of the NumPy below
+                dhn_t = dhn[k] if reset_after else None
+                _gru_backward_step_kernels(nb, cache, t, dy, dh, d, dhn_t, w_hh, reset_after, t1)
                 continue
             if dy is not None:
                 dh += dy[t]
@@ -257,6 +250,23 @@ def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None
             hn2 = hn[start:end].reshape(n_rows, H)
             dw_hh[2 * H :] += np.matmul(d2[:, 2 * H :].T, hn2, out=k_hn)
     return dx, dh, dw_ih, dw_hh, db, db_hn
+
+
+def _gru_backward_step_kernels(nb, cache: GRUCache, t, dy, dh, d, dhn, w_hh, reset_after, tmp):
+    """Step t of `gru_backward` by a backend's kernels: d (B, 3H) = dL/da; dh becomes
+    dh_{t-1}; reset_after: dhn (B, H) = dL/d(hn). tmp: (B, H) scratch."""
+    H = dh.shape[1]
+    a, h_prev = cache.gates[t], cache.hs[t]
+    w_rz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]
+    dy_t = dy[t] if dy is not None else dh
+    if reset_after:
+        nb.gru_bwd_after(dh, dy_t, dy is not None, a, h_prev, cache.hn[t], d, dhn)
+        dh += np.matmul(dhn, w_hn, out=tmp)
+    else:
+        nb.gru_bwd_zn(dh, dy_t, dy is not None, a, h_prev, d)
+        drh = np.matmul(d[:, 2 * H :], w_hn, out=tmp)  # da_n W_hn
+        nb.gru_bwd_r(dh, drh, a, h_prev, d)
+    dh += np.matmul(d[:, : 2 * H], w_rz, out=tmp)
 
 
 # --------------------------------------------------------------------------------------------
