@@ -18,7 +18,9 @@ Backward, given dh = dL/dh_t (from the output and from step t+1) and dc = dL/dc_
 
 Two implementations: `lstm_cell_forward/backward` (one step, easy to read) and
 `lstm_forward/backward` (a whole sequence: one matrix product for every input projection,
-one for each weight gradient). They are tested to agree.
+one for each weight gradient). They are tested to agree. Both are the NumPy reference;
+`backend.py` may hand the sequence's element-wise work to compiled kernels instead, which
+are tested against it (tests/test_backends.py).
 """
 
 from __future__ import annotations
