@@ -187,9 +187,9 @@ def train_memory(arch, shape, dtype):
 
 
 def backend_name():
-    from gatescope.nn import functional
+    from gatescope.nn import backend
 
-    return functional.backend()
+    return backend.backend()
 
 
 def main(argv=None):

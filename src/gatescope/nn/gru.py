@@ -29,9 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
-from .functional import chunk_steps, kernels, sigmoid, tanh, workspace
-from .recurrent import Recurrent, RecurrentConfig, init_packed
+from .functional import sigmoid, tanh
+from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
 # --------------------------------------------------------------------------------------------
 # One step, readable
@@ -100,9 +101,9 @@ class GRUCache:
 def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None) -> GRUCache:
     """A sequence: x (T, B, D), h0 (B, H) -> cache with every gate and state.
 
-    The step loop allocates nothing. reset_after=True needs one recurrent product per step,
-    h_{t-1} W_hh^T (B, 3H); the chapter's form two, as r must come before W_hn. With the
-    numba backend the element-wise work between the products is one or two fused kernels.
+    The step loop allocates little. reset_after=True needs one recurrent product per step,
+    h_{t-1} W_hh^T (B, 3H); the chapter's form two, as r must come before W_hn. `backend`
+    may hand the element-wise work between the products to kernels (`_gru_forward_kernels`).
     """
     T, B, D = x.shape
     H = h0.shape[1]
@@ -113,47 +114,57 @@ def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None) -> GRUCac
     hs = np.empty((T + 1, B, H), dt)
     hn = np.empty((T, B, H), dt)
     hs[0] = h0
-    w_rz_t, w_hn_t = w_hh[: 2 * H].T, w_hh[2 * H :].T
+    cache = GRUCache(x, gates, hs, hn)
     rec = np.empty((B, 3 * H if reset_after else 2 * H), dt)  # recurrent products
-    nrec = rec[:, 2 * H :] if reset_after else np.empty((B, H), dt)
+    nrec = rec[:, 2 * H :] if reset_after else np.empty((B, H), dt)  # (B, H), W_hn's
     nb = kernels(dt, backend)
-    if nb is None:
-        work2 = workspace(rec[:, : 2 * H], 4)  # sigmoid and tanh scratch, (B, 2H)
-        work = tuple(w[:, :H] for w in work2)  # (B, H)
-    zero_b = np.zeros(H, dt) if b_hn is None else b_hn
+    if nb is not None:
+        return _gru_forward_kernels(nb, cache, w_hh, b_hn, reset_after, rec, nrec)
+    w_rz_t, w_hn_t = w_hh[: 2 * H].T, w_hh[2 * H :].T
+    rn = np.empty((B, H), dt)  # r * hn
     for t in range(T):
-        a = gates[t]  # (B, 3H), activated in place
+        a = gates[t]  # (B, 3H): input part of the pre-activations, then the gates, in place
         h_prev, h = hs[t], hs[t + 1]
-        r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+        rz, r, z, n = a[:, : 2 * H], a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
         if reset_after:
             np.matmul(h_prev, w_hh.T, out=rec)
-            if nb is not None:
-                nb.gru_fwd_after(a, rec, zero_b, b_hn is not None, h_prev, hn[t], h)
-                continue
-            np.add(a[:, : 2 * H], rec[:, : 2 * H], out=a[:, : 2 * H])
-            sigmoid(a[:, : 2 * H], out=a[:, : 2 * H], work=work2)
+            rz += rec[:, : 2 * H]
+            sigmoid(rz, out=rz)  # r, z
             if b_hn is not None:
-                np.add(nrec, b_hn, out=hn[t])
+                np.add(nrec, b_hn, out=hn[t])  # h_{t-1} W_hn^T + b_hn
             else:
                 hn[t] = nrec
-            n += np.multiply(r, hn[t], out=work[0])
+            n += np.multiply(r, hn[t], out=rn)
         else:
-            np.matmul(h_prev, w_rz_t, out=rec)
-            if nb is not None:
-                nb.gru_fwd_rz(a, rec, h_prev, hn[t])
-                np.matmul(hn[t], w_hn_t, out=nrec)
-                nb.gru_fwd_n(a, nrec, h_prev, h)
-                continue
-            a[:, : 2 * H] += rec
-            sigmoid(a[:, : 2 * H], out=a[:, : 2 * H], work=work2)
-            np.multiply(r, h_prev, out=hn[t])
+            rz += np.matmul(h_prev, w_rz_t, out=rec)
+            sigmoid(rz, out=rz)  # r, z
+            np.multiply(r, h_prev, out=hn[t])  # r * h_{t-1}
             n += np.matmul(hn[t], w_hn_t, out=nrec)
-        tanh(n, out=n, work=work)
+        tanh(n, out=n)
         # h = (1 - z) n + z h_prev = n + z (h_prev - n)
         np.subtract(h_prev, n, out=h)
         h *= z
         h += n
-    return GRUCache(x, gates, hs, hn)
+    return cache
+
+
+def _gru_forward_kernels(nb, cache: GRUCache, w_hh, b_hn, reset_after, rec, nrec) -> GRUCache:
+    """`gru_forward`'s steps by a backend's kernels: one or two calls between the products."""
+    gates, hs, hn = cache.gates, cache.hs, cache.hn
+    H = hs.shape[2]
+    w_rz_t, w_hn_t = w_hh[: 2 * H].T, w_hh[2 * H :].T
+    zero_b = np.zeros(H, gates.dtype) if b_hn is None else b_hn
+    for t in range(gates.shape[0]):
+        a, h_prev, h = gates[t], hs[t], hs[t + 1]
+        if reset_after:
+            np.matmul(h_prev, w_hh.T, out=rec)
+            nb.gru_fwd_after(a, rec, zero_b, b_hn is not None, h_prev, hn[t], h)
+        else:
+            np.matmul(h_prev, w_rz_t, out=rec)
+            nb.gru_fwd_rz(a, rec, h_prev, hn[t])
+            np.matmul(hn[t], w_hn_t, out=nrec)
+            nb.gru_fwd_n(a, nrec, h_prev, h)
+    return cache
 
 
 def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None):
@@ -194,16 +205,9 @@ def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None
             r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
             d = dax[k]
             da_r, da_z, da_n = d[:, :H], d[:, H : 2 * H], d[:, 2 * H :]
-            if nb is not None:
-                dy_t = dy[t] if dy is not None else dh
-                if reset_after:
-                    nb.gru_bwd_after(dh, dy_t, dy is not None, a, h_prev, hn[t], d, dhn[k])
-                    dh += np.matmul(dhn[k], w_hn, out=t1)
-                else:
-                    nb.gru_bwd_zn(dh, dy_t, dy is not None, a, h_prev, d)
-                    np.matmul(da_n, w_hn, out=drh)
-                    nb.gru_bwd_r(dh, drh, a, h_prev, d)
-                dh += np.matmul(d[:, : 2 * H], w_rz, out=t1)
+            if nb is not None:  # a backend's kernels instead of the NumPy below
+                dhn_t = dhn[k] if reset_after else None
+                _gru_backward_step_kernels(nb, cache, t, dy, dh, d, dhn_t, w_hh, reset_after, t1)
                 continue
             if dy is not None:
                 dh += dy[t]
@@ -246,6 +250,23 @@ def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None
             hn2 = hn[start:end].reshape(n_rows, H)
             dw_hh[2 * H :] += np.matmul(d2[:, 2 * H :].T, hn2, out=k_hn)
     return dx, dh, dw_ih, dw_hh, db, db_hn
+
+
+def _gru_backward_step_kernels(nb, cache: GRUCache, t, dy, dh, d, dhn, w_hh, reset_after, tmp):
+    """Step t of `gru_backward` by a backend's kernels: d (B, 3H) = dL/da; dh becomes
+    dh_{t-1}; reset_after: dhn (B, H) = dL/d(hn). tmp: (B, H) scratch."""
+    H = dh.shape[1]
+    a, h_prev = cache.gates[t], cache.hs[t]
+    w_rz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]
+    dy_t = dy[t] if dy is not None else dh
+    if reset_after:
+        nb.gru_bwd_after(dh, dy_t, dy is not None, a, h_prev, cache.hn[t], d, dhn)
+        dh += np.matmul(dhn, w_hn, out=tmp)
+    else:
+        nb.gru_bwd_zn(dh, dy_t, dy is not None, a, h_prev, d)
+        drh = np.matmul(d[:, 2 * H :], w_hn, out=tmp)  # da_n W_hn
+        nb.gru_bwd_r(dh, drh, a, h_prev, d)
+    dh += np.matmul(d[:, : 2 * H], w_rz, out=tmp)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ Backward, given dh = dL/dh_t (from the output and from step t+1) and dc = dL/dc_
 
 Two implementations: `lstm_cell_forward/backward` (one step, easy to read) and
 `lstm_forward/backward` (a whole sequence: one matrix product for every input projection,
-one for each weight gradient). They are tested to agree.
+one for each weight gradient). They are tested to agree. Both are the NumPy reference;
+`backend.py` may hand the sequence's element-wise work to compiled kernels instead, which
+are tested against it (tests/test_backends.py).
 """
 
 from __future__ import annotations
@@ -28,20 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import lstm_variants
+from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
-from .functional import (
-    SMALL_MACS,
-    chunk_steps,
-    exp_parts,
-    kernels,
-    sigmoid,
-    sigmoid_from_parts,
-    small_product,
-    tanh,
-    tanh_from_parts,
-    workspace,
-)
-from .recurrent import Recurrent, RecurrentConfig, init_packed
+from .functional import sigmoid, tanh
+from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
 # --------------------------------------------------------------------------------------------
 # One step, readable
@@ -93,10 +85,9 @@ class LSTMCache:
 def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None) -> LSTMCache:
     """A sequence: x (T, B, D), h0, c0 (B, H) -> cache with every gate and state.
 
-    The step loop allocates nothing: every ufunc writes into the cache or into
-    preallocated scratch. With the numba backend (see `functional.backend`) everything
-    after the recurrent product, bias included, is one fused kernel, and at small sizes
-    (`functional.SMALL_MACS`) the whole loop is one call. Both backends give the same bits.
+    The step loop allocates little: the gates are activated in place in the cache, states
+    written straight into it. `backend` (see `backend.backend`) may hand the element-wise
+    work of each step to a kernel instead (`_lstm_forward_kernels`).
     """
     T, B, D = x.shape
     H = h0.shape[1]
@@ -107,63 +98,47 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None) -> LSTMCache:
     hs[0], cs[0] = h0, c0
     rec = np.empty((B, 4 * H), x.dtype)  # h_{t-1} W_hh^T
     w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H): a plain (not transposed) BLAS product
-    small = B * H * 4 * H <= SMALL_MACS
+    cache = LSTMCache(x, gates, hs, cs, tanh_c)
     nb = kernels(x.dtype, backend)
-    if nb is not None:  # the kernels add the bias step by step, saving a pass over gates
-        bias = b if b is not None else np.zeros(4 * H, x.dtype)
-        if small:  # all steps in one call
-            nb.lstm_fwd_seq(gates, bias, hs, cs, tanh_c, w_hh_t, rec)
-            return LSTMCache(x, gates, hs, cs, tanh_c)
-    elif b is not None:
+    if nb is not None:
+        return _lstm_forward_kernels(nb, cache, b, w_hh_t, rec)
+    if b is not None:
         gates += b
-    if nb is None:
-        work4 = workspace(rec, 4)  # sigmoid and tanh scratch, (B, 4H)
-        work = tuple(w[:, :H] for w in work4)  # (B, H)
-    product = np.empty((B, H, 4 * H), x.dtype) if small else None  # NumPy only: numba returned
+    ig = np.empty((B, H), x.dtype)  # i * g
     for t in range(T):
-        a = gates[t]  # (B, 4H), activated in place
-        if small:
-            small_product(hs[t], w_hh_t, rec, product)
-        else:
-            np.matmul(hs[t], w_hh_t, out=rec)
-        if nb is not None:
-            nb.lstm_fwd_step(a, bias, rec, cs[t], cs[t + 1], tanh_c[t], hs[t + 1])
-            continue
-        a += rec
-        _activate_gates(a, work4)
+        a = gates[t]  # (B, 4H): a_t, then the activated gates, in place
+        a += np.matmul(hs[t], w_hh_t, out=rec)
         i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-        c = cs[t + 1]
-        np.multiply(f, cs[t], out=c)
-        ig = np.multiply(i, g, out=work[0])
-        c += ig  # c_t = f c_{t-1} + i g
-        tanh(c, out=tanh_c[t], work=work)
-        np.multiply(o, tanh_c[t], out=hs[t + 1])
-    return LSTMCache(x, gates, hs, cs, tanh_c)
+        sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # i, f
+        tanh(g, out=g)
+        sigmoid(o, out=o)
+        c = np.multiply(f, cs[t], out=cs[t + 1])
+        c += np.multiply(i, g, out=ig)  # c_t = f c_{t-1} + i g
+        np.multiply(o, tanh(c, out=tanh_c[t]), out=hs[t + 1])  # h_t = o tanh(c_t)
+    return cache
 
 
-def _activate_gates(a, work):
-    """a (B, 4H) -> [sigmoid(a_i), sigmoid(a_f), tanh(a_g), sigmoid(a_o)] in place, with one
-    `exp_parts` over the whole block (exp(-|a|), exp(-2|a|) for g): the same bits as four
-    calls of `sigmoid` and `tanh`, in a third of the ufunc calls. work: four (B, 4H)."""
-    H = a.shape[1] // 4
-    s, w1, w2, w3 = work
-    np.copysign(1, a, out=s)
-    np.abs(a, out=a)
-    np.negative(a, out=a)
-    a[:, 2 * H : 3 * H] *= 2  # tanh's exp(-2|a|)
-    m, p1, p2 = exp_parts(a, w1, w2, w3)
-    for cols in (np.s_[:, : 2 * H], np.s_[:, 3 * H :]):  # i, f and o
-        sigmoid_from_parts(m[cols], p1[cols], p2[cols], s[cols])
-    g = np.s_[:, 2 * H : 3 * H]
-    tanh_from_parts(m[g], p1[g], p2[g], s[g])
+def _lstm_forward_kernels(nb, cache: LSTMCache, b, w_hh_t, rec) -> LSTMCache:
+    """`lstm_forward`'s steps by a backend's kernels: everything after the recurrent product,
+    bias included, is one call a step; small LSTMs run the whole sequence in one call."""
+    gates, hs, cs, tanh_c = cache.gates, cache.hs, cache.cs, cache.tanh_c
+    B, H = hs.shape[1:]
+    bias = b if b is not None else np.zeros(4 * H, gates.dtype)
+    if B * H * 4 * H <= nb.SMALL_MACS:
+        nb.lstm_fwd_seq(gates, bias, hs, cs, tanh_c, w_hh_t, rec)
+        return cache
+    for t in range(gates.shape[0]):
+        np.matmul(hs[t], w_hh_t, out=rec)
+        nb.lstm_fwd_step(gates[t], bias, rec, cs[t], cs[t + 1], tanh_c[t], hs[t + 1])
+    return cache
 
 
 def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
     """BPTT: dy (T, B, H) or None, dhT, dcT (B, H) -> dx, dh0, dc0, dW_ih, dW_hh, db.
 
-    Time runs backwards in chunks of K steps (see `functional.chunk_steps`). For a chunk, every factor
-    of da that does not depend on dh or dc is computed first, in a few passes over the whole
-    chunk, into da itself::
+    Time runs backwards in chunks of K steps (see `recurrent.chunk_steps`). For a chunk,
+    every factor of da that does not depend on dh or dc is computed first, in a few passes
+    over the whole chunk, into da itself::
 
         da = [g i(1-i), c_{t-1} f(1-f), i (1-g^2), tanh(c) o(1-o)]   p = o (1 - tanh(c)^2)
 
@@ -177,39 +152,25 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
     dt = x.dtype
     K = chunk_steps(T, B)
     da = np.empty((K, B, 4 * H), dt)  # dL/d(pre-activations) of one chunk
-    p = np.empty((K, B, H), dt)  # o (1 - tanh(c)^2) of one chunk
     dx = np.empty((T, B, D), dt)
-    dw_ih = np.zeros((4 * H, D), dt)
-    dw_hh = np.zeros((4 * H, H), dt)
-    db = np.zeros(4 * H, dt)
-    ks = (np.empty_like(dw_ih), np.empty_like(dw_hh), np.empty_like(db))  # per-chunk products
+    grads = (np.zeros((4 * H, D), dt), np.zeros((4 * H, H), dt), np.zeros(4 * H, dt))
+    scratch = tuple(np.empty_like(g) for g in grads)  # per-chunk products
     dh = np.array(dhT, dtype=dt)  # (B, H)
     dc = np.array(dcT, dtype=dt)  # (B, H)
-    dc3 = dc[:, None, :]  # (B, 1, H), broadcast over the i, f, g blocks
+    p = np.empty((K, B, H), dt)  # o (1 - tanh(c)^2) of one chunk
     tmp = np.empty((B, H), dt)
+    dc3 = dc[:, None, :]  # (B, 1, H), broadcast over the i, f, g blocks
     nb = kernels(dt, backend)
-    w_hh_c = np.ascontiguousarray(w_hh)
-    small = B * H * 4 * H <= SMALL_MACS
-    product = np.empty((B, 4 * H, H), dt) if small and nb is None else None
     for end in range(T, 0, -K):
         start = max(0, end - K)
         n = end - start
-        if nb is not None and small:  # the chunk in one call
-            dys = dy if dy is not None else dh[None]
-            nb.lstm_bwd_seq(start, end, dh, dys, dy is not None, gates, tanh_c, cs, dc, da, w_hh_c)
-            _lstm_chunk_products(da[:n], x, hs, start, end, w_ih, dx, (dw_ih, dw_hh, db), ks)
-            continue
-        if nb is not None:  # one fused kernel per step: the factors and da together
-            for t in reversed(range(start, end)):
-                d = da[t - start]
-                dy_t = dy[t] if dy is not None else dh
-                nb.lstm_bwd_step(dh, dy_t, dy is not None, gates[t], tanh_c[t], cs[t], dc, d)
-                np.matmul(d, w_hh, out=dh)
-            _lstm_chunk_products(da[:n], x, hs, start, end, w_ih, dx, (dw_ih, dw_hh, db), ks)
+        d = da[:n]
+        if nb is not None:  # a backend's kernels instead of the NumPy below
+            _lstm_backward_kernels(nb, cache, start, end, dy, dh, dc, d, w_hh)
+            _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, grads, scratch)
             continue
         a = gates[start:end]  # (n, B, 4H)
         i, f, g, o = a[..., :H], a[..., H : 2 * H], a[..., 2 * H : 3 * H], a[..., 3 * H :]
-        d = da[:n]
         d_i, d_f, d_g, d_o = d[..., :H], d[..., H : 2 * H], d[..., 2 * H : 3 * H], d[..., 3 * H :]
         tc, pc = tanh_c[start:end], p[:n]
         np.multiply(i, i, out=d_i)
@@ -237,12 +198,26 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
             np.multiply(d3, dc3, out=d3)  # da_i, da_f, da_g
             d_o[k] *= dh  # da_o
             dc *= f[k]  # dc_{t-1}
-            if small:
-                small_product(d[k], w_hh_c, dh, product)  # dh_{t-1}
-            else:
-                np.matmul(d[k], w_hh, out=dh)
-        _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, (dw_ih, dw_hh, db), ks)
-    return dx, dh, dc, dw_ih, dw_hh, db
+            np.matmul(d[k], w_hh, out=dh)  # dh_{t-1}
+        _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, grads, scratch)
+    return dx, dh, dc, *grads
+
+
+def _lstm_backward_kernels(nb, cache: LSTMCache, start, end, dy, dh, dc, d, w_hh):
+    """Steps end-1 .. start of `lstm_backward` by a backend's kernels: the factors and
+    dL/da (into d) in one call a step; small LSTMs run the whole chunk in one call."""
+    gates, tanh_c, cs = cache.gates, cache.tanh_c, cache.cs
+    B, H = dh.shape
+    if B * H * 4 * H <= nb.SMALL_MACS:
+        dys = dy if dy is not None else dh[None]
+        w_hh_c = np.ascontiguousarray(w_hh)
+        nb.lstm_bwd_seq(start, end, dh, dys, dy is not None, gates, tanh_c, cs, dc, d, w_hh_c)
+        return
+    for t in reversed(range(start, end)):
+        dy_t = dy[t] if dy is not None else dh
+        k = t - start
+        nb.lstm_bwd_step(dh, dy_t, dy is not None, gates[t], tanh_c[t], cs[t], dc, d[k])
+        np.matmul(d[k], w_hh, out=dh)
 
 
 def _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, grads, scratch):

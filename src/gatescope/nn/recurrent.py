@@ -278,3 +278,9 @@ def init_packed(
     """
     W = rng.normal(0.0, 1.0 / np.sqrt(d_in + hidden), (gates * hidden, d_in + hidden))
     return np.ascontiguousarray(W[:, :d_in]), np.ascontiguousarray(W[:, d_in:])
+
+
+def chunk_steps(T: int, B: int) -> int:
+    """Steps per chunk of dL/da that backward keeps: about 1024 rows (B per step) for the
+    weight-gradient products, and at most a sixteenth of the sequence, to bound the memory."""
+    return max(1, min(-(-1024 // B), -(-T // 16)))

@@ -19,15 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
-from .functional import chunk_steps, kernels, tanh, workspace
-from .recurrent import Recurrent, RecurrentConfig, init_packed
+from .functional import tanh
+from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
 
-def _activate(a: np.ndarray, nonlinearity: str, out=None, work=None) -> np.ndarray:
-    """phi(a): `functional.tanh` (`work`: its scratch) or max(a, 0)."""
+def _activate(a: np.ndarray, nonlinearity: str, out=None) -> np.ndarray:
+    """phi(a): tanh or max(a, 0)."""
     if nonlinearity == "tanh":
-        return tanh(a, out=out, work=work)
+        return tanh(a, out=out)
     return np.maximum(a, 0, out=out)
 
 
@@ -77,14 +78,13 @@ def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity, backend=None) -> RNNCache:
     w_hh_t = w_hh.T
     nb = kernels(x.dtype, backend)
     relu = nonlinearity == "relu"
-    work = workspace(rec, 4) if nb is None else None
     for t in range(T):
         np.matmul(hs[t], w_hh_t, out=rec)
-        if nb is not None:
+        if nb is not None:  # a backend's kernel: phi(a) in one call
             nb.rnn_fwd_step(hs[t + 1], rec, relu)
             continue
         hs[t + 1] += rec
-        _activate(hs[t + 1], nonlinearity, out=hs[t + 1], work=work)
+        _activate(hs[t + 1], nonlinearity, out=hs[t + 1])
     return RNNCache(x, hs)
 
 

@@ -1,22 +1,30 @@
-"""The numba kernels: one fused, vectorised element-wise pass per time step.
+"""The numba kernels: each step's element-wise work fused into one compiled pass.
 
-Imported only through `gatescope.nn.functional.kernels`; where numba (a dependency) cannot
-import, the plain NumPy step loops run instead. Each kernel does in one loop over the
-step's units what the NumPy path does with dozens of ufunc calls; the matrix products stay
-in NumPy (BLAS), except at small sizes (`functional.small_product`).
+An optional accelerator for the sequence paths of lstm.py, gru.py and rnn.py, handed out by
+`backend.kernels` (never imported by the reference code). Each kernel does in one loop over
+a step's units what the NumPy reference does in a dozen ufunc calls; the matrix products
+stay in NumPy (BLAS), except for small LSTMs (`SMALL_MACS`), where the whole sequence runs
+in one call with the recurrent product as a plain loop.
 
-**The same bits as the NumPy path.** Every kernel evaluates the NumPy path's operations in
-the NumPy path's order (a * b * c is (a * b) * c in both), with `functional.exp_parts`'s
-exp written out the same way: IEEE-exact operations only, and no fast-math flag that could
-change a result (no fused multiply-add, no reassociation, no approximate division).
-tests/test_backends.py checks every output, state, trace and gradient bit for bit.
+**The contract is the reference's values, not its bits**: every output, state, trace entry
+and gradient within float64 1e-12 / float32 1e-5 relative (max|a - b| / max|b| per array;
+`backend.TOLERANCE`, tested in tests/test_backends.py), and the same bits run to run (no
+threads, no reductions whose order varies). So the kernels may contract a * b + c into one
+fused multiply-add (fastmath "contract": one rounding instead of two, never less accurate;
+no reassociation, no approximate division) and compute exp their own way: `exp_parts`
+below, Cody-Waite reduction and a polynomial, which LLVM vectorises (AVX2: 8 float32 or 4
+float64 lanes), where libm's scalar exp and tanh (all numba has without SVML) run 5-20x
+slower than these.
 
-The written-out exp also lets LLVM vectorise (AVX2: 8 float32 or 4 float64 lanes), where
-libm's scalar exp and tanh would be slower than NumPy's SIMD loops.
+Every kernel is a module-level function taking a float type's constants as its last
+argument, `const`; `_bind` wraps each once per type. That keeps numba's on-disk cache
+hitting across processes (closures over other dispatchers missed it in every process:
+benchmarks/NOTES.md, step 13).
 """
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import NamedTuple
 
@@ -26,12 +34,15 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .functional import EXP_CONSTANTS
+# error_model="numpy": no zero-division checks (they would stop vectorisation).
+# fastmath "contract" only: a * b + c may become one fused multiply-add.
+_FAST = {"error_model": "numpy", "fastmath": {"contract"}}
+_JIT = {"nogil": True, "cache": True, **_FAST}
+_INLINE = {"inline": "always", **_FAST}
 
-# error_model="numpy": no zero-division checks (they would stop vectorisation). No
-# fast-math flags: every operation rounds exactly as NumPy's ufunc does.
-_JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
-_INLINE = {"inline": "always", "error_model": "numpy"}
+# Multiply-adds per step of the LSTM's recurrent product at or below which a BLAS call and a
+# Python-level step cost more than the product: there the whole sequence is one call.
+SMALL_MACS = 65536
 
 
 class Constants(NamedTuple):
@@ -48,21 +59,49 @@ class Constants(NamedTuple):
     log2e: np.floating
     ln2_hi: np.floating
     ln2_lo: np.floating
-    lo: np.floating
-    q: tuple
+    lo: np.floating  # y is clipped here: exp(lo) rounds to 0, and 2^(k/2) is still normal
+    q: tuple  # expm1(r) = r + r^2 q(r): q's coefficients, highest degree first
 
 
 def constants(dtype: type) -> Constants:
+    """ln 2 = ln2_hi + ln2_lo, k ln2_hi exact for every k that occurs (Cody-Waite).
+
+    float64 q: the Taylor series 1/13! r^11 + ... + 1/2! (truncation error 4e-18 on
+    |r| <= ln2/2). float32 q: degree 4, fitted for the least maximum relative error of exp(r)
+    (3e-9) by Lawson's iteration, two operations fewer than the Taylor series needs.
+    """
     f = np.dtype(dtype).type
-    k = EXP_CONSTANTS[np.dtype(dtype)]
-    return Constants(f(1), f(2), f(-2), f(0), k.log2e, k.ln2_hi, k.ln2_lo, k.lo, k.q)
+    if f is np.float64:
+        ln2_hi, ln2_lo, lo = 6.93147180369123816490e-01, 1.90821492927058770002e-10, -1080.0
+        q = tuple(1.0 / math.factorial(n) for n in range(13, 1, -1))
+    else:
+        ln2_hi, ln2_lo, lo = 6.9314575195e-01, 1.4286067653e-06, -110.0
+        q = (
+            0.0013814596584550247,
+            0.00836871731177316,
+            0.041668388105532875,
+            0.16666520627619902,
+            0.4999999344745987,
+        )
+    return Constants(
+        f(1),
+        f(2),
+        f(-2),
+        f(0),
+        f(1.4426950408889634),
+        f(ln2_hi),
+        f(ln2_lo),
+        f(lo),
+        tuple(f(c) for c in q),
+    )
 
 
 @intrinsic
 def _pow2_halves(typingctx, kf):
-    """(2^floor(k/2), 2^(k - floor(k/2))) for an integral float k: the integer steps of
-    `functional.exp_parts` (shift, subtract, add the bias, shift into the exponent), in the
-    float's own integer width so that LLVM vectorises them 8 (float32) or 4 (float64) wide."""
+    """(2^floor(k/2), 2^(k - floor(k/2))) for an integral float k, from exponent bits (shift,
+    subtract, add the bias, shift into the exponent; two halves so that a subnormal exp(y)
+    rounds once), in the float's own integer width so that LLVM vectorises them 8 (float32)
+    or 4 (float64) wide."""
     if kf == types.float32:
         ity, fty, bias, mant = ir.IntType(32), ir.FloatType(), 127, 23
     elif kf == types.float64:
@@ -87,7 +126,10 @@ def _pow2_halves(typingctx, kf):
 
 @numba.njit(**_INLINE)
 def exp_parts(y, const):
-    """`functional.exp_parts` for one y <= 0: exp(y) = (1 + m) p1 p2."""
+    """exp(y) for one y <= 0 (or NaN) in three parts: exp(y) = (1 + m) p1 p2.
+
+    y = k ln2 + r, |r| <= ln2 / 2; m = expm1(r) = r + r^2 q(r) (Horner); p1 p2 = 2^k.
+    """
     y = y if not (y < const.lo) else const.lo  # np.maximum: NaN stays NaN
     kf = np.rint(y * const.log2e)
     r = (y - kf * const.ln2_hi) - kf * const.ln2_lo
@@ -101,7 +143,7 @@ def exp_parts(y, const):
 
 @numba.njit(**_INLINE)
 def sigmoid(z, const):
-    """`functional.sigmoid`: (e if z < 0 else 1) / (1 + e), e = exp(-|z|)."""
+    """sigma(z) = (e if z < 0 else 1) / (1 + e), e = exp(-|z|), as `functional.sigmoid`."""
     m, p1, p2 = exp_parts(-abs(z), const)
     e = ((m + const.one) * p1) * p2
     num = e if z < const.zero else const.one
@@ -110,7 +152,8 @@ def sigmoid(z, const):
 
 @numba.njit(**_INLINE)
 def tanh(x, const):
-    """`functional.tanh`: -expm1(-2|x|) / (2 + expm1(-2|x|)) with the sign of x."""
+    """tanh(x) = -expm1(-2|x|) / (2 + expm1(-2|x|)) with the sign of x (expm1: no
+    cancellation near 0)."""
     m, p1, p2 = exp_parts(abs(x) * const.minus_two, const)
     em1 = (m * p1) * p2 + (p1 * p2 - const.one)
     return np.copysign(em1 / (em1 + const.two), x)
@@ -225,16 +268,15 @@ def lstm_bwd_step(dh, dy, use_dy, a, tc, c_prev, dc, d, const):
 
 
 # -- LSTM, whole sequences at small sizes -----------------------------------------------------
-# Below SMALL_MACS multiply-adds per step, a BLAS call costs more in overhead than the
+# At or below SMALL_MACS multiply-adds per step, a BLAS call costs more in overhead than the
 # product itself, and so does a Python-level step: these run the recurrent product as a
-# plain vectorised loop and every step of the sequence (or chunk) in one call. The NumPy
-# path computes the same sums in the same order at these sizes (`small_product`).
+# plain vectorised loop and every step of the sequence (or chunk) in one call.
 
 
 @numba.njit(**_JIT)
 def matmul_into(x, w, out, const):
-    """out (B, N) = x (B, K) @ w (K, N), w C-contiguous: `functional.small_product`,
-    the products x[b, k] w[k, j] summed in order of k."""
+    """out (B, N) = x (B, K) @ w (K, N), w C-contiguous: row by row, summed in order of k
+    (a fixed order: the same bits every run)."""
     B, K = x.shape
     N = w.shape[1]
     for b in range(B):
@@ -422,7 +464,7 @@ def rnn_bwd_step(dh, dy, use_dy, h, relu, da, const):
 
 
 def _bind(const: Constants) -> SimpleNamespace:
-    """The kernels that `functional.kernels` hands out: each public kernel with `const` as
+    """The kernels that `backend.kernels` hands out: each public kernel with `const` as
     its last argument. These wrappers close over `const` alone (the kernels are globals),
     so numba caches them too, one entry per float type."""
 
@@ -483,6 +525,7 @@ def _bind(const: Constants) -> SimpleNamespace:
         return rnn_bwd_step(dh, dy, use_dy, h, relu, da, const)
 
     return SimpleNamespace(
+        SMALL_MACS=SMALL_MACS,
         sigmoid_vec=sigmoid_vec_,
         tanh_vec=tanh_vec_,
         lstm_fwd_step=lstm_fwd_step_,
