@@ -19,8 +19,6 @@ import importlib
 import os
 import sys
 
-from threadpoolctl import threadpool_limits
-
 # modules under gatescope.cli that contribute commands, in the order --help lists them
 COMMAND_MODULES = ("demo", "train", "plot", "charlm", "cells", "explore", "sweep")
 
@@ -65,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0
+    from gatescope.threads import limit_blas_threads
+
     try:
-        with threadpool_limits(limits=_blas_threads(), user_api="blas"):
+        with limit_blas_threads(_blas_threads()):
             return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
