@@ -202,8 +202,7 @@ def test_without_carry_state_every_batch_starts_from_zero(tmp_path):
     for k in runs[True][0]:
         np.testing.assert_array_equal(runs[False][0][k], runs[True][0][k])
     assert any(
-        not np.array_equal(runs[False][1].params[k], runs[True][1].params[k])
-        for k in runs[True][0]
+        not np.array_equal(runs[False][1].params[k], runs[True][1].params[k]) for k in runs[True][0]
     )
     assert runs[False][2].carry is None and runs[True][2].carry is not None
     # and step 2 without carry_state is one update from the zero state: replay it
@@ -225,7 +224,11 @@ def test_without_carry_state_every_batch_starts_from_zero(tmp_path):
         from gatescope.tasks import get_task
 
         recall = get_task("recall", 5)
-        fit(recall, SequenceModel.for_task(recall, "lstm", 4), TrainConfig(steps=1, carry_state=True))
+        fit(
+            recall,
+            SequenceModel.for_task(recall, "lstm", 4),
+            TrainConfig(steps=1, carry_state=True),
+        )
 
 
 def test_truncated_bptt_gradient_treats_the_incoming_state_as_a_constant():
