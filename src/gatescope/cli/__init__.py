@@ -7,9 +7,10 @@ files and exit codes; each command lives in its own module with two functions:
 Errors the user can fix (bad values, missing files) are raised as `CLIError`, `ValueError`
 or `OSError` and printed as one line `error: ...` on stderr with exit code 2, no traceback.
 
-Every command runs with NumPy's BLAS on GATESCOPE_BLAS_THREADS threads (default 1): the
-recurrent products are small (B x H by H x 4H), and extra BLAS threads mostly wait for each
-other (a training step was 2-6x slower with OpenBLAS's default threads on 2 busy cores).
+Every command runs with NumPy's BLAS on GATESCOPE_BLAS_THREADS threads (default 1), through
+`gatescope.threads.limit_blas_threads`: the recurrent products are small (B x H by H x 4H),
+and extra BLAS threads mostly wait for each other (a training step was 2-6x slower with
+OpenBLAS's default threads on 2 busy cores).
 """
 
 from __future__ import annotations
@@ -40,13 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"gatescope.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"gatescope.cli.{name}":
-                raise
-            continue  # that command has not been built yet
-        module.register(sub)
+        importlib.import_module(f"gatescope.cli.{name}").register(sub)
     return parser
 
 
