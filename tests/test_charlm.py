@@ -210,13 +210,13 @@ def test_without_carry_state_every_batch_starts_from_zero(tmp_path):
     model.load_params(runs[False][0])
     opt = config.make_optimizer(model.params)
     state = runs[False][2]
-    from gatescope.train import _train_step
+    from gatescope.train import train_step
 
     replay_state = TrainState()
     quiet_fit(task, cl.new_model(task.corpus.vocab.size, hidden_size=16, seed=0), config, 1,
               state=replay_state)  # fmt: skip
     opt.load_state_dict(replay_state.optimizer_state)
-    _train_step(model, opt, task.batch_at(1, 4), config, None)
+    train_step(model, opt, task.batch_at(1, 4), config, None)
     for k, v in runs[False][1].params.items():
         np.testing.assert_array_equal(model.params[k], v)
     assert state.step == 2

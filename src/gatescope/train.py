@@ -82,6 +82,7 @@ __all__ = [
     "heldout_batch",
     "resume_state",
     "train_rng",
+    "train_step",
 ]
 
 STOP_REASONS = ("steps", "solved", "patience", "time", "diverged")
@@ -374,7 +375,7 @@ def fit(
                     carried = None  # a new pass over the text: the state starts from zero
             else:
                 batch = task.make_batch(config.batch_size, rng)
-            loss, bad = _train_step(model, optimizer, batch, config, carried)
+            loss, bad = train_step(model, optimizer, batch, config, carried)
             if bad is not None:  # nothing was updated; the last checkpoint is left alone
                 stop_reason = "diverged"
                 message = _divergence_message(bad, step + 1, config, path, saved_step, state)
@@ -523,16 +524,18 @@ def _plateau(
     return True
 
 
-def _train_step(
+def train_step(
     model: SequenceModel,
     optimizer: Optimizer,
     batch: Batch,
     config: TrainConfig,
     state0: Any = None,
 ) -> tuple[float, str | None]:
-    """One update: (loss, None), or (loss, what turned non-finite) with nothing updated.
+    """One update of ``fit``: forward, loss, backward, clipping, the optimizer step.
 
-    ``state0``: the carried initial state (truncated BPTT), a constant for backward."""
+    Returns (loss, None), or (loss, what turned non-finite) with nothing updated.
+    ``state0``: the carried initial state (truncated BPTT), a constant for backward; the
+    final state is ``model.final_state`` afterwards."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         out = model.forward(batch.x, state0)
         if not np.isfinite(out).all():
