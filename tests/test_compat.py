@@ -224,3 +224,28 @@ def test_the_recorded_corpus_path_is_the_writers():
         _, raw = load_checkpoint(DATA / name)
         assert raw["corpus"]["paths"] == [RECORDED_CORPUS]
         assert math.isclose(raw["corpus"]["val_unknown_fraction"], 0.0)
+
+
+def test_training_a_char_lm_again_reproduces_what_0_1_0_trained(tmp_path, capsys):
+    """The README's command for charlm_gru_f64, run on this stack: the same weights (float64,
+    to rounding), the same carried state and the same validation history."""
+    out = tmp_path / "again.st"
+    code, _, err = run_cli(capsys, "charlm", "train", "--corpus", CORPUS, "--arch", "gru",
+                           "--layers", 1, "--hidden", 16, "--steps", 20, "--seq-len", 16,
+                           "--batch", 8, "--eval-every", 10, "--eval-chars", 2000,
+                           "--sample-every", 0, "--dtype", "float64", "--no-progress",
+                           "--out", out)  # fmt: skip
+    assert code == 0, err
+    old, old_meta = load_model(DATA / "charlm_gru_f64.safetensors")
+    new, new_meta = load_model(out)
+    for k, v in old.params.items():
+        np.testing.assert_allclose(new.params[k], v, rtol=0, atol=1e-10, err_msg=k)
+    old_t, new_t = load_checkpoint(DATA / "charlm_gru_f64.safetensors")[0], load_checkpoint(out)[0]
+    np.testing.assert_allclose(new_t["carry.h"], old_t["carry.h"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(new_t["optim.adam.v.rnn.weight_hh_l0"],
+                               old_t["adam.v.rnn.weight_hh_l0"], rtol=1e-8, atol=1e-20)  # fmt: skip
+    for a, b in zip(old_meta["history"], new_meta["history"], strict=True):
+        assert a["step"] == b["step"] and a["chars"] == b["chars"]
+        assert b["val_bpc"] == pytest.approx(a["val_bpc"], rel=1e-10)
+        assert b["train_bpc"] == pytest.approx(a["train_bpc"], rel=1e-10)
+    assert new_meta["corpus"]["fingerprint"] == old_meta["corpus"]["fingerprint"]

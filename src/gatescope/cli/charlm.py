@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--corpus",
         nargs="+",
         metavar="PATH",
-        help="text files or folders (default: the running Python's standard-library *.py)",
+        help="text files or folders (default: the running Python's standard-library *.py); "
+        "with --resume: where the checkpoint's corpus is now, if it moved (same text)",
     )
     t.add_argument(
         "--glob", help="only take files matching this from folders, e.g. '*.py' (default: all)"
