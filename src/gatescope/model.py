@@ -84,7 +84,7 @@ class ModelConfig:
     """Everything needed to rebuild a SequenceModel (the weights aside)."""
 
     arch: str  # "lstm", "gru" or "rnn": the recurrent stack
-    input_size: int  # D: features per step of the input
+    input_size: int  # D: features per step ("dense"), or V: the id range (one_hot, embedding)
     hidden_size: int  # H: units per recurrent layer
     output_size: int  # C: classes (classify kinds) or regression outputs (regress_last)
     kind: str  # "classify_last", "regress_last" or "classify_steps": where the head reads
