@@ -534,6 +534,8 @@ def test_cli_train_sample_eval(tmp_path, capsys):
                              "--no-progress")  # fmt: skip
     assert code == 0, err
     assert "resuming" in out and "step 8" in out
+    assert "step      8  train" in out  # the last step is evaluated, off the schedule too
+    assert "checkpoint written" not in out  # as 0.1.0 printed: the evaluation lines only
     code, out, _ = run_cli(capsys, "charlm", "sample", ckpt, "--prime", "def ", "--length", "30")
     assert code == 0 and out.startswith("def ") and len(out) == len("def ") + 30 + 1
     code, out2, _ = run_cli(capsys, "charlm", "sample", ckpt, "--prime", "def ", "--length", "30")

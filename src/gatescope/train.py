@@ -357,7 +357,8 @@ def fit(
         snapshot()
         _save_training_checkpoint(path, task, model, config, state)
         saved_step = step
-        emit(f"step {step}: checkpoint written to {path}")
+        if not text:  # a text run's evaluation lines stand for its saves (as `charlm` printed)
+            emit(f"step {step}: checkpoint written to {path}")
 
     stop_reason = state.stop_reason
     message = ""
@@ -401,19 +402,13 @@ def fit(
                     **metrics,
                 }
                 if text:
-                    train_bpc = float(np.mean(state.recent)) if state.recent else math.nan
+                    train_bpc = _text_line(emit, task, config, state, value, optimizer, decayed)
                     state.recent = []
                     row.update(
                         train_bpc=train_bpc,
                         val_bpc=value,
                         chars=step * config.batch_size * task.length,
                         lr=optimizer.lr,
-                    )
-                    epoch = step / task.steps_per_pass(config.batch_size)
-                    emit(
-                        f"step {step:>6}  train {train_bpc:.3f}  val {value:.3f} bits/char  "
-                        f"({state.seconds / 60:.1f} min, epoch {epoch:.3f})"
-                        + (f"  lr -> {optimizer.lr:.3g}" if decayed else "")
                     )
                 else:
                     if config.lr_decay < 1:
@@ -443,7 +438,11 @@ def fit(
 
         if stop_reason != "diverged":
             if not state.history or state.history[-1]["step"] != step or state.metrics is None:
-                state.metrics = _evaluate_on(task, model, heldout)  # final, off the schedule
+                # final, off the schedule: no lr decay, no history row (a resume stays exact)
+                state.metrics = _evaluate_on(task, model, heldout)
+                if text and step > 0:
+                    value = state.metrics[task.metric_name]
+                    _text_line(emit, task, config, state, value, optimizer, False)
             # "solved" and "patience" end the run for good; "time" is only this call's budget
             state.stop_reason = stop_reason if stop_reason in ("solved", "patience") else None
             if saved_step != step or state.stop_reason is not None:
@@ -474,6 +473,26 @@ def fit(
 
 
 LN2 = math.log(2.0)
+
+
+def _text_line(
+    emit: Callable[[str], None],
+    task: TextTask,
+    config: TrainConfig,
+    state: TrainState,
+    value: float,
+    optimizer: Optimizer,
+    decayed: bool,
+) -> float:
+    """Log a text run's evaluation as `gatescope charlm train` prints it; the train bpc."""
+    train_bpc = float(np.mean(state.recent)) if state.recent else math.nan
+    epoch = state.step / task.steps_per_pass(config.batch_size)
+    emit(
+        f"step {state.step:>6}  train {train_bpc:.3f}  val {value:.3f} bits/char  "
+        f"({state.seconds / 60:.1f} min, epoch {epoch:.3f})"
+        + (f"  lr -> {optimizer.lr:.3g}" if decayed else "")
+    )
+    return train_bpc
 
 
 def _copy_state(state: Any) -> Any:
