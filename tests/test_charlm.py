@@ -622,3 +622,19 @@ def test_cli_resume_with_a_moved_corpus(tmp_path, capsys):
     code, _, err = run_cli(capsys, "charlm", "train", "--resume", "--steps", "4", "--out", ckpt,
                            "--corpus", str(moved))  # fmt: skip
     assert code == 2 and "corpus has changed" in err
+
+
+def test_cli_trains_an_embedding_model(tmp_path, capsys):
+    folder = write_corpus(tmp_path / "c")
+    ckpt = str(tmp_path / "m.st")
+    common = ["--corpus", str(folder), "--hidden", "8", "--batch", "4", "--seq-len", "16"]
+    code, out, err = run_cli(capsys, "charlm", "train", *common, "--embed", "6", "--steps", "3",
+                             "--no-progress", "--out", ckpt)  # fmt: skip
+    assert code == 0, err
+    assert "embedding 6" in out
+    model, vocab, meta = cl.load_charlm(ckpt)
+    assert model.params["embed.weight"].shape == (vocab.size, 6)
+    code, _, err = run_cli(capsys, "charlm", "train", "--resume", "--embed", "5", "--out", ckpt)
+    assert code == 2 and "--embed 5 differs from the checkpoint's 6" in err
+    code, out, err = run_cli(capsys, "charlm", "sample", ckpt, "--length", "5")
+    assert code == 0 and len(out) == 5 + 1

@@ -63,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--arch", choices=("lstm", "gru", "rnn"), help="recurrent layer (default: lstm)")
     t.add_argument("--layers", type=positive_int, help="stacked layers (default: 2)")
     t.add_argument("--hidden", type=positive_int, help="units per layer (default: 128)")
+    t.add_argument(
+        "--embed",
+        type=positive_int,
+        metavar="E",
+        help="read characters through a learned E-wide embedding (default: one-hot)",
+    )
     budget = t.add_mutually_exclusive_group()
     budget.add_argument(
         "--minutes",
@@ -157,6 +163,11 @@ def _check_resume_options(args: argparse.Namespace, meta: dict[str, Any]) -> Non
         "max_vocab": c["max_vocab"],
         "min_count": c["min_count"],
     }
+    if args.embed is not None and args.embed != m.get("embed_size"):
+        raise CLIError(
+            f"--embed {args.embed} differs from the checkpoint's "
+            f"{m.get('embed_size') or 'one-hot input'}; leave it out to resume"
+        )
     for key, value in saved.items():
         given = getattr(args, key)
         if given is not None and given != value:
@@ -249,7 +260,14 @@ def train_handler(args: argparse.Namespace) -> int:
                 sample_every=args.sample_every,
             )
             model = cl.new_model(
-                corpus.vocab.size, o["arch"], o["hidden"], o["layers"], o["dtype"], seed=o["seed"]
+                corpus.vocab.size,
+                o["arch"],
+                o["hidden"],
+                o["layers"],
+                o["dtype"],
+                seed=o["seed"],
+                encoding="one_hot" if args.embed is None else "embedding",
+                embed_size=args.embed,
             )
             state = None
         corpus = task.corpus
@@ -263,8 +281,9 @@ def train_handler(args: argparse.Namespace) -> int:
         )
         c = model.config
         lr = state.optimizer_state[f"{config.optimizer}.hp.lr"][0] if state else config.lr
+        embedded = f", embedding {c.embed_size}" if c.encoding == "embedding" else ""
         console.print(
-            f"model {c.arch} {c.num_layers}x{c.hidden_size} ({model.num_params():,} params, "
+            f"model {c.arch} {c.num_layers}x{c.hidden_size}{embedded} ({model.num_params():,} params, "
             f"{c.dtype}); B={config.batch_size} streams x T={task.length}, Adam lr "
             f"{lr:g} (x{config.lr_decay:g} on plateaus), clip {config.clip_norm:g}; "
             f"{steps_per_pass:,} steps per pass over the text"
