@@ -97,8 +97,7 @@ _EVAL_CHUNK = 256  # sequences per forward pass when evaluating (bounds memory)
 class TrainConfig:
     """How to train: the loop, the optimizer, clipping, evaluation and checkpoints."""
 
-    steps: int | None = 4000  # total optimizer steps (a resume continues up to it); None: no
-    # limit but fit's time_limit
+    steps: int | None = 4000  # total optimizer steps (resumes go on to it); None: time_limit only
     batch_size: int = 64  # fresh sequences per step
     lr: float = 3e-3  # learning rate
     optimizer: str = "adam"  # "adam", "sgd", "rmsprop" or "adagrad"
@@ -288,7 +287,8 @@ def fit(
     ``checkpoint_path``: written atomically every ``checkpoint_every`` steps and at the end
     (never after a divergence, so the last good file stays). ``progress``: a progress bar
     (`gatescope.progress`) on stderr, shown only when stderr is a terminal. ``state``: from
-    :func:`resume_state`, to continue a run exactly. ``log``: called with one line per
+    :func:`resume_state`, to continue a run exactly, or a TrainState the caller keeps: fit
+    updates it (optimizer, data stream, carried state), so a later call goes on in memory. ``log``: called with one line per
     evaluation and checkpoint, and with samples (printed above the bar while it is shown).
     ``time_limit``: stop (``stop_reason == "time"``) after the step that crosses this many
     seconds of this call; a budget for sweeps on busy machines and for `gatescope charlm
