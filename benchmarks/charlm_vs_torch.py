@@ -27,11 +27,14 @@ import torch
 
 import gatescope as gs
 from gatescope import charlm as cl
+from gatescope.model import SequenceModel
+from gatescope.threads import limit_blas_threads
+from gatescope.train import TrainConfig, train_step
 
 
-def torch_model(model: cl.CharLM) -> tuple[torch.nn.Module, torch.nn.Linear, list]:
-    rnn = gs.to_torch(model.rnn)
-    head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size,
+def torch_model(model: SequenceModel) -> tuple[torch.nn.Module, torch.nn.Linear, list]:
+    rnn = gs.to_torch(model.recurrent)
+    head = torch.nn.Linear(model.config.hidden_size, model.config.output_size,
                            dtype=getattr(torch, model.config.dtype))  # fmt: skip
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(model.params["head.weight"]))
@@ -43,8 +46,8 @@ def torch_model(model: cl.CharLM) -> tuple[torch.nn.Module, torch.nn.Linear, lis
     return rnn, head, params
 
 
-def copy_back(rnn: torch.nn.Module, head: torch.nn.Linear, config: cl.CharLMConfig) -> cl.CharLM:
-    model = cl.CharLM(config)
+def copy_back(rnn: torch.nn.Module, head: torch.nn.Linear, config) -> SequenceModel:
+    model = SequenceModel(config)
     back = gs.from_torch(rnn)
     for k, v in back.params.items():
         model.params[f"rnn.{k}"][...] = v
@@ -70,48 +73,49 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    cl.limit_blas_threads(1)
+    limit_blas_threads(1).__enter__()  # for the whole run
     torch.set_num_threads(1)
     corpus = cl.load_corpus(cl.CorpusSpec())
-    config = cl.CharLMConfig(corpus.vocab.size, "lstm", args.hidden, args.layers, args.dtype)
-    train_cfg = cl.CharTrainConfig(
-        batch_size=args.batch,
-        seq_len=args.seq_len,
-        lr=args.lr,
-        lr_decay=1.0,  # a constant learning rate, as torch.optim.Adam alone has
-        clip=args.clip,
-        eval_every=args.eval_every,
-        eval_chars=args.eval_chars,
-        sample_every=0,
-    )
-    ours = cl.CharTrainer(cl.CharLM(config, seed=0), corpus, train_cfg)
-    rnn, head, params = torch_model(ours.model)
+    task = cl.TextTask(corpus, seq_len=args.seq_len, eval_chars=args.eval_chars)
+    model = cl.new_model(corpus.vocab.size, "lstm", args.hidden, args.layers, args.dtype, seed=0)
+    config = model.config
+    train_cfg = TrainConfig(  # a constant learning rate, as torch.optim.Adam alone has
+        steps=args.steps, batch_size=args.batch, lr=args.lr, clip_norm=args.clip,
+        carry_state=True, early_stop=False,
+    )  # fmt: skip
+    optimizer = train_cfg.make_optimizer(model.params)
+    rnn, head, params = torch_model(model)
     opt = torch.optim.Adam(params, lr=args.lr)
-    val_ids = cl.validation_windows(corpus.val_ids, args.eval_chars)  # what ours.validate() reads
-    eye = torch.eye(config.vocab_size, dtype=getattr(torch, args.dtype))
-    state = None
+    val_ids = task.validation_ids()  # what train.fit measures
+    eye = torch.eye(config.input_size, dtype=getattr(torch, args.dtype))
+    state = ours_state = None
     print(
         f"corpus: {corpus.train_ids.size:,} training chars, validation "
         f"{val_ids[:, 1:].size:,} predictions; lstm {args.layers}x{args.hidden} {args.dtype}, B={args.batch}, "
         f"T={args.seq_len}, Adam lr {args.lr:g}, clip {args.clip:g}"
     )
-    rows = [(0, ours.validate(), cl.bits_per_char(copy_back(rnn, head, config), val_ids)[0], 0.0)]
+
+    def validate(m: SequenceModel) -> float:
+        return cl.bits_per_char(m, val_ids)[0]
+
+    rows = [(0, validate(model), validate(copy_back(rnn, head, config)), 0.0)]
     t_ours = t_torch = 0.0
     print(f"{'step':>6} {'gatescope':>10} {'pytorch':>10} {'|diff|':>8} {'max |dw|':>10}")
     print(f"{0:>6} {rows[0][1]:>10.4f} {rows[0][2]:>10.4f} {abs(rows[0][1] - rows[0][2]):>8.4f}")
     for step in range(1, args.steps + 1):
-        k = (step - 1) % ours.batcher.num_batches
-        x, y = ours.batcher.batch(k)
+        batch = task.batch_at(step - 1, args.batch)
+        x, y = batch.x, batch.y
+        if task.pass_starts(step - 1, args.batch):
+            state = ours_state = None
         t0 = time.perf_counter()
-        ours.train_step()
+        train_step(model, optimizer, batch, train_cfg, ours_state)  # what train.fit does
+        ours_state = model.final_state
         t1 = time.perf_counter()
-        if k == 0:
-            state = None
         out, state = rnn(eye[torch.from_numpy(x)], state)
         state = tuple(s.detach() for s in state)  # truncated BPTT: carry, don't backprop
         logits = head(out)
         loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, config.vocab_size), torch.from_numpy(y).reshape(-1)
+            logits.reshape(-1, config.output_size), torch.from_numpy(y).reshape(-1)
         )
         opt.zero_grad()
         loss.backward()
@@ -121,10 +125,8 @@ def main() -> None:
         t_ours, t_torch = t_ours + t1 - t0, t_torch + t2 - t1
         if step % args.eval_every == 0 or step == args.steps:
             theirs = copy_back(rnn, head, config)
-            dw = max(
-                float(np.abs(theirs.params[n] - v).max()) for n, v in ours.model.params.items()
-            )
-            rows.append((step, ours.validate(), cl.bits_per_char(theirs, val_ids)[0], dw))
+            dw = max(float(np.abs(theirs.params[n] - v).max()) for n, v in model.params.items())
+            rows.append((step, validate(model), validate(theirs), dw))
             s, a, b, d = rows[-1]
             print(f"{s:>6} {a:>10.4f} {b:>10.4f} {abs(a - b):>8.4f} {d:>10.2e}", flush=True)
     n = args.steps

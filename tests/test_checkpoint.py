@@ -467,7 +467,9 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[bytes, str]]:
     def set_entry(name, key, value):
         return lambda h: h[name].__setitem__(key, value)
 
-    meta_v2 = json.loads(header["__metadata__"]["gatescope"]) | {"format_version": 2}
+    meta_v2 = json.loads(header["__metadata__"]["gatescope"]) | {
+        "format_version": FORMAT_VERSION + 1
+    }
     f16 = stnp.save({"w": np.zeros(2, np.float16)}, metadata=_our_metadata())
     i32 = stnp.save({"w": np.zeros(2, np.int32)}, metadata=_our_metadata())
     return {
@@ -502,7 +504,10 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[bytes, str]]:
             stnp.save({"w": np.zeros(2)}, metadata={"gatescope": "{}"}),
             "no 'format_version'",
         ),
-        "future_version": (with_meta(format_version="2"), "newer gatescope (format 2 > 1)"),
+        "future_version": (
+            with_meta(format_version=str(FORMAT_VERSION + 1)),
+            f"newer gatescope (format {FORMAT_VERSION + 1} > {FORMAT_VERSION})",
+        ),
         "far_future_version": (with_meta(format_version="999"), "upgrade"),
         "version_not_int": (with_meta(format_version="1.0"), "invalid format_version"),
         "version_word": (with_meta(format_version="one"), "invalid format_version"),

@@ -46,3 +46,41 @@ def test_a_bad_thread_count_is_a_one_line_error(monkeypatch, capsys, probe, valu
     assert err.startswith("error: GATESCOPE_BLAS_THREADS must be a positive integer")
     assert err.count("\n") == 1
     assert probe == []
+
+
+def test_the_blas_helper_limits_this_process_and_the_processes_it_starts(monkeypatch):
+    import os
+
+    from gatescope.threads import BLAS_ENV, limit_blas_threads
+
+    for k in BLAS_ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # set by the user: kept
+    before = blas_threads()
+    with limit_blas_threads(1):
+        assert all(n == 1 for n in blas_threads())
+        assert os.environ["OPENBLAS_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "1"
+        assert os.environ["OMP_NUM_THREADS"] == "3"
+    assert blas_threads() == before
+    assert "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["OMP_NUM_THREADS"] == "3"
+    with limit_blas_threads(2, override_env=True):
+        assert os.environ["OMP_NUM_THREADS"] == "2"
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        with limit_blas_threads(0):
+            pass
+
+
+def test_a_broken_command_module_is_an_error_not_a_missing_command(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def broken(name, *a):
+        if name == "gatescope.cli.plot":
+            raise ModuleNotFoundError("No module named 'gatescope.cli.plot'", name=name)
+        return real(name, *a)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(ModuleNotFoundError):
+        cli.build_parser()

@@ -21,6 +21,7 @@ import gatescope as gs
 from gatescope import charlm as cl
 from gatescope import inspect as gi
 from gatescope import model as model_mod
+from gatescope.train import TrainConfig, fit
 from gatescope.viz import explorer as ex
 
 TEXT = 'def f(x):\n    """Doc."""\n    return (x + 1) * 2  # two\n' * 3
@@ -263,7 +264,7 @@ def test_from_sequence_model_reads_out_at_the_last_step():
 
 def test_from_charlm_uses_the_text_features():
     vocab = cl.Vocab.build(TEXT)
-    model = cl.CharLM(cl.CharLMConfig(vocab_size=vocab.size, hidden_size=8, num_layers=2), seed=0)
+    model = cl.new_model(vocab.size, hidden_size=8, num_layers=2, seed=0)
     text = TEXT + "ü"  # a character outside the vocabulary is read as unknown, shown as is
     data = ex.from_charlm(model, vocab, text, grad_positions=4)
     assert data["tokens"] == text and data["layers"] == 2
@@ -292,10 +293,10 @@ def lm_ckpt(tmp_path):
     for i in range(3):
         (folder / f"m{i}.py").write_text(TEXT * (i + 1))
     corpus = cl.load_corpus(cl.CorpusSpec(paths=(str(folder),)))
-    model = cl.CharLM(cl.CharLMConfig(vocab_size=corpus.vocab.size, hidden_size=8, num_layers=1))
-    trainer = cl.CharTrainer(model, corpus, cl.CharTrainConfig(batch_size=2, seq_len=8))
+    model = cl.new_model(corpus.vocab.size, hidden_size=8, num_layers=1)
+    config = TrainConfig(steps=1, batch_size=2, carry_state=True, early_stop=False)
     path = tmp_path / "lm.safetensors"
-    trainer.save(path)
+    fit(cl.TextTask(corpus, seq_len=8), model, config, checkpoint_path=path, progress=False)
     return path
 
 

@@ -210,3 +210,121 @@ def test_garbage_file_is_a_checkpoint_error(tmp_path):
         load_model(path)
     with pytest.raises(CheckpointError, match="no such file"):
         load_model(tmp_path / "missing.safetensors")
+
+
+# ----------------------------------------------------------------------------- input encodings
+
+V, E = 5, 3
+
+
+def id_batch(rng: np.random.Generator) -> Batch:
+    x = rng.integers(0, V, size=(B, T))
+    x[0, :2] = 1  # an id read twice: its embedding row gets both gradients
+    return Batch(x=x, y=rng.integers(0, C, size=(B, T)))
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_embedding_gradient_matches_central_differences(arch):
+    rng = np.random.default_rng(3)
+    model = SequenceModel.build(
+        arch, V, H, C, "classify_steps", num_layers=2, encoding="embedding", embed_size=E, seed=4
+    )
+    assert (
+        model.params["embed.weight"].shape == (V, E) and model.embed is model.params["embed.weight"]
+    )
+    batch = id_batch(rng)
+    state0 = model.state_from_arrays(
+        {n: rng.normal(size=(2, B, H)) for n in model.recurrent.state_names}
+    )
+
+    def loss() -> float:
+        return model.loss(model.forward(batch.x, state0), batch)[0]
+
+    out = model.forward(batch.x, state0)
+    de = model.backward(model.loss(out, batch)[1])
+    assert de.shape == (B, T, E)
+    for name in ("embed.weight", "rnn.weight_ih_l0", "head.weight"):
+        numeric = central_difference(loss, model.params[name])
+        assert rel_error(model.grads[name], numeric) < 1e-7, name
+    unused = sorted(set(range(V)) - set(batch.x.ravel().tolist()))
+    assert all((model.grads["embed.weight"][v] == 0).all() for v in unused)
+
+
+def test_one_hot_input_equals_a_dense_model_on_one_hot_rows():
+    rng = np.random.default_rng(5)
+    model = SequenceModel.build("lstm", V, H, C, "classify_steps", encoding="one_hot", seed=1)
+    x = rng.integers(0, V, size=(B, T))
+    dense = model.as_dense()
+    assert dense.config.encoding == "dense" and dense.config.input_size == V
+    np.testing.assert_array_equal(model.encode(x), np.eye(V)[x])
+    np.testing.assert_array_equal(model.forward(x), dense.forward(np.eye(V)[x]))
+    emb = SequenceModel.build(
+        "gru", V, H, C, "classify_steps", encoding="embedding", embed_size=E, seed=1
+    )
+    np.testing.assert_array_equal(emb.encode(x), emb.params["embed.weight"][x])
+    np.testing.assert_array_equal(emb.forward(x), emb.as_dense().forward(emb.encode(x)))
+    assert "embed.weight" not in emb.as_dense().params
+
+
+def test_the_final_state_carries_a_sequence_on():
+    rng = np.random.default_rng(6)
+    model = SequenceModel.build("lstm", V, H, C, "classify_steps", num_layers=2, encoding="one_hot")
+    x = rng.integers(0, V, size=(B, 2 * T))
+    whole = model.forward(x)
+    first = model.forward(x[:, :T])
+    second = model.forward(x[:, T:], model.final_state)
+    np.testing.assert_allclose(np.concatenate([first, second], axis=1), whole, atol=1e-12)
+    arrays = model.state_arrays(model.final_state)
+    assert set(arrays) == {"h", "c"} and arrays["h"].shape == (2, B, H)
+    back = model.state_from_arrays(arrays)
+    for a, b in zip(back, model.final_state):
+        np.testing.assert_array_equal(a, b)
+    zero = model.state_arrays(model.zero_state(B))
+    assert not zero["c"].any()
+
+
+@pytest.mark.parametrize(
+    ("kw", "x", "match"),
+    [
+        ({"encoding": "one_hot"}, np.zeros((B, T, V)), "int ids"),
+        ({"encoding": "one_hot"}, np.full((B, T), V), r"lie in \[0, 5\)"),
+        ({"encoding": "embedding", "embed_size": E}, np.full((B, T), -1), "lie in"),
+    ],
+)
+def test_bad_ids_raise_value_error(kw, x, match):
+    model = SequenceModel.build("rnn", V, H, C, "classify_steps", **kw)
+    with pytest.raises(ValueError, match=match):
+        model.forward(x)
+
+
+def test_encoding_options_are_validated():
+    with pytest.raises(ValueError, match="encoding must be one of"):
+        SequenceModel.build("rnn", V, H, C, "classify_steps", encoding="bytes")
+    with pytest.raises(ValueError, match="embed_size must be a positive integer"):
+        SequenceModel.build("rnn", V, H, C, "classify_steps", encoding="embedding")
+    with pytest.raises(ValueError, match="embed_size applies to encoding 'embedding' only"):
+        SequenceModel.build("rnn", V, H, C, "classify_steps", embed_size=3)
+
+
+def test_a_config_dict_without_encoding_is_dense():
+    old = {  # what gatescope 0.1.0 wrote
+        "arch": "gru", "input_size": 2, "hidden_size": 4, "output_size": 1,
+        "kind": "regress_last", "num_layers": 1, "dtype": "float32", "head_bias": True,
+        "layer_options": {"update_bias": 1.0},
+    }  # fmt: skip
+    config = ModelConfig.from_dict(old)
+    assert config.encoding == "dense" and config.embed_size is None
+    assert config.to_dict() == {**old, "encoding": "dense", "embed_size": None}
+    emb = ModelConfig.from_dict({**old, "encoding": "embedding", "embed_size": 3, "input_size": 7})
+    assert emb.recurrent_config().input_size == 3 and ModelConfig.from_dict(emb.to_dict()) == emb
+
+
+def test_embedding_model_file_round_trip_with_carry(tmp_path):
+    model = SequenceModel.build(
+        "lstm", V, H, C, "classify_steps", encoding="embedding", embed_size=E, seed=9
+    )
+    carry = {f"carry.{k}": v for k, v in model.state_arrays(model.zero_state(2)).items()}
+    save_model(tmp_path / "m.st", model, {"step": 1}, carry)
+    again, meta, extra = read_model_file(tmp_path / "m.st")
+    assert sorted(extra) == ["carry.c", "carry.h"] and meta["model"]["encoding"] == "embedding"
+    np.testing.assert_array_equal(again.params["embed.weight"], model.params["embed.weight"])

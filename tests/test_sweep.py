@@ -82,7 +82,7 @@ def test_run_id_is_a_stable_hash_of_the_whole_spec():
 
 
 def test_run_spec_rejects_bad_values():
-    with pytest.raises(ValueError, match="length must be an int >= 1"):
+    with pytest.raises(ValueError, match="length must be a positive integer"):
         RunSpec(task="recall", arch="lstm", length=0, seed=0)
     with pytest.raises(ValueError, match="train must not contain 'seed'"):
         RunSpec(task="recall", arch="lstm", length=5, seed=0, train={"seed": 3})
@@ -123,7 +123,7 @@ def test_run_one_records_a_failure_instead_of_raising():
     bad = RunSpec(task="recall", arch="lstm", length=4, seed=0, task_options={"n_symbols": 1})
     row = run_one(bad)
     assert row["status"] == "error" and row["id"] == bad.run_id
-    assert row["error"].startswith("ValueError: n_symbols must be an int >= 2")
+    assert row["error"].startswith("ValueError: n_symbols must be an integer >= 2")
     assert "Traceback" in row["traceback"] and "metric" not in row
 
 

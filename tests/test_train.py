@@ -259,6 +259,29 @@ def test_progress_bar_and_log_lines(monkeypatch):
     assert "accuracy" in lines[0] and "baseline" in lines[0]
 
 
+def test_the_progress_helper_draws_only_on_a_terminal(monkeypatch, capsys):
+    from gatescope.progress import Progress
+
+    got = []
+    with Progress("x", 3, fallback=got.append) as bar:  # pytest's stderr is no terminal
+        assert not bar.enabled
+        bar.update(1, info="a")
+        bar.print("line")
+    assert got == ["line"] and capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    for unit, total in (("steps", 3), ("seconds", 2.5)):
+        with Progress("x", total, unit=unit, fallback=got.append) as bar:
+            assert bar.enabled
+            bar.update(2, info="half")
+            bar.print(f"above the {unit} bar")
+        assert f"above the {unit} bar" in capsys.readouterr().err
+    assert got == ["line"]  # on a terminal the lines go above the bar, not to the fallback
+    with Progress("x", 3, enabled=False) as bar:
+        assert not bar.enabled
+    with pytest.raises(ValueError, match="unit must be one of"):
+        Progress("x", 1, unit="hours")
+
+
 def test_evaluate_model_validates_n():
     task, model = tiny()
     assert set(evaluate_model(task, model, n=5)) == {"mse", "mae"}

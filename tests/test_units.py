@@ -18,6 +18,7 @@ from gatescope.inspect.units import (
     search_cells,
     text_features,
 )
+from gatescope.train import TrainConfig, fit
 from gatescope.viz.units import render_html, render_png, render_saturation_png, units_page
 
 
@@ -234,12 +235,11 @@ def checkpoint(tmp_path_factory):
     for k in range(4):
         (folder / f"m{k}.py").write_text(code * 10)
     corpus = cl.load_corpus(cl.CorpusSpec(paths=(str(folder),), val_fraction=0.25))
-    model = cl.CharLM(cl.CharLMConfig(corpus.vocab.size, hidden_size=6, num_layers=2), seed=0)
-    cfg = cl.CharTrainConfig(batch_size=2, seq_len=8, eval_every=5, eval_chars=50, sample_every=0)
-    trainer = cl.CharTrainer(model, corpus, cfg)
-    trainer.step = 3
+    model = cl.new_model(corpus.vocab.size, hidden_size=6, num_layers=2, seed=0)
+    task = cl.TextTask(corpus, seq_len=8, eval_chars=50)
+    cfg = TrainConfig(steps=3, batch_size=2, eval_every=5, carry_state=True, early_stop=False)
     path = folder / "m.safetensors"
-    trainer.save(path)
+    fit(task, model, cfg, checkpoint_path=path, progress=False)
     return path, folder / "m0.py"
 
 

@@ -60,8 +60,13 @@ __all__ = [
     "save_checkpoint",
 ]
 
-FORMAT_VERSION = 1
-"""Version of the file layout written by this gatescope; files with a larger one are refused."""
+FORMAT_VERSION = 2
+"""Version of the file layout written by this gatescope; files with a larger one are refused.
+
+1: gatescope 0.1.0 (task models; char LMs as ``"kind": "gatescope.charlm"`` files).
+2: every model file is a ``gatescope.SequenceModel`` file (char LMs included: ``"model"``
+   has ``"encoding"``, tensors ``carry.*`` hold a carried state). Version-1 files are read
+   (``gatescope.model.read_model_file`` upgrades the old char-LM layout as it loads)."""
 
 MAX_HEADER_BYTES = 100_000_000
 """Largest JSON header accepted on load (the safetensors reference limit)."""

@@ -29,6 +29,7 @@ import numpy as np
 from gatescope import inspect as gi
 from gatescope import viz
 from gatescope.model import SequenceModel
+from gatescope.progress import Progress
 from gatescope.tasks import get_task
 from gatescope.train import TrainConfig, evaluate_model, fit
 from gatescope.viz.demo_page import render_report
@@ -109,66 +110,26 @@ def float64_copy(model: SequenceModel) -> SequenceModel:
 
 
 class _Stages:
-    """A rich progress bar over the demo's stages on stderr (when it is a terminal)."""
+    """A progress bar over the demo's stages (gatescope.progress: stderr, a terminal only)."""
 
     def __init__(self, total: int, enabled: bool, log: Callable[[str], None]) -> None:
-        import sys
-
         self.log = log
-        self._progress = None
-        if enabled and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._task = self._progress.add_task("demo", total=total)
+        self._bar = Progress("demo", total, enabled=enabled, transient=True)
 
     @contextmanager
     def running(self) -> Iterator[_Stages]:
-        if self._progress is None:
-            yield self
-            return
-        with self._progress:
+        with self._bar:
             yield self
 
     def advance(self, what: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, advance=1, description=what)
+        if self._bar.enabled:
+            self._bar.update(advance=1, label=what)
         else:
             self.log(what)
 
     def pause(self) -> Any:
         """A context in which fit's own bar may draw (rich allows one live display)."""
-        if self._progress is None:
-            return _null()
-        return _paused(self._progress)
-
-
-@contextmanager
-def _null() -> Iterator[None]:
-    yield
-
-
-@contextmanager
-def _paused(progress: Any) -> Iterator[None]:
-    progress.stop()
-    try:
-        yield
-    finally:
-        progress.start()
+        return self._bar.pause()
 
 
 # --------------------------------------------------------------------------------------------

@@ -53,6 +53,10 @@ from typing import Any
 
 import numpy as np
 
+from gatescope.nn.checks import check_positive_int
+from gatescope.progress import Progress
+from gatescope.threads import limit_blas_threads
+
 __all__ = [
     "EXECUTORS",
     "RESULTS_FILE",
@@ -77,7 +81,6 @@ TIMING_FIELDS = ("seconds", "finished", "worker")
 _TRACEBACK_CHARS = 4000  # keep the end of a failed run's traceback, not all of it
 # Dask's nanny gives each worker single-threaded BLAS; local worker processes get the same, so
 # N processes use N cores (not N * cores) and both executors compute alike.
-_BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class SweepError(RuntimeError):
@@ -97,12 +100,6 @@ def _freeze(d: Mapping[str, Any] | None, name: str) -> Mapping[str, Any]:
     except (TypeError, ValueError) as e:
         raise ValueError(f"{name} must hold only JSON values (finite numbers), got {d!r}") from e
     return MappingProxyType(dict(sorted(d.items())))
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -125,11 +122,13 @@ class RunSpec:
         for name in ("task", "arch", "dtype"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty str, got {getattr(self, name)!r}")
-        object.__setattr__(self, "length", _check_int("length", self.length, 1))
-        object.__setattr__(self, "seed", _check_int("seed", self.seed, 0))
-        object.__setattr__(self, "hidden_size", _check_int("hidden_size", self.hidden_size, 1))
-        object.__setattr__(self, "num_layers", _check_int("num_layers", self.num_layers, 1))
-        object.__setattr__(self, "eval_n", _check_int("eval_n", self.eval_n, 1))
+        object.__setattr__(self, "length", check_positive_int("length", self.length, 1))
+        object.__setattr__(self, "seed", check_positive_int("seed", self.seed, 0))
+        object.__setattr__(
+            self, "hidden_size", check_positive_int("hidden_size", self.hidden_size, 1)
+        )
+        object.__setattr__(self, "num_layers", check_positive_int("num_layers", self.num_layers, 1))
+        object.__setattr__(self, "eval_n", check_positive_int("eval_n", self.eval_n, 1))
         for name in ("task_options", "layer_options", "train"):
             object.__setattr__(self, name, _freeze(getattr(self, name), name))
         if "seed" in self.train:
@@ -177,7 +176,9 @@ def make_grid(
     :class:`RunSpec` fields. Seed-major order means an interrupted sweep already has a whole
     curve for the first seeds rather than every seed for the shortest lengths.
     """
-    seed_list = list(range(_check_int("seeds", seeds, 1))) if not _is_seq(seeds) else list(seeds)
+    seed_list = (
+        list(range(check_positive_int("seeds", seeds, 1))) if not _is_seq(seeds) else list(seeds)
+    )
     for name, values in (("archs", archs), ("lengths", lengths), ("seeds", seed_list)):
         if not _is_seq(values) or len(values) == 0:
             raise ValueError(f"{name} must be a non-empty list, got {values!r}")
@@ -439,22 +440,6 @@ def _locked(out_dir: Path) -> Iterator[None]:
 # ------------------------------------------------------------------------------ executors
 
 
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """Set BLAS thread counts to 1 (unless the user set them) for processes started inside."""
-    old = {k: os.environ.get(k) for k in _BLAS_ENV}
-    for k in _BLAS_ENV:
-        os.environ.setdefault(k, "1")
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def default_workers() -> int:
     """The CPU cores this process may use."""
     try:
@@ -474,7 +459,7 @@ def _execute_local(specs: list[dict[str, Any]], workers: int | None) -> Iterator
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
     try:
-        with _single_threaded_blas():  # the pool starts its processes while submitting
+        with limit_blas_threads(1):  # the pool starts its processes while submitting
             futures = [pool.submit(run_one, spec) for spec in specs]
         for fut in as_completed(futures):
             try:
@@ -571,7 +556,7 @@ def run_sweep(
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
     if workers is not None:
-        _check_int("workers", workers, 1)
+        check_positive_int("workers", workers, 1)
     if scheduler is not None and executor != "dask":
         raise ValueError(f"a scheduler address needs executor='dask', got executor={executor!r}")
     unique: dict[str, RunSpec] = {}
@@ -618,38 +603,15 @@ def run_sweep(
 
 @contextlib.contextmanager
 def _progress(show: bool, summary: SweepSummary) -> Iterator[Callable[[dict[str, Any]], None]]:
-    if not show:
-        yield lambda row: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    console = Console(stderr=True)
-    bar = Progress(
-        TextColumn("[bold]sweep"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[counts]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.description}"),
-        console=console,
-    )
+    """A bar over the runs (gatescope.progress) on stderr when it is a terminal."""
 
     def counts() -> str:
         failed = f", [red]{summary.failed} failed[/red]" if summary.failed else ""
         skipped = f", {summary.skipped} done before" if summary.skipped else ""
         return f"{summary.ok} ok{failed}{skipped}"
 
-    with bar:
-        task = bar.add_task("", total=summary.total, completed=summary.skipped, counts=counts())
+    with Progress("sweep", summary.total, start=summary.skipped, enabled=show) as bar:
+        bar.update(summary.skipped, info=counts())
 
         def advance(row: dict[str, Any]) -> None:
             label = _row_label(row)
@@ -657,8 +619,8 @@ def _progress(show: bool, summary: SweepSummary) -> Iterator[Callable[[dict[str,
                 desc = f"{label}: {row.get('metric_name')} {_fmt(row.get('metric'))}"
             else:
                 desc = f"{label}: failed"
-                bar.console.print(f"[red]failed[/red] {label}: {row.get('error')}")
-            bar.update(task, advance=1, description=desc, counts=counts())
+                bar.print(f"[red]failed[/red] {label}: {row.get('error')}", markup=True)
+            bar.update(advance=1, info=f"{counts()}  {desc}")
 
         yield advance
 

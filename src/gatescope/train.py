@@ -1,4 +1,4 @@
-"""The fit loop: fresh batches every step, periodic evaluation, early stop, checkpoints, resume.
+"""The one fit loop: a batch every step, periodic evaluation, early stop, checkpoints, resume.
 
     from gatescope.model import SequenceModel
     from gatescope.tasks import get_task
@@ -24,6 +24,22 @@ early-stop bookkeeping. ``steps`` counts the total: a run of N steps and a run o
 resumed to N give bit-identical weights. Only scheduled evaluations (every ``eval_every``
 steps) decide early stopping, so where a shorter run happened to end changes nothing.
 
+Text (truncated BPTT). On a `gatescope.tasks.text.TextTask` the batches are not drawn: step s
+reads batch ``s % steps_per_pass`` of B streams through the training text. With
+``carry_state`` the final recurrent state of one step is the initial state of the next (no
+gradient flows into it) and is reset to zero at each pass over the text; it is saved in the
+checkpoint (tensors ``carry.*``) so that a resume stays bit-exact. The metric is bits per
+character on fixed windows of the validation text. Options that the character LM uses and
+any task may: ``lr_decay`` on plateaus (``min_gain``, ``min_lr``), a time budget (fit's
+``time_limit``, with ``steps=None`` for no step limit), and samples every ``sample_every``
+steps through ``log`` (text only)::
+
+    task = TextTask(load_corpus(CorpusSpec(paths=("texts/",))), seq_len=64)
+    model = SequenceModel.for_task(task, "lstm", 128, num_layers=2, dtype="float32")
+    config = TrainConfig(steps=None, batch_size=32, lr=1e-2, clip_norm=5.0, carry_state=True,
+                         lr_decay=0.5, early_stop=False, checkpoint_every=100)
+    fit(task, model, config, checkpoint_path="lm.safetensors", time_limit=300)
+
 Divergence. A loss, gradient norm or parameter that turns NaN or Inf stops training *before*
 anything is written: the last checkpoint on disk (the last good one) is kept, and the result
 says so (``stop_reason == "diverged"``, ``message`` names the step and suggests a lower
@@ -34,7 +50,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -42,10 +57,20 @@ from typing import Any
 
 import numpy as np
 
+from gatescope import charlm
 from gatescope.checkpoint import CheckpointError
-from gatescope.model import EXTRA_PREFIX, SequenceModel, read_model_file, save_model
+from gatescope.model import (
+    CARRY_PREFIX,
+    EXTRA_PREFIX,
+    SequenceModel,
+    read_model_file,
+    save_model,
+)
+from gatescope.nn.checks import check_positive_int
 from gatescope.optim import OPTIMIZERS, Optimizer, clip_grad_norm, clip_grad_value, make_optimizer
+from gatescope.progress import Progress
 from gatescope.tasks import Batch, Task, task_from_dict
+from gatescope.tasks.text import TextTask, corpus_from_meta
 
 __all__ = [
     "STOP_REASONS",
@@ -57,6 +82,7 @@ __all__ = [
     "heldout_batch",
     "resume_state",
     "train_rng",
+    "train_step",
 ]
 
 STOP_REASONS = ("steps", "solved", "patience", "time", "diverged")
@@ -71,7 +97,7 @@ _EVAL_CHUNK = 256  # sequences per forward pass when evaluating (bounds memory)
 class TrainConfig:
     """How to train: the loop, the optimizer, clipping, evaluation and checkpoints."""
 
-    steps: int = 4000  # total optimizer steps; a resumed run continues up to this count
+    steps: int | None = 4000  # total optimizer steps (resumes go on to it); None: time_limit only
     batch_size: int = 64  # fresh sequences per step
     lr: float = 3e-3  # learning rate
     optimizer: str = "adam"  # "adam", "sgd", "rmsprop" or "adagrad"
@@ -85,17 +111,31 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints (0: only at the end)
     early_stop: bool = True  # stop at the first evaluation where the task counts as solved
     patience: int = 0  # stop after this many evaluations without improvement (0: never)
+    carry_state: bool = False  # truncated BPTT (text tasks): carry the state batch to batch
+    lr_decay: float = 1.0  # lr multiplier when an evaluation does not beat the best (1: off)
+    min_gain: float = 0.0  # by how much an evaluation must beat the best to count as better
+    min_lr: float = 1e-4  # lr_decay stops here
+    sample_every: int = 0  # text tasks: steps between samples sent to the log (0: never)
+    sample_chars: int = 300  # length of those samples
 
     def __post_init__(self) -> None:
-        _positive_int(self, "steps", minimum=1)
-        _positive_int(self, "batch_size", minimum=1)
-        _positive_int(self, "eval_every", minimum=1)
-        _positive_int(self, "eval_size", minimum=1)
-        _positive_int(self, "checkpoint_every", minimum=0)
-        _positive_int(self, "patience", minimum=0)
-        _positive_int(self, "seed", minimum=0)
-        _positive_int(self, "eval_seed", minimum=0)
+        if self.steps is not None:
+            _int_field(self, "steps", minimum=1)
+        _int_field(self, "batch_size", minimum=1)
+        _int_field(self, "eval_every", minimum=1)
+        _int_field(self, "eval_size", minimum=1)
+        _int_field(self, "checkpoint_every", minimum=0)
+        _int_field(self, "patience", minimum=0)
+        _int_field(self, "seed", minimum=0)
+        _int_field(self, "eval_seed", minimum=0)
+        _int_field(self, "sample_every", minimum=0)
+        _int_field(self, "sample_chars", minimum=1)
         _positive_float(self, "lr")
+        _positive_float(self, "min_lr")
+        _positive_float(self, "min_gain", allow_zero=True)
+        _positive_float(self, "lr_decay")
+        if self.lr_decay > 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
         _positive_float(self, "momentum", allow_zero=True)
         for name in ("clip_norm", "clip_value"):
             if getattr(self, name) is not None:
@@ -110,8 +150,9 @@ class TrainConfig:
                 f"momentum applies to sgd and rmsprop only, got momentum={self.momentum} "
                 f"with optimizer {self.optimizer!r}"
             )
-        if not isinstance(self.early_stop, bool):
-            raise ValueError(f"early_stop must be a bool, got {self.early_stop!r}")
+        for name in ("early_stop", "carry_state"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict; ``TrainConfig.from_dict(d)`` reads it back."""
@@ -150,6 +191,9 @@ class TrainState:
     stop_reason: str | None = None  # set when the run stopped before `steps` for good
     metrics: dict[str, float] | None = None  # the last evaluation
     loss: float | None = None  # running mean of the training loss at `step`
+    carry: dict[str, np.ndarray] | None = None  # carried state (L, B, H) arrays (carry_state)
+    recent: list[float] = field(default_factory=list)  # text: bits/char of each step since the
+    # last evaluation (its mean is the history's "train_bpc")
 
 
 @dataclass
@@ -167,11 +211,8 @@ class FitResult:
     checkpoint_path: str | None  # where the last checkpoint was written (None: none written)
 
 
-def _positive_int(obj: object, name: str, minimum: int) -> None:
-    value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    object.__setattr__(obj, name, int(value))
+def _int_field(obj: object, name: str, minimum: int) -> None:
+    object.__setattr__(obj, name, check_positive_int(name, getattr(obj, name), minimum))
 
 
 def _positive_float(obj: object, name: str, allow_zero: bool = False) -> None:
@@ -203,7 +244,11 @@ def heldout_batch(task: Task, n: int, seed: int) -> Batch:
     return task.make_batch(n, _rng(seed, _HELDOUT_STREAM))
 
 
-def _evaluate_on(task: Task, model: SequenceModel, batch: Batch) -> dict[str, float]:
+def _evaluate_on(task: Task, model: SequenceModel, batch: Batch | np.ndarray) -> dict[str, float]:
+    if isinstance(task, TextTask):  # batch: the validation windows (B, L + 1), state carried
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            bpc, _ = charlm.bits_per_char(model, batch)
+        return {task.metric_name: bpc if math.isfinite(bpc) else math.nan}
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         out = model.predict(batch.x, chunk=_EVAL_CHUNK)
     if not np.isfinite(out).all():
@@ -217,9 +262,10 @@ def evaluate_model(
     """Score ``model`` on ``n`` fresh sequences of ``task`` (a test stream no run trains or
     early-stops on); returns ``task.evaluate``'s dict."""
     _check_model_fits(task, model)
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    batch = task.make_batch(int(n), _rng(seed, _TEST_STREAM))
+    n = check_positive_int("n", n)
+    if isinstance(task, TextTask):  # a text has one validation set: its windows
+        return _evaluate_on(task, model, task.validation_ids())
+    batch = task.make_batch(n, _rng(seed, _TEST_STREAM))
     return _evaluate_on(task, model, batch)
 
 
@@ -239,13 +285,15 @@ def fit(
     """Train ``model`` on ``task`` until ``config.steps`` (or solved, or out of patience).
 
     ``checkpoint_path``: written atomically every ``checkpoint_every`` steps and at the end
-    (never after a divergence, so the last good file stays). ``progress``: a rich progress
-    bar on stderr (loss, metric, steps/s, ETA), shown only when stderr is a terminal.
-    ``state``: from :func:`resume_state`, to continue a run exactly. ``log``: called with one
-    line per evaluation and checkpoint (printed above the bar while it is shown).
+    (never after a divergence, so the last good file stays). ``progress``: a progress bar
+    (`gatescope.progress`) on stderr, shown only when stderr is a terminal. ``state``: from
+    :func:`resume_state`, to continue a run exactly, or a TrainState the caller keeps: fit
+    updates it (optimizer, data stream, carried state), so a later call goes on in memory. ``log``: called with one line per
+    evaluation and checkpoint, and with samples (printed above the bar while it is shown).
     ``time_limit``: stop (``stop_reason == "time"``) after the step that crosses this many
-    seconds of this call; a budget for sweeps on busy machines, so where such a run stops
-    depends on the machine. A run stopped by it resumes like one that ran out of steps.
+    seconds of this call; a budget for sweeps on busy machines and for `gatescope charlm
+    train --minutes`, so where such a run stops depends on the machine. A run stopped by it
+    resumes like one that ran out of steps. With ``config.steps`` None it is the only limit.
     """
     if time_limit is not None and not (
         isinstance(time_limit, int | float) and math.isfinite(time_limit) and time_limit > 0
@@ -254,34 +302,63 @@ def fit(
     _check_model_fits(task, model)
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if config.steps is None and time_limit is None:
+        raise ValueError("config.steps is None (no step limit): give a time_limit")
+    text = isinstance(task, TextTask)
+    if config.carry_state and not text:
+        raise ValueError(
+            f"carry_state needs a sequential task (gatescope.tasks.text.TextTask), not "
+            f"{task.name!r}: its batches are drawn afresh, so no state carries over"
+        )
     path = None if checkpoint_path is None else os.fspath(checkpoint_path)
     if path is not None:
         folder = os.path.dirname(path) or "."
         if not os.path.isdir(folder):
             raise CheckpointError(f"{path}: folder {folder!r} does not exist (create it first)")
     state = TrainState() if state is None else state
+    max_steps = math.inf if config.steps is None else config.steps
 
     optimizer = config.make_optimizer(model.params)
     rng = train_rng(config.seed)
     if state.step > 0:
-        if state.optimizer_state is None or state.rng_state is None:
+        if state.optimizer_state is None or (state.rng_state is None and not text):
             raise ValueError("state must hold optimizer_state and rng_state to resume")
         optimizer.load_state_dict(state.optimizer_state)
-        rng.bit_generator.state = state.rng_state
-    heldout = heldout_batch(task, config.eval_size, config.eval_seed)
+        if state.rng_state is not None:
+            rng.bit_generator.state = state.rng_state
+    if text:
+        task.batcher(config.batch_size)  # a text too short for B streams of T fails here
+        heldout: Any = task.validation_ids()
+    else:
+        heldout = heldout_batch(task, config.eval_size, config.eval_seed)
+    carried: Any = None  # the recurrent state the next step starts from (carry_state)
+    if config.carry_state and state.carry is not None:
+        carried = model.state_from_arrays(state.carry)
     saved_step: int | None = None  # step of the checkpoint this call last wrote
-    bar = _Bar(config.steps, state.step, task.metric_name, enabled=progress)
+    if config.steps is None:
+        bar = Progress("train", float(time_limit or 0), unit="seconds", enabled=progress)
+    else:
+        bar = Progress("train", config.steps, start=state.step, enabled=progress)
     emit = bar.print if (log is not None and bar.enabled) else (log or (lambda line: None))
+
+    def snapshot() -> None:  # what a resume needs, into `state`
+        state.rng_state = rng.bit_generator.state
+        state.optimizer_state = optimizer.state_dict()
+        if config.carry_state:
+            B = config.batch_size
+            state.carry = model.state_arrays(
+                carried if carried is not None else model.zero_state(B)
+            )
 
     def save(step: int) -> None:
         nonlocal saved_step
         if path is None:
             return
-        state.rng_state = rng.bit_generator.state
-        state.optimizer_state = optimizer.state_dict()
+        snapshot()
         _save_training_checkpoint(path, task, model, config, state)
         saved_step = step
-        emit(f"step {step}: checkpoint written to {path}")
+        if not text:  # a text run's evaluation lines stand for its saves (as `charlm` printed)
+            emit(f"step {step}: checkpoint written to {path}")
 
     stop_reason = state.stop_reason
     message = ""
@@ -292,38 +369,65 @@ def fit(
     with bar:
         if stop_reason is not None:
             message = f"already stopped at step {step} ({stop_reason}); nothing to do"
-        while stop_reason is None and step < config.steps:
-            batch = task.make_batch(config.batch_size, rng)
-            loss, bad = _train_step(model, optimizer, batch, config)
+        while stop_reason is None and step < max_steps:
+            if text:
+                batch = task.batch_at(step, config.batch_size)
+                if task.pass_starts(step, config.batch_size):
+                    carried = None  # a new pass over the text: the state starts from zero
+            else:
+                batch = task.make_batch(config.batch_size, rng)
+            loss, bad = train_step(model, optimizer, batch, config, carried)
             if bad is not None:  # nothing was updated; the last checkpoint is left alone
                 stop_reason = "diverged"
                 message = _divergence_message(bad, step + 1, config, path, saved_step, state)
                 break
+            if config.carry_state:  # the next chunk continues this one; no gradient into it
+                carried = _copy_state(model.final_state)
             step += 1
             loss_avg = loss if loss_avg is None else 0.95 * loss_avg + 0.05 * loss
             state.step, state.loss = step, loss_avg
             state.seconds = seconds0 + time.perf_counter() - t_session
+            if text:
+                state.recent.append(loss / LN2)
             if step % config.eval_every == 0:
                 metrics = _evaluate_on(task, model, heldout)
                 value = metrics[task.metric_name]
+                decayed = _plateau(task, config, optimizer, state, value)
                 state.metrics = metrics
-                state.history.append(
-                    {
-                        "step": step,
-                        "loss": loss_avg,
-                        "metric": value,
-                        "seconds": round(state.seconds, 3),
-                        **metrics,
-                    }
-                )
-                emit(
-                    f"step {step}: loss {loss_avg:.4g}, {task.metric_name} {value:.4g} "
-                    f"(baseline {task.baseline:.4g}, {state.seconds:.0f}s)"
-                )
+                row = {
+                    "step": step,
+                    "loss": loss_avg,
+                    "metric": value,
+                    "seconds": round(state.seconds, 3),
+                    **metrics,
+                }
+                if text:
+                    train_bpc = _text_line(emit, task, config, state, value, optimizer, decayed)
+                    state.recent = []
+                    row.update(
+                        train_bpc=train_bpc,
+                        val_bpc=value,
+                        chars=step * config.batch_size * task.length,
+                        lr=optimizer.lr,
+                    )
+                else:
+                    if config.lr_decay < 1:
+                        row["lr"] = optimizer.lr
+                    emit(
+                        f"step {step}: loss {loss_avg:.4g}, {task.metric_name} {value:.4g} "
+                        f"(baseline {task.baseline:.4g}, {state.seconds:.0f}s)"
+                        + (f", lr -> {optimizer.lr:.3g}" if decayed else "")
+                    )
+                state.history.append(row)
                 stop_reason = _update_stopping(task, config, state, value, metrics)
-            bar.update(step, loss_avg, state.metrics)
+            if text and config.sample_every and step % config.sample_every == 0:
+                sample = charlm.sample(
+                    model, task.vocab, length=config.sample_chars, temperature=0.8, seed=step
+                )
+                emit(f"--- sample at step {step} (temperature 0.8) ---\n{sample}\n---")
+            _show(bar, config, task, step, time.perf_counter() - t_session, loss_avg, state)
             out_of_time = time_limit is not None and time.perf_counter() - t_session > time_limit
-            if stop_reason is None and out_of_time and step < config.steps:
+            if stop_reason is None and out_of_time and step < max_steps:
                 stop_reason = "time"
             if (
                 stop_reason is None
@@ -334,12 +438,17 @@ def fit(
 
         if stop_reason != "diverged":
             if not state.history or state.history[-1]["step"] != step or state.metrics is None:
-                state.metrics = _evaluate_on(task, model, heldout)  # final, off the schedule
+                # final, off the schedule: no lr decay, no history row (a resume stays exact)
+                state.metrics = _evaluate_on(task, model, heldout)
+                if text and step > 0:
+                    value = state.metrics[task.metric_name]
+                    _text_line(emit, task, config, state, value, optimizer, False)
             # "solved" and "patience" end the run for good; "time" is only this call's budget
             state.stop_reason = stop_reason if stop_reason in ("solved", "patience") else None
             if saved_step != step or state.stop_reason is not None:
                 save(step)
-            bar.update(step, loss_avg, state.metrics)
+            snapshot()  # `state` can continue the run in memory too
+            _show(bar, config, task, step, time.perf_counter() - t_session, loss_avg, state)
 
     metrics = dict(state.metrics or {task.metric_name: math.nan})
     value = metrics.get(task.metric_name, math.nan)
@@ -363,12 +472,91 @@ def fit(
     )
 
 
-def _train_step(
-    model: SequenceModel, optimizer: Optimizer, batch: Batch, config: TrainConfig
+LN2 = math.log(2.0)
+
+
+def _text_line(
+    emit: Callable[[str], None],
+    task: TextTask,
+    config: TrainConfig,
+    state: TrainState,
+    value: float,
+    optimizer: Optimizer,
+    decayed: bool,
+) -> float:
+    """Log a text run's evaluation as `gatescope charlm train` prints it; the train bpc."""
+    train_bpc = float(np.mean(state.recent)) if state.recent else math.nan
+    epoch = state.step / task.steps_per_pass(config.batch_size)
+    emit(
+        f"step {state.step:>6}  train {train_bpc:.3f}  val {value:.3f} bits/char  "
+        f"({state.seconds / 60:.1f} min, epoch {epoch:.3f})"
+        + (f"  lr -> {optimizer.lr:.3g}" if decayed else "")
+    )
+    return train_bpc
+
+
+def _copy_state(state: Any) -> Any:
+    """A detached copy of a recurrent state (the layer may reuse its arrays)."""
+    if isinstance(state, tuple):
+        return tuple(np.array(a, copy=True) for a in state)
+    return np.array(state, copy=True)
+
+
+def _show(
+    bar: Progress,
+    config: TrainConfig,
+    task: Task,
+    step: int,
+    elapsed: float,
+    loss: float | None,
+    state: TrainState,
+) -> None:
+    if not bar.enabled:
+        return
+    stats = "" if loss is None else f"loss {loss:.4g}"
+    if state.metrics:
+        stats += f"  {task.metric_name} {state.metrics.get(task.metric_name, math.nan):.4g}"
+    if config.steps is None:
+        bar.update(min(elapsed, bar.total), info=f"step {step}  {stats}")
+    else:
+        bar.update(step, info=stats)
+
+
+def _plateau(
+    task: Task, config: TrainConfig, optimizer: Optimizer, state: TrainState, value: float
+) -> bool:
+    """Multiply the learning rate by ``lr_decay`` (not below ``min_lr``) when ``value`` does
+    not beat the best scheduled evaluation so far (``state.history``) by more than
+    ``min_gain``; True if it did. Off at ``lr_decay == 1``."""
+    if config.lr_decay >= 1 or optimizer.lr <= config.min_lr:
+        return False
+    past = [row["metric"] for row in state.history if not math.isnan(row.get("metric", math.nan))]
+    if not past:
+        return False
+    if task.higher_is_better:
+        improved = value > max(past) + config.min_gain
+    else:
+        improved = value < min(past) - config.min_gain
+    if improved:
+        return False
+    optimizer.lr = max(optimizer.lr * config.lr_decay, config.min_lr)
+    return True
+
+
+def train_step(
+    model: SequenceModel,
+    optimizer: Optimizer,
+    batch: Batch,
+    config: TrainConfig,
+    state0: Any = None,
 ) -> tuple[float, str | None]:
-    """One update: (loss, None), or (loss, what turned non-finite) with nothing updated."""
+    """One update of ``fit``: forward, loss, backward, clipping, the optimizer step.
+
+    Returns (loss, None), or (loss, what turned non-finite) with nothing updated.
+    ``state0``: the carried initial state (truncated BPTT), a constant for backward; the
+    final state is ``model.final_state`` afterwards."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        out = model.forward(batch.x)
+        out = model.forward(batch.x, state0)
         if not np.isfinite(out).all():
             return math.nan, "the model output"
         loss, dout = model.loss(out, batch)
@@ -473,18 +661,32 @@ def _save_training_checkpoint(
         "metrics": state.metrics,
         "loss": state.loss,
     }
+    if isinstance(task, TextTask):
+        meta.update(task.checkpoint_meta())  # "vocab", "corpus"
+        meta["epoch"] = state.step / task.steps_per_pass(config.batch_size)
+        meta["recent_bpc"] = list(state.recent)
     extra = {EXTRA_PREFIX + k: v for k, v in state.optimizer_state.items()}
+    if state.carry is not None and config.carry_state:
+        extra.update({CARRY_PREFIX + k: v for k, v in state.carry.items()})
     save_model(path, model, meta, extra)
 
 
 def resume_state(
-    path: str | os.PathLike[str], **overrides: Any
+    path: str | os.PathLike[str],
+    corpus: Any = None,
+    *,
+    corpus_paths: Any = None,
+    **overrides: Any,
 ) -> tuple[Task, SequenceModel, TrainConfig, TrainState]:
     """Read a checkpoint written by ``fit``: ``(task, model, config, state)`` to continue it.
 
     ``overrides`` replace fields of the saved TrainConfig (typically ``steps``, the new
     total; ``checkpoint_every``). Changing anything that shapes the run (lr, seed, batch
     size...) is allowed but then the continuation is no longer the same run.
+    A char LM's text is read again from the paths its checkpoint names, or from
+    ``corpus_paths`` (where it is now, when it moved), or taken as given (``corpus``, a
+    `gatescope.tasks.text.Corpus`); its fingerprint must match the checkpoint's. Files of
+    gatescope 0.1.0 (task models and char LMs) resume too.
     Problems with the file raise CheckpointError naming it.
     """
     path_str = os.fspath(path)
@@ -500,16 +702,38 @@ def resume_state(
         return value
 
     try:
-        task = task_from_dict(need("task", dict))
+        task_meta = need("task", dict)
+        if task_meta.get("name") == TextTask.name:
+            if corpus is None:
+                try:
+                    corpus = corpus_from_meta(meta, corpus_paths)
+                except ValueError as e:
+                    raise CheckpointError(f"{path_str}: {e}") from None
+            elif corpus.fingerprint != meta.get("corpus", {}).get("fingerprint"):
+                raise CheckpointError(
+                    f"{path_str}: the corpus has changed since this checkpoint was written "
+                    "(the given corpus has another fingerprint); it cannot be resumed on this text"
+                )
+            task: Task = TextTask(
+                corpus, seq_len=task_meta["length"], eval_chars=task_meta["eval_chars"]
+            )
+        else:
+            task = task_from_dict(task_meta)
         config = TrainConfig.from_dict(need("train", dict))
         step = need("step", int)
-        rng_state = need("rng", dict).get("train")
-        if not isinstance(rng_state, dict):
-            raise ValueError("metadata 'rng' lacks the training stream's state")
-        check = np.random.default_rng(0)
-        check.bit_generator.state = rng_state  # validates it
-        optimizer_state = {k[len(EXTRA_PREFIX) :]: v for k, v in extra.items()}
+        rng_state = (meta.get("rng") or {}).get("train")
+        if rng_state is not None or not isinstance(task, TextTask):
+            if not isinstance(rng_state, dict):
+                raise ValueError("metadata 'rng' lacks the training stream's state")
+            check = np.random.default_rng(0)
+            check.bit_generator.state = rng_state  # validates it
+        optimizer_state = {
+            k[len(EXTRA_PREFIX) :]: v for k, v in extra.items() if k.startswith(EXTRA_PREFIX)
+        }
         config.make_optimizer(dict(model.params)).load_state_dict(optimizer_state)  # validates
+        carry = {k[len(CARRY_PREFIX) :]: v for k, v in extra.items() if k.startswith(CARRY_PREFIX)}
+        if carry:
+            model.state_from_arrays(carry)  # validates
         state = TrainState(
             step=step,
             rng_state=rng_state,
@@ -521,6 +745,8 @@ def resume_state(
             stop_reason=meta.get("stop_reason"),
             metrics=meta.get("metrics"),
             loss=meta.get("loss"),
+            carry=carry or None,
+            recent=[float(v) for v in meta.get("recent_bpc") or []],
         )
         _check_model_fits(task, model)
     except CheckpointError:
@@ -530,65 +756,3 @@ def resume_state(
     if overrides:
         config = replace(config, **overrides)
     return task, model, config, state
-
-
-# ------------------------------------------------------------------------------ display
-
-
-class _Bar:
-    """A rich progress bar on stderr (loss, metric, steps/s, ETA), or nothing."""
-
-    def __init__(self, total: int, done: int, metric_name: str, enabled: bool) -> None:
-        self.enabled = bool(enabled) and sys.stderr.isatty()
-        self.metric_name = metric_name
-        self._progress = None
-        if not self.enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self._progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TextColumn("{task.fields[speed]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
-        self._task = self._progress.add_task(
-            "train", total=total, completed=done, stats="", speed=""
-        )
-        self._t0, self._done0 = time.perf_counter(), done
-
-    def __enter__(self) -> _Bar:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def update(self, step: int, loss: float | None, metrics: dict | None) -> None:
-        if self._progress is None:
-            return
-        stats = "" if loss is None else f"loss {loss:.4g}"
-        if metrics:
-            stats += f"  {self.metric_name} {metrics.get(self.metric_name, math.nan):.4g}"
-        elapsed = time.perf_counter() - self._t0
-        speed = f"{(step - self._done0) / elapsed:.1f} steps/s" if elapsed > 0 else ""
-        self._progress.update(self._task, completed=step, stats=stats, speed=speed)
-
-    def print(self, line: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(line, markup=False, highlight=False)

@@ -7,9 +7,10 @@ files and exit codes; each command lives in its own module with two functions:
 Errors the user can fix (bad values, missing files) are raised as `CLIError`, `ValueError`
 or `OSError` and printed as one line `error: ...` on stderr with exit code 2, no traceback.
 
-Every command runs with NumPy's BLAS on GATESCOPE_BLAS_THREADS threads (default 1): the
-recurrent products are small (B x H by H x 4H), and extra BLAS threads mostly wait for each
-other (a training step was 2-6x slower with OpenBLAS's default threads on 2 busy cores).
+Every command runs with NumPy's BLAS on GATESCOPE_BLAS_THREADS threads (default 1), through
+`gatescope.threads.limit_blas_threads`: the recurrent products are small (B x H by H x 4H),
+and extra BLAS threads mostly wait for each other (a training step was 2-6x slower with
+OpenBLAS's default threads on 2 busy cores).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import argparse
 import importlib
 import os
 import sys
-
-from threadpoolctl import threadpool_limits
 
 # modules under gatescope.cli that contribute commands, in the order --help lists them
 COMMAND_MODULES = ("demo", "train", "plot", "charlm", "cells", "explore", "sweep")
@@ -42,13 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"gatescope.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"gatescope.cli.{name}":
-                raise
-            continue  # that command has not been built yet
-        module.register(sub)
+        importlib.import_module(f"gatescope.cli.{name}").register(sub)
     return parser
 
 
@@ -65,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0
+    from gatescope.threads import limit_blas_threads
+
     try:
-        with threadpool_limits(limits=_blas_threads(), user_api="blas"):
+        with limit_blas_threads(_blas_threads()):
             return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

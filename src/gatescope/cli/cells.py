@@ -61,7 +61,7 @@ def analyse(checkpoint: str, texts: list[str], max_chars: int) -> dict[str, Any]
 
 
 def _read(paths: list[str], glob: str | None) -> tuple[list[Path], list[str]]:
-    from ..charlm import find_text_files, read_text_file
+    from ..tasks.text import find_text_files, read_text_file
 
     files = find_text_files(paths, glob)
     texts = []

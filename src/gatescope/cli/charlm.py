@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--corpus",
         nargs="+",
         metavar="PATH",
-        help="text files or folders (default: the running Python's standard-library *.py)",
+        help="text files or folders (default: the running Python's standard-library *.py); "
+        "with --resume: where the checkpoint's corpus is now, if it moved (same text)",
     )
     t.add_argument(
         "--glob", help="only take files matching this from folders, e.g. '*.py' (default: all)"
@@ -62,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--arch", choices=("lstm", "gru", "rnn"), help="recurrent layer (default: lstm)")
     t.add_argument("--layers", type=positive_int, help="stacked layers (default: 2)")
     t.add_argument("--hidden", type=positive_int, help="units per layer (default: 128)")
+    t.add_argument(
+        "--embed",
+        type=positive_int,
+        metavar="E",
+        help="read characters through a learned E-wide embedding (default: one-hot)",
+    )
     budget = t.add_mutually_exclusive_group()
     budget.add_argument(
         "--minutes",
@@ -99,7 +106,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--threads", type=positive_int, default=1, help="BLAS threads")
     t.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write")
-    t.add_argument("--resume", action="store_true", help="continue training --out")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue training --out (with --corpus: the same text, moved to another place)",
+    )
     t.add_argument("--force", action="store_true", help="overwrite an existing --out")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(handler=train_handler)
@@ -136,21 +147,27 @@ def _effective(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_resume_options(args: argparse.Namespace, meta: dict[str, Any]) -> None:
     """Options given with --resume must agree with the checkpoint."""
+    m, t, c = meta["model"], meta["train"], meta["corpus"]
     saved = {
-        "arch": meta["model"]["arch"],
-        "layers": meta["model"]["num_layers"],
-        "hidden": meta["model"]["hidden_size"],
-        "dtype": meta["model"]["dtype"],
-        "seq_len": meta["train"]["seq_len"],
-        "batch": meta["train"]["batch_size"],
-        "lr": meta["train"]["lr"],
-        "lr_decay": meta["train"]["lr_decay"],
-        "clip": meta["train"]["clip"],
-        "seed": meta["train"]["seed"],
-        "val_fraction": meta["corpus"]["val_fraction"],
-        "max_vocab": meta["corpus"]["max_vocab"],
-        "min_count": meta["corpus"]["min_count"],
+        "arch": m["arch"],
+        "layers": m["num_layers"],
+        "hidden": m["hidden_size"],
+        "dtype": m["dtype"],
+        "seq_len": meta["task"]["length"],
+        "batch": t["batch_size"],
+        "lr": t["lr"],
+        "lr_decay": t["lr_decay"],
+        "clip": t["clip_norm"],
+        "seed": t["seed"],
+        "val_fraction": c["val_fraction"],
+        "max_vocab": c["max_vocab"],
+        "min_count": c["min_count"],
     }
+    if args.embed is not None and args.embed != m.get("embed_size"):
+        raise CLIError(
+            f"--embed {args.embed} differs from the checkpoint's "
+            f"{m.get('embed_size') or 'one-hot input'}; leave it out to resume"
+        )
     for key, value in saved.items():
         given = getattr(args, key)
         if given is not None and given != value:
@@ -158,14 +175,17 @@ def _check_resume_options(args: argparse.Namespace, meta: dict[str, Any]) -> Non
             raise CLIError(
                 f"{flag} {given} differs from the checkpoint's {value}; leave it out to resume"
             )
-    if args.corpus is not None or args.glob is not None:
-        raise CLIError("--corpus and --glob cannot change on --resume (the checkpoint names them)")
+    if args.glob is not None:
+        raise CLIError("--glob cannot change on --resume (the checkpoint names it)")
 
 
 def train_handler(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .. import charlm as cl
+    from gatescope import charlm as cl
+    from gatescope.model import load_model
+    from gatescope.threads import limit_blas_threads
+    from gatescope.train import TrainConfig, fit, resume_state
 
     console = Console(highlight=False, soft_wrap=True)
     out = Path(args.out)
@@ -179,82 +199,118 @@ def train_handler(args: argparse.Namespace) -> int:
         )
     if not out.parent.is_dir():
         raise CLIError(f"--out: folder {str(out.parent)!r} does not exist")
-    cl.limit_blas_threads(args.threads)
 
-    if args.resume:
-        trainer, meta = cl.CharTrainer.resume(out)
-        _check_resume_options(args, meta)
+    with limit_blas_threads(args.threads, override_env=True):
+        if args.resume:
+            _, meta = load_model(out)
+            if not cl.is_charlm(meta):
+                raise CLIError(
+                    f"{args.out}: not a character-level language model; `gatescope train "
+                    "--resume` continues task models"
+                )
+            _check_resume_options(args, meta)
+            try:
+                task, model, config, state = resume_state(out, corpus_paths=args.corpus)
+            except ValueError as e:
+                hint = (
+                    ""
+                    if args.corpus
+                    else "; if the corpus moved, give where it is now with --corpus PATH"
+                )
+                raise CLIError(f"{e}{hint}") from None
+            console.print(
+                f"resuming {args.out} at step {state.step} ({state.seconds / 60:.1f} min)"
+            )
+            config = TrainConfig(
+                **{
+                    **config.to_dict(),
+                    "eval_every": args.eval_every,
+                    "checkpoint_every": args.eval_every,
+                    "sample_every": args.sample_every,
+                }
+            )
+            task = cl.TextTask(task.corpus, seq_len=task.length, eval_chars=args.eval_chars)
+        else:
+            o = _effective(args)
+            spec = cl.CorpusSpec(
+                paths=tuple(str(Path(p).resolve()) for p in (args.corpus or ())),
+                glob=args.glob,
+                val_fraction=o["val_fraction"],
+                seed=o["seed"],
+                max_vocab=o["max_vocab"],
+                min_count=o["min_count"],
+            )
+            with console.status("reading the corpus"):
+                corpus = cl.load_corpus(spec)
+            task = cl.TextTask(corpus, seq_len=o["seq_len"], eval_chars=args.eval_chars)
+            config = TrainConfig(
+                steps=None,
+                batch_size=o["batch"],
+                lr=o["lr"],
+                optimizer="adam",
+                clip_norm=o["clip"],
+                seed=o["seed"],
+                eval_every=args.eval_every,
+                checkpoint_every=args.eval_every,
+                early_stop=False,
+                carry_state=True,
+                lr_decay=o["lr_decay"],
+                min_gain=0.0,
+                min_lr=1e-4,
+                sample_every=args.sample_every,
+            )
+            model = cl.new_model(
+                corpus.vocab.size,
+                o["arch"],
+                o["hidden"],
+                o["layers"],
+                o["dtype"],
+                seed=o["seed"],
+                encoding="one_hot" if args.embed is None else "embedding",
+                embed_size=args.embed,
+            )
+            state = None
+        corpus = task.corpus
+        steps_per_pass = task.steps_per_pass(config.batch_size)  # too short a text fails here
+        s = corpus.summary()
+        where = ", ".join(corpus.spec.paths) or f"{cl.default_corpus_root()} (*.py)"
         console.print(
-            f"resuming {args.out} at step {trainer.step} ({trainer.seconds / 60:.1f} min)"
+            f"corpus {where}: {s['files']} files ({s['skipped_files']} empty or not text "
+            f"skipped); train {s['train_files']} files, {s['train_chars']:,} chars; validation "
+            f"{s['val_files']} files, {s['val_chars']:,} chars; vocabulary {s['vocab_size']}"
         )
-        cfg = trainer.config
-        trainer.config = cfg = type(cfg)(
-            **{
-                **cfg.to_dict(),
-                "eval_every": args.eval_every,
-                "eval_chars": args.eval_chars,
-                "sample_every": args.sample_every,
-            }
+        c = model.config
+        lr = state.optimizer_state[f"{config.optimizer}.hp.lr"][0] if state else config.lr
+        embedded = f", embedding {c.embed_size}" if c.encoding == "embedding" else ""
+        console.print(
+            f"model {c.arch} {c.num_layers}x{c.hidden_size}{embedded} ({model.num_params():,} params, "
+            f"{c.dtype}); B={config.batch_size} streams x T={task.length}, Adam lr "
+            f"{lr:g} (x{config.lr_decay:g} on plateaus), clip {config.clip_norm:g}; "
+            f"{steps_per_pass:,} steps per pass over the text"
         )
-        corpus = trainer.corpus
-    else:
-        o = _effective(args)
-        spec = cl.CorpusSpec(
-            paths=tuple(str(Path(p).resolve()) for p in (args.corpus or ())),
-            glob=args.glob,
-            val_fraction=o["val_fraction"],
-            seed=o["seed"],
-            max_vocab=o["max_vocab"],
-            min_count=o["min_count"],
+        max_seconds = args.minutes * 60 if args.minutes is not None else None
+        if args.steps is None and max_seconds is None:
+            max_seconds = DEFAULT_MINUTES * 60
+        done = state.step if state is not None else 0
+        if args.steps is not None and args.steps <= done:
+            raise CLIError(f"--steps {args.steps}: the checkpoint is already at step {done}")
+        config = TrainConfig(**{**config.to_dict(), "steps": args.steps})
+        result = fit(
+            task,
+            model,
+            config,
+            checkpoint_path=out,
+            progress=not args.no_progress,
+            state=state,
+            log=lambda text: console.print(text, markup=False),
+            time_limit=max_seconds,
         )
-        with console.status("reading the corpus"):
-            corpus = cl.load_corpus(spec)
-        config = cl.CharLMConfig(
-            corpus.vocab.size, o["arch"], o["hidden"], o["layers"], dtype=o["dtype"]
-        )
-        train_cfg = cl.CharTrainConfig(
-            batch_size=o["batch"],
-            seq_len=o["seq_len"],
-            lr=o["lr"],
-            lr_decay=o["lr_decay"],
-            clip=o["clip"],
-            seed=o["seed"],
-            eval_every=args.eval_every,
-            eval_chars=args.eval_chars,
-            sample_every=args.sample_every,
-        )
-        trainer = cl.CharTrainer(cl.CharLM(config, seed=o["seed"]), corpus, train_cfg)
-    s = corpus.summary()
-    where = ", ".join(corpus.spec.paths) or f"{cl.default_corpus_root()} (*.py)"
+    if result.stop_reason == "diverged":
+        console.print(f"error: {result.message} (--lr, --clip)", markup=False)
+        return 1
     console.print(
-        f"corpus {where}: {s['files']} files ({s['skipped_files']} empty or not text skipped); "
-        f"train {s['train_files']} files, {s['train_chars']:,} chars; validation "
-        f"{s['val_files']} files, {s['val_chars']:,} chars; vocabulary {s['vocab_size']}"
-    )
-    c, tc = trainer.model.config, trainer.config
-    console.print(
-        f"model {c.arch} {c.num_layers}x{c.hidden_size} ({trainer.model.num_params():,} params, "
-        f"{c.dtype}); B={tc.batch_size} streams x T={tc.seq_len}, Adam lr "
-        f"{trainer.optimizer.lr:g} (x{tc.lr_decay:g} on plateaus), clip {tc.clip:g}; "
-        f"{trainer.batcher.num_batches:,} steps per pass over the text"
-    )
-    max_seconds = args.minutes * 60 if args.minutes is not None else None
-    if args.steps is None and max_seconds is None:
-        max_seconds = DEFAULT_MINUTES * 60
-    if args.steps is not None and args.steps <= trainer.step:
-        raise CLIError(f"--steps {args.steps}: the checkpoint is already at step {trainer.step}")
-    cl.fit(
-        trainer,
-        max_steps=args.steps,
-        max_seconds=max_seconds,
-        checkpoint_path=out,
-        progress=not args.no_progress,
-        log=lambda text: console.print(text, markup=False),
-    )
-    last = trainer.history[-1]
-    console.print(
-        f"saved {args.out}: step {trainer.step}, validation {last['val_bpc']:.3f} bits/char "
-        f"after {trainer.seconds / 60:.1f} min"
+        f"saved {args.out}: step {result.steps}, validation "
+        f"{result.metrics['bits_per_char']:.3f} bits/char after {result.seconds / 60:.1f} min"
     )
     return 0
 
@@ -263,7 +319,7 @@ def train_handler(args: argparse.Namespace) -> int:
 
 
 def sample_handler(args: argparse.Namespace) -> int:
-    from .. import charlm as cl
+    from gatescope import charlm as cl
 
     model, vocab, _ = cl.load_charlm(args.checkpoint)
     text = cl.sample(
@@ -279,7 +335,7 @@ def sample_handler(args: argparse.Namespace) -> int:
 
 
 def eval_handler(args: argparse.Namespace) -> int:
-    from .. import charlm as cl
+    from gatescope import charlm as cl
 
     model, vocab, meta = cl.load_charlm(args.checkpoint)
     files = cl.find_text_files(args.text, args.glob)
@@ -298,7 +354,7 @@ def eval_handler(args: argparse.Namespace) -> int:
         "predictions": n,
         "files": [os.fspath(f) for f in files],
         "unknown_chars": int((ids == 0).sum()),
-        "checkpoint": {"step": meta.get("step"), "model": meta.get("model")},
+        "checkpoint": {"step": meta.get("step"), "model": _model_summary(meta)},
     }
     if args.json:
         print(json.dumps(result))
@@ -308,3 +364,16 @@ def eval_handler(args: argparse.Namespace) -> int:
             f"({result['unknown_chars']} unknown chars)"
         )
     return 0
+
+
+def _model_summary(meta: dict[str, Any]) -> dict[str, Any]:
+    """The model as 0.1.0's `charlm eval --json` described it (vocab_size, arch, ...)."""
+    m = meta["model"]
+    return {
+        "vocab_size": m["input_size"],
+        "arch": m["arch"],
+        "hidden_size": m["hidden_size"],
+        "num_layers": m["num_layers"],
+        "dtype": m["dtype"],
+        "encoding": m.get("encoding", "dense"),
+    }

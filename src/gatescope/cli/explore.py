@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from . import CLIError
 from .args import HelpFormatter, nonnegative_int, positive_int
@@ -94,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _read_text(path: str, max_chars: int) -> tuple[str, int]:
-    from gatescope.charlm import read_text_file
+    from gatescope.tasks.text import read_text_file
 
     p = Path(path)
     if not p.is_file():
@@ -107,34 +108,48 @@ def _read_text(path: str, max_chars: int) -> tuple[str, int]:
     return text[:max_chars], len(text)
 
 
-def _default_text(meta: dict, vocab, max_chars: int) -> tuple[str, str]:
-    from gatescope.charlm import CorpusSpec, load_corpus
+def default_text(meta: dict, vocab: Any, max_chars: int, model: Any = None) -> tuple[str, str]:
+    """The start of a char LM's validation text, and a phrase saying what it is.
+
+    When the corpus the checkpoint names cannot be read here (moved, or another machine),
+    with ``model`` given: the model's own sample (temperature 0.8, seed 0), said so."""
+    from gatescope import charlm
+    from gatescope.tasks.text import load_corpus, spec_from_meta
 
     try:
-        c = meta["corpus"]
-        spec = CorpusSpec(
-            **{
-                k: (tuple(v) if k == "paths" else v)
-                for k, v in c.items()
-                if k in CorpusSpec.__dataclass_fields__
-            }
-        )
-        corpus = load_corpus(spec, vocab=vocab)
+        corpus = load_corpus(spec_from_meta(meta), vocab=vocab)
     except (KeyError, TypeError, ValueError, OSError) as e:
-        raise CLIError(f"cannot read the model's validation text ({e}); pass --text PATH") from None
+        if model is None:
+            raise CLIError(
+                f"cannot read the model's validation text ({e}); pass --text PATH"
+            ) from None
+        n = min(max_chars, 2000)
+        text = "\n" + charlm.sample(model, vocab, length=n - 1, temperature=0.8, seed=0)
+        return text, (
+            f"the model's own sample of {n:,} characters (its corpus cannot be read here: "
+            f"{e}; --text PATH reads another text)"
+        )
     text = vocab.decode(corpus.val_ids[:max_chars])
     first = Path(corpus.val_files[0]).name if corpus.val_files else "validation text"
     return text, f"the first {len(text):,} characters of the validation text ({first}, …)"
 
 
 def handler(args: argparse.Namespace) -> int:
+    from gatescope.charlm import is_charlm, load_charlm
     from gatescope.checkpoint import load_checkpoint
+    from gatescope.model import LEGACY_CHARLM_KIND, MODEL_FILE_TYPE, load_model
     from gatescope.viz import explorer
 
     path = args.checkpoint
     if not os.path.isfile(path):
         raise CLIError(f"{path}: no such file")
     _, meta = load_checkpoint(path)  # raises CheckpointError (a ValueError) with the reason
+    if meta.get("type") != MODEL_FILE_TYPE and meta.get("kind") != LEGACY_CHARLM_KIND:
+        raise CLIError(
+            f"{path}: not a model file gatescope can explore (neither `gatescope train` nor "
+            "`gatescope charlm train` wrote it)"
+        )
+    model, meta = load_model(path)
     title = args.title or f"{Path(path).name}"
     options = {
         "grad_positions": args.grad_positions,
@@ -146,9 +161,7 @@ def handler(args: argparse.Namespace) -> int:
         else None,
     }
     started = time.perf_counter()
-    if meta.get("kind") == "gatescope.charlm":
-        from gatescope.charlm import load_charlm
-
+    if is_charlm(meta):
         if args.task_samples is not None:
             raise CLIError(
                 f"{path} is a language model: it reads text (--text PATH), not --task-samples"
@@ -163,21 +176,19 @@ def handler(args: argparse.Namespace) -> int:
                     f"The text is the first {len(text):,} of {total:,} characters of {source} (--max-chars)."
                 )
         else:
-            text, source = _default_text(meta, vocab, args.max_chars)
+            text, source = default_text(meta, vocab, args.max_chars, model)
             notes.append(f"The text is {source}.")
         print(f"reading {len(text):,} characters with {title} ...", file=sys.stderr)
         data = explorer.from_charlm(
             model, vocab, text, title=title, details={"source": source}, notes=notes, **options
         )
-    elif meta.get("type") == "gatescope.SequenceModel":
-        from gatescope.model import load_model
+    else:
         from gatescope.tasks import task_from_dict
 
         if args.text:
             raise CLIError(
                 f"{path} is a task model: it reads samples of its task (--task-samples N), not --text"
             )
-        model, meta = load_model(path)
         if "task" not in meta:
             raise CLIError(
                 f"{path}: the checkpoint does not say which task the model was trained on"
@@ -192,11 +203,6 @@ def handler(args: argparse.Namespace) -> int:
             details["trained"] = f"{meta['step']:,} steps"
         data = explorer.from_sequence_model(
             model, task, batch, title=title, details=details, **options
-        )
-    else:
-        raise CLIError(
-            f"{path}: not a model file gatescope can explore (neither `gatescope train` nor "
-            "`gatescope charlm train` wrote it)"
         )
     size = explorer.write_html(args.output, data)
     seconds = time.perf_counter() - started

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from . import CLIError
 from .args import nonnegative_int, positive_int
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     from gatescope import viz
+    from gatescope.charlm import is_charlm
     from gatescope.model import load_model
     from gatescope.tasks import task_from_dict
 
@@ -69,7 +71,10 @@ def handler(args: argparse.Namespace) -> int:
             f"{args.checkpoint}: the metadata names no task, so there is nothing to run it on "
             "(plot reads files written by `gatescope train` or `gatescope demo`)"
         )
-    task = task_from_dict(meta["task"])
+    if is_charlm(meta):
+        task = _text_task(args.checkpoint, model, meta)
+    else:
+        task = task_from_dict(meta["task"])
     name = os.path.splitext(os.path.basename(args.checkpoint))[0]
     fig = plot_figure(
         model, task, args.what, seed=args.seed, batch=args.batch, index=args.index, name=name
@@ -77,6 +82,31 @@ def handler(args: argparse.Namespace) -> int:
     viz.save(fig, out)
     print(out)
     return 0
+
+
+def _text_task(path: str, model, meta: dict):
+    """A char LM's probe text: its validation text, or (when its corpus cannot be read here)
+    its own sample; as a TextTask whose batches are windows of it."""
+
+    from gatescope.charlm import sample
+    from gatescope.tasks.text import (
+        Corpus,
+        TextTask,
+        corpus_from_meta,
+        spec_from_meta,
+        vocab_from_meta,
+    )
+
+    vocab = vocab_from_meta(meta)
+    try:
+        corpus = corpus_from_meta(meta)
+    except (ValueError, OSError) as e:
+        print(
+            f"{path}: its corpus cannot be read ({e}); probing with its own sample", file=sys.stderr
+        )
+        ids = vocab.encode("\n" + sample(model, vocab, length=4000, temperature=0.8, seed=0))
+        corpus = Corpus(spec_from_meta(meta), vocab, [], [], ids, ids, 0, "")
+    return TextTask(corpus, seq_len=int(meta["task"].get("length", 64)))
 
 
 def plot_figure(
@@ -93,11 +123,16 @@ def plot_figure(
     from gatescope import viz
     from gatescope.demo import float64_copy
     from gatescope.model import SequenceModel
+    from gatescope.tasks import Batch
 
     model = float64_copy(model)
     arch = model.config.arch
     layer = model.recurrent
     probe = task.make_batch(batch, np.random.default_rng(seed))
+    if model.config.encoding != "dense":  # the instruments read what the stack reads
+        probe = Batch(model.encode(probe.x), probe.y, probe.mask)
+        model = model.as_dense()
+        layer = model.recurrent
     label = {"lstm": "LSTM", "gru": "GRU", "rnn": "vanilla RNN"}[arch]
     where = f"{name + ': ' if name else ''}{label}, {task.name} T={task.length}"
     if what == "gates":

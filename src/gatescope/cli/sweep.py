@@ -24,15 +24,23 @@ from typing import Any
 
 from . import CLIError
 from .args import positive_int
+from .train import DEFAULT_FORGET_BIAS  # the LSTM's initial forget-gate bias, as `train`
 
 _ARCHS_DEFAULT = "lstm,gru,rnn"
-try:  # the LSTM's initial forget-gate bias: the same default as `gatescope train`
-    from .train import DEFAULT_FORGET_BIAS
-except ImportError:  # pragma: no cover - train's CLI not there
-    DEFAULT_FORGET_BIAS = 1.0
 _TRAIN_DEST = "train__"  # prefix of the argparse dests of TrainConfig's flags
 # TrainConfig fields the sweep sets itself (seed), or that cannot change a run (no checkpoints)
-_TRAIN_SKIP = {"seed", "checkpoint_every"}
+# and the options of the text (truncated-BPTT) loop, which no task run uses: leaving them out
+# keeps the run ids of sweeps recorded before they existed
+_TRAIN_SKIP = {
+    "seed",
+    "checkpoint_every",
+    "carry_state",
+    "lr_decay",
+    "min_gain",
+    "min_lr",
+    "sample_every",
+    "sample_chars",
+}
 
 
 # ----------------------------------------------------------------------------- parsing helpers
@@ -125,11 +133,9 @@ def _field_converter(f: dataclasses.Field, hints: dict[str, Any]) -> Any:
 
 
 def _train_fields() -> list[tuple[dataclasses.Field, Any]]:
-    """TrainConfig's fields that are flags here, with their converters ([] if no train module)."""
-    try:
-        from gatescope.train import TrainConfig
-    except ImportError:
-        return []
+    """TrainConfig's fields that are flags here, with their converters."""
+    from gatescope.train import TrainConfig
+
     try:
         hints = typing.get_type_hints(TrainConfig)
     except Exception:  # noqa: BLE001 - fall back to the annotation strings
@@ -146,13 +152,13 @@ def _train_fields() -> list[tuple[dataclasses.Field, Any]]:
 
 def _field_comments() -> dict[str, str]:
     """TrainConfig's field comments (``name: type = default  # comment``), for --help."""
+    import inspect
+
+    from gatescope.train import TrainConfig
+
     try:
-        import inspect
-
-        from gatescope.train import TrainConfig
-
         source = inspect.getsource(TrainConfig)
-    except (ImportError, OSError, TypeError):
+    except (OSError, TypeError):  # no source file (a frozen or zipped install)
         return {}
     found = re.findall(r"^\s+(\w+): [^=#\n]+=[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE)
     return {name: comment.strip().replace("%", "%%") for name, comment in found}
@@ -341,10 +347,8 @@ def _specs(args: argparse.Namespace) -> list[Any]:
 
 def _resolved_train(args: argparse.Namespace) -> dict[str, Any]:
     """Every TrainConfig field (defaults filled in) but the seed: part of each run's id."""
-    try:
-        from gatescope.train import TrainConfig
-    except ImportError as e:
-        raise CLIError(f"the training module is not available: {e}") from e
+    from gatescope.train import TrainConfig
+
     given = {k[len(_TRAIN_DEST) :]: v for k, v in vars(args).items() if k.startswith(_TRAIN_DEST)}
     config = TrainConfig(**given, seed=0)  # validates the flags
     resolved = {}

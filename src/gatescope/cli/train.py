@@ -329,9 +329,21 @@ def _fresh_run(args: argparse.Namespace) -> tuple[Any, SequenceModel, TrainConfi
     return task, model, config
 
 
+def _refuse_charlm(path: str, meta: dict[str, Any], instead: str) -> None:
+    from gatescope.charlm import is_charlm
+
+    if is_charlm(meta):
+        raise CLIError(f"{path} is a character-level language model: {instead}")
+
+
 def _resumed_run(
     args: argparse.Namespace, source: str
 ) -> tuple[Any, SequenceModel, TrainConfig, Any]:
+    _refuse_charlm(
+        source,
+        load_model(source)[1],
+        f"continue it with `gatescope charlm train --out {source} --resume`",
+    )
     task, model, config, state = resume_state(source)
     c = model.config
     given = {
@@ -433,6 +445,7 @@ def handle_train(args: argparse.Namespace) -> int:
 def evaluation_report(path: str, n: int = 1000, seed: int = DEFAULT_TEST_SEED) -> dict[str, Any]:
     """The dict `gatescope evaluate --json` prints."""
     model, meta = load_model(path)
+    _refuse_charlm(path, meta, f"measure it with `gatescope charlm eval {path} --text PATH`")
     if not isinstance(meta.get("task"), dict):
         raise CLIError(f"{path}: the checkpoint does not say which task it was trained on")
     try:

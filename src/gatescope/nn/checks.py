@@ -40,10 +40,12 @@ def check_array(
     return np.asarray(arr, dtype=dtype)
 
 
-def check_positive_int(name: str, value: object) -> int:
-    """An int >= 1 (bools refused), else ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
+    """An int >= `minimum` (default 1; bools refused) as a plain int, else ValueError naming
+    `name`. The package's one integer validator (tasks, model, train and sweep use it)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return int(value)
 
 

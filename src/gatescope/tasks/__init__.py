@@ -15,6 +15,10 @@ With the defaults (T = `length`):
 | adding | regress_last   | (B, T, 2)   | (B, 1) float64 | mse           | 1/6               |
 | copy   | classify_steps | (B, T+20, 10) | (B, T+20) int64 | cross_entropy | 10 log 8/(T+20) |
 | order  | classify_last  | (B, T, 8)   | (B,) int64     | accuracy      | 1/4 or 1/8        |
+
+Real text is a task too (`gatescope.tasks.text.TextTask`: next-character prediction over a
+corpus, read sequentially for truncated BPTT; x and y (B, T) int ids, metric bits_per_char).
+It is built from a corpus, not by name, so it is not in `TASKS`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from gatescope.tasks.base import KINDS, Batch, Task
 from gatescope.tasks.copy_memory import CopyTask
 from gatescope.tasks.order import OrderTask
 from gatescope.tasks.recall import RecallTask
+from gatescope.tasks.text import TextTask
 
 __all__ = [
     "KINDS",
@@ -39,6 +44,7 @@ __all__ = [
     "OrderTask",
     "RecallTask",
     "Task",
+    "TextTask",
     "get_task",
     "task_from_dict",
 ]

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from gatescope.nn.checks import Seed
+from gatescope.nn.checks import Seed, check_positive_int
 from gatescope.nn.functional import log_softmax
 
 KINDS = ("classify_last", "regress_last", "classify_steps")
@@ -39,14 +39,17 @@ KINDS = ("classify_last", "regress_last", "classify_steps")
 class Batch:
     """One batch of a task: inputs, targets and (for per-step tasks) the loss mask."""
 
-    x: np.ndarray  # (B, T, D) float64 inputs, batch first
+    x: np.ndarray  # (B, T, D) float64 inputs, batch first; or (B, T) int ids (text)
     y: np.ndarray  # int64 labels (B,) or (B, T), or float64 regression targets (B, 1)
-    mask: np.ndarray | None = None  # (B, T) bool: steps whose labels count; None: per-sequence y
+    mask: np.ndarray | None = None  # (B, T) bool: steps whose labels count; None: all of them
 
     def __post_init__(self) -> None:
-        if not isinstance(self.x, np.ndarray) or self.x.ndim != 3:
-            raise ValueError(f"x must be a (B, T, D) ndarray, got {_describe(self.x)}")
-        B, T, D = self.x.shape
+        ids = isinstance(self.x, np.ndarray) and self.x.ndim == 2 and self.x.dtype.kind in "iu"
+        if not isinstance(self.x, np.ndarray) or not (self.x.ndim == 3 or ids):
+            raise ValueError(
+                f"x must be a (B, T, D) ndarray or (B, T) int ids, got {_describe(self.x)}"
+            )
+        B, T = self.x.shape[:2]
         if not isinstance(self.y, np.ndarray) or self.y.ndim not in (1, 2) or len(self.y) != B:
             raise ValueError(
                 f"y must be an ndarray of shape (B,), (B, T) or (B, 1) with B={B}, "
@@ -174,11 +177,9 @@ def _describe(a: object) -> str:
 
 
 def check_int(obj: object, field: str, minimum: int) -> None:
-    """Validate the int field `field` of the frozen dataclass `obj` (coerced to a plain int)."""
-    value = getattr(obj, field)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{field} must be an int >= {minimum}, got {value!r}")
-    object.__setattr__(obj, field, int(value))
+    """Validate the int field `field` (>= minimum) of the frozen dataclass `obj` and store it
+    as a plain int (the check is `gatescope.nn.checks.check_positive_int`)."""
+    object.__setattr__(obj, field, check_positive_int(field, getattr(obj, field), minimum))
 
 
 def check_float(obj: object, field: str, minimum: float) -> None:
@@ -191,11 +192,7 @@ def check_float(obj: object, field: str, minimum: float) -> None:
 
 
 def check_batch_size(batch_size: object) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    return int(batch_size)
+    return check_positive_int("batch_size", batch_size)
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

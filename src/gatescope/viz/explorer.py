@@ -498,7 +498,8 @@ def from_charlm(
     details: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Explorer data for a character language model (`gatescope.charlm.CharLM`) on ``text``.
+    """Explorer data for a character language model (a `gatescope.model.SequenceModel` with
+    int-id input, e.g. from `gatescope.charlm.load_charlm`) on ``text``.
 
     The page shows the text as given; characters outside the vocabulary are read as the
     unknown symbol. Features: those of `gatescope.inspect.units.text_features`.
@@ -506,7 +507,7 @@ def from_charlm(
     if not isinstance(text, str) or not text:
         raise ValueError("text must be a non-empty string")
     ids = vocab.encode(text)  # (N,)
-    x = model.one_hot(ids[None, :])  # (1, N, V)
+    x = model.encode(ids[None, :])  # (1, N, V) one-hot or (1, N, E) embedded: what the stack reads
     labels = list("\ufffd" + vocab.chars)  # id 0 is the unknown symbol
     targets = np.append(ids[1:], -1)
     feats = options.pop("features", None)
@@ -520,7 +521,7 @@ def from_charlm(
         **(details or {}),
     }
     return build_data(
-        model.rnn,
+        model.recurrent,
         x,
         text,
         kind="text",
