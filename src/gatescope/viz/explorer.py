@@ -7,6 +7,13 @@ r"""The gate explorer: one self-contained HTML page to browse what every unit do
     explorer.from_charlm(model, vocab, text)            # a character language model
     explorer.from_sequence_model(model, task, batch)    # a task model on some samples
 
+    explorer.page(data)                                 # in Jupyter: the page, inline
+    explorer.page(data, height=900).save("explorer.html")
+
+In a notebook, `page` returns an `ExplorerPage`, which displays itself as a sandboxed
+``<iframe>`` holding the whole page in ``srcdoc`` (scripts allowed, no same origin: the
+page reaches neither the network nor the notebook around it).
+
 The page (the body ``explorer.html``, ``explorer.css`` and ``explorer.js`` beside this module,
 with the data inlined, in the shell of `gatescope.viz.page`) loads nothing from the network:
 its Content-Security-Policy is ``default-src 'none'`` with the one inline script and the one
@@ -43,8 +50,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -65,6 +74,7 @@ from .page import html_page
 
 __all__ = [
     "QUANTITY_LABELS",
+    "ExplorerPage",
     "build_data",
     "colour_lut",
     "colour_range",
@@ -72,6 +82,7 @@ __all__ = [
     "expected_colour",
     "from_charlm",
     "from_sequence_model",
+    "page",
     "render_html",
     "task_glyphs",
     "write_html",
@@ -479,6 +490,98 @@ def write_html(path: str | os.PathLike[str], data: Mapping[str, Any]) -> int:
         if os.path.exists(tmp):
             os.remove(tmp)
     return len(text)
+
+
+# ============================================================================ in a notebook
+
+# a CSS length: a number and an optional unit (a bare number means pixels)
+_CSS_LENGTH = re.compile(r"(\d+(\.\d+)?)(px|%|em|rem|vw|vh)?")
+
+
+def _css_length(name: str, value: int | float | str) -> str:
+    """``value`` as a CSS length (a number: pixels), or ValueError naming ``name``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number of pixels or a CSS length, got {value!r}")
+    if isinstance(value, int | float | np.integer | np.floating):
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number of pixels, got {value!r}")
+        return f"{float(value):g}px"
+    if isinstance(value, str):
+        m = _CSS_LENGTH.fullmatch(value.strip())
+        if m and float(m.group(1)) > 0:
+            return m.group(1) + (m.group(3) or "px")
+    raise ValueError(
+        f"{name} must be a number of pixels or a CSS length such as '100%' or '900px', "
+        f"got {value!r}"
+    )
+
+
+class ExplorerPage:
+    """The explorer page of one data object, for a notebook: it displays itself inline.
+
+    ``data``: the dict of `build_data` (or `from_sequence_model`, `from_charlm`); the page
+    is `render_html` of it, rendered afresh each time it is shown or saved. In Jupyter (and
+    any front end that calls ``_repr_html_``) the page appears in a sandboxed ``<iframe>``:
+    ``srcdoc`` holds the whole page, HTML-escaped; ``sandbox="allow-scripts"`` lets its one
+    script run but gives it an opaque origin, so it cannot read the notebook, its cookies
+    or storage. Its own Content-Security-Policy (``default-src 'none'``, the script and the
+    style allowed by hash) applies inside the frame as in a file.
+
+    ``width``, ``height``: the frame's size, a number of pixels or a CSS length ("100%").
+    A notebook stores the page in the cell's output: a page of a few MB makes a notebook of
+    a few MB (see `build_data`'s ``bits`` and ``quantities`` to make it smaller).
+    """
+
+    def __init__(
+        self, data: Mapping[str, Any], *, width: int | str = "100%", height: int | str = 760
+    ) -> None:
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            raise ValueError(
+                "data must be an explorer data object (from explorer.build_data, "
+                "from_sequence_model or from_charlm)"
+            )
+        self.data = data
+        self.width = _css_length("width", width)
+        self.height = _css_length("height", height)
+
+    @property
+    def title(self) -> str:
+        """The page's title (the data's ``title``)."""
+        return str(self.data.get("title", "gatescope explorer"))
+
+    def html(self) -> str:
+        """The self-contained page, as `render_html` gives it (the same string)."""
+        return render_html(self.data)
+
+    def iframe(self) -> str:
+        """The ``<iframe>`` element that shows the page: what ``_repr_html_`` returns."""
+        srcdoc = html.escape(self.html(), quote=True)  # & < > " ' as character references
+        return (
+            f'<iframe title="{html.escape(self.title, quote=True)}" sandbox="allow-scripts" '
+            f'style="width: {self.width}; height: {self.height}; border: 1px solid #d0d4dc; '
+            f'border-radius: 4px" srcdoc="{srcdoc}"></iframe>'
+        )
+
+    def _repr_html_(self) -> str:
+        return self.iframe()
+
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write the page to ``path`` as `write_html` does; returns its size in bytes."""
+        return write_html(path, self.data)
+
+    def __repr__(self) -> str:
+        return f"ExplorerPage({self.title!r}: {summary(self.data)})"
+
+
+def page(
+    data: Mapping[str, Any], *, width: int | str = "100%", height: int | str = 760
+) -> ExplorerPage:
+    """The explorer page of ``data`` as an `ExplorerPage`: the last line of a notebook cell
+    shows it inline; ``.save(path)`` writes it to a file.
+
+        explorer.page(explorer.from_sequence_model(model, task, batch))
+    """
+    return ExplorerPage(data, width=width, height=height)
 
 
 # ============================================================================ sources
