@@ -559,7 +559,7 @@ class ExplorerPage:
         return (
             f'<iframe title="{html.escape(self.title, quote=True)}" sandbox="allow-scripts" '
             f'style="width: {self.width}; height: {self.height}; border: 1px solid #d0d4dc; '
-            f'border-radius: 4px" srcdoc="{srcdoc}"></iframe>'
+            f'border-radius: 4px; box-sizing: border-box" srcdoc="{srcdoc}"></iframe>'
         )
 
     def _repr_html_(self) -> str:
