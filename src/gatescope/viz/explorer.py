@@ -140,7 +140,9 @@ def colour_lut(name: str) -> np.ndarray:
 def colour_index(value: Any, lo: Any, hi: Any) -> np.ndarray:
     """Index into a colour table: round(255 * (value - lo) / (hi - lo)), clipped to 0..255.
 
-    The page computes exactly this (with the quantised value); ``hi == lo`` gives the middle.
+    ``value``, ``lo``, ``hi``: numbers or arrays, broadcast together; returns int64 of the
+    broadcast shape (round half up: floor(x + 0.5)). The page computes exactly this (with
+    the quantised value); ``hi <= lo`` gives the middle, 128.
     """
     value, lo, hi = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (value, lo, hi)))
     width = hi - lo
@@ -154,9 +156,11 @@ def colour_range(
 ) -> tuple[float, float]:
     """The value range that spans the colour table for one unit, as the page computes it.
 
+    Returns (lo, hi) for quantity ``q``, layer ``layer``, unit ``unit`` of ``data``.
     "fixed": the nominal range of the quantity (gates 0..1, tanh outputs -1..1; otherwise
     the unit's largest |value|, see `_domain`). "unit": the unit's own range, symmetric
-    about 0 on the diverging table, min..max on the sequential one.
+    about 0 on the diverging table (-m..m, m = max(|min|, |max|)), min..max on the
+    sequential one.
     """
     spec = data["quantities"][q]
     if mode == "fixed":
@@ -210,7 +214,11 @@ def _quantise(values: np.ndarray, bits: int) -> dict[str, Any]:
 
 
 def dequantised(data: Mapping[str, Any], q: str, layer: int) -> np.ndarray:
-    """The (H, N) float32 values the page decodes for quantity ``q`` of ``layer``."""
+    """The (H, N) float32 values the page decodes for quantity ``q`` of ``layer``.
+
+    value[u, n] = lo[u] + code[u, n] * step[u], in float32 as the page computes it; within
+    step[u] / 2 of the trace (step[u] = (max_u - min_u) / (2^bits - 1)).
+    """
     enc = data["quantities"][q]["layers"][layer]
     lo = np.frombuffer(base64.b64decode(enc["lo"]), "<f4")
     step = np.frombuffer(base64.b64decode(enc["step"]), "<f4")
@@ -461,7 +469,12 @@ def _csp_hash(text: str) -> str:
 
 
 def render_html(data: Mapping[str, Any]) -> str:
-    """The self-contained page for ``data`` (from :func:`build_data`), as one string."""
+    """The self-contained page for ``data`` (from :func:`build_data`), as one string.
+
+    The data go in as JSON inside a ``<script type="application/json">`` with every "<"
+    escaped, so no text in them can close the element; the script and the style are
+    allowed by their sha256 in the page's Content-Security-Policy, nothing else loads.
+    """
     body, style, script = (_asset(n) for n in _ASSETS)
     # JSON inside <script>: "<" is escaped so no "</script>" or "<!--" can occur in it
     blob = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -644,7 +657,8 @@ def task_glyphs(task: Any, x: np.ndarray) -> tuple[str, list[str], np.ndarray]:
     One-hot steps show their symbol (the order task's letters a b c d B E X Y, the copy
     task's 1..K with '·' for blank and ':' for the delimiter, otherwise 0-9 A-Z ...); the
     adding task shows the first decimal of each value and emphasises the marked steps;
-    other steps (noise) show '~'.
+    other steps (noise) show '~'. Returns (glyphs, info, emphasis) for the N = B * T steps
+    one sample after another: a str of N characters, N hover strings, (N,) bool.
     """
     x = np.asarray(x, np.float64)
     B, T, D = x.shape
@@ -691,8 +705,13 @@ def from_sequence_model(
 ) -> dict[str, Any]:
     """Explorer data for a task model (`gatescope.model.SequenceModel`) on ``batch``.
 
-    Each sample is one line of the page. Features: each input channel (for one-hot inputs,
-    "is symbol k") and the step's position in its sample.
+    ``batch``: a task batch, x (B, T, D), y (B, ...) and mask (or None); the document is
+    the N = B * T steps, each sample one line of the page. Features: each input channel
+    (for one-hot inputs, "is symbol k") and the step's position in its sample, plus any
+    ``features`` passed (name -> (N,)). Influence: at ``grad_positions`` positions spread
+    over the document for per-step models, else at the read-out step (the last) of each
+    sample, over the whole sample.
+    ``options``: the other arguments of `build_data`. Returns the data dict.
     """
     x = np.asarray(batch.x)
     B, T, D = x.shape
