@@ -329,6 +329,14 @@ def test_viz_names_its_modules_and_sets_the_notebook_figure_formatter(monkeypatc
     viz._ipython_figure_formatter()
     formats = chosen.display_formatter.format(fig)[0]
     assert formats["image/svg+xml"] == "<svg/>" and "image/png" not in formats
+    # a terminal IPython shows text only: no PNG formatter is set there
+    terminal = Shell()
+    terminal.display_formatter = DisplayFormatter(active_types=["text/plain"])
+    monkeypatch.setattr(IPython, "get_ipython", lambda: terminal)
+    viz._ipython_figure_formatter()
+    printers = terminal.display_formatter.formatters["image/png"]
+    assert ("matplotlib.figure", "Figure") not in printers.deferred_printers
+    assert Figure not in printers.type_printers
 
 
 @pytest.mark.slow

@@ -65,15 +65,19 @@ def __dir__() -> list[str]:
 def _ipython_figure_formatter() -> None:
     """In a running IPython (a notebook), show matplotlib Figures as PNG like pyplot's do.
 
-    Only when IPython is already imported and no image formatter knows Figure yet (a user's
-    ``%matplotlib inline`` or figure-format choice is left as it is). IPython's own
-    `print_figure` draws the PNG; matplotlib is not imported here.
+    Only when IPython is already imported, its front end shows PNG (a notebook, not a
+    terminal), and no image formatter knows Figure yet (a user's ``%matplotlib inline`` or
+    figure-format choice is left as it is). IPython's own `print_figure` draws the PNG;
+    matplotlib is not imported here.
     """
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
-    formatters = getattr(getattr(shell, "display_formatter", None), "formatters", None)
+    display = getattr(shell, "display_formatter", None)
+    formatters = getattr(display, "formatters", None)
     if not formatters or "image/png" not in formatters:
         return
+    if "image/png" not in getattr(display, "active_types", ()):
+        return  # a terminal shows text only: nothing would ever draw the PNG
     figure_module = sys.modules.get("matplotlib.figure")
     for mime in ("image/png", "image/svg+xml", "image/jpeg", "application/pdf"):
         fmt = formatters.get(mime)

@@ -576,6 +576,7 @@ class ExplorerPage:
         )
 
     def _repr_html_(self) -> str:
+        """What Jupyter displays: `iframe`."""
         return self.iframe()
 
     def save(self, path: str | os.PathLike[str]) -> int:
