@@ -226,6 +226,149 @@ def test_build_data_validates_its_arguments():
         ex.build_data(layer, x, "abcd", labels=["a"])
 
 
+# ----------------------------------------------------------------------------- in a notebook
+
+
+def srcdoc_of(frame: str) -> str:
+    """The srcdoc attribute of an <iframe> element, decoded as a browser's parser does."""
+    import html.parser
+
+    found: list[str] = []
+
+    class Parser(html.parser.HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "iframe":
+                found.append(dict(attrs)["srcdoc"])
+
+    Parser(convert_charrefs=True).feed(frame)
+    assert len(found) == 1, frame[:200]
+    return found[0]
+
+
+def iframe_attrs(frame: str) -> dict[str, str]:
+    tag = re.match(r"<iframe\b([^>]*)>", frame, re.S)
+    assert tag, frame[:200]
+    return dict(re.findall(r'([a-z-]+)="([^"]*)"', tag.group(1)))
+
+
+def test_page_displays_as_a_sandboxed_iframe_holding_exactly_the_page():
+    text = "q = \"a\" & 'b' <tag> &amp; &quot; </iframe> \u2028 é\n"  # quotes, & and a fake end tag
+    chars, ids, x = one_hot_text(text)
+    data = ex.build_data(
+        gs.GRU(len(chars), 3, seed=0), x, text, grad_positions=2, title='"t" & <u>'
+    )
+    shown = ex.page(data)
+    frame = shown._repr_html_()
+    assert frame.startswith("<iframe ") and frame.endswith("></iframe>")
+    assert frame.count("<") == 2 and frame.count(">") == 2  # the page inside is all escaped
+    attrs = iframe_attrs(frame)
+    assert attrs["sandbox"] == "allow-scripts"  # scripts run; no allow-same-origin
+    assert "allow-same-origin" not in frame.split("srcdoc=")[0]
+    assert set(attrs) == {"title", "sandbox", "style", "srcdoc"}
+    assert srcdoc_of(frame) == ex.render_html(data) == shown.html()
+    # the characters that would end the attribute or start a reference are references
+    raw = attrs["srcdoc"]
+    assert '"' not in raw and "'" not in raw and "<" not in raw
+    assert re.sub(r"&(amp|lt|gt|quot|#x27);", "", raw).count("&") == 0
+    assert "&amp;amp;" in raw  # the text's own "&amp;" survives as itself
+    assert attrs["title"] == "&quot;t&quot; &amp; &lt;u&gt;"
+    assert "width: 100%; height: 760px" in attrs["style"]
+
+
+def test_page_size_and_save(tmp_path):
+    chars, ids, x = one_hot_text(TEXT)
+    data = ex.build_data(gs.LSTM(len(chars), 4, seed=0), x, TEXT, grad_positions=0)
+    for width, height, style in [
+        (900, 500.5, "width: 900px; height: 500.5px"),
+        ("80%", "40em", "width: 80%; height: 40em"),
+        (" 640 ", "30vh", "width: 640px; height: 30vh"),
+    ]:
+        frame = ex.page(data, width=width, height=height)._repr_html_()
+        assert style in iframe_attrs(frame)["style"]
+    assert "width: 100px" in iframe_attrs(ex.page(data, width="100")._repr_html_())["style"]
+    for bad in (0, -3, "0px", "1e3px", "calc(100% - 2px)", "50%;x", True, float("nan"), None):
+        with pytest.raises(ValueError, match="height must be"):
+            ex.page(data, height=bad)
+    with pytest.raises(ValueError, match="width must be"):
+        ex.page(data, width="wide")
+    with pytest.raises(ValueError, match="data must be an explorer data object"):
+        ex.page({"n": 3})
+    shown = ex.page(data)
+    size = shown.save(tmp_path / "p.html")
+    assert (tmp_path / "p.html").read_text(encoding="utf-8") == ex.render_html(data)
+    assert size == (tmp_path / "p.html").stat().st_size
+    assert [p.name for p in tmp_path.iterdir()] == ["p.html"]
+    assert repr(shown) == f"ExplorerPage('gatescope explorer': {ex.summary(data)})"
+    assert shown.data is data
+
+
+def test_viz_names_its_modules_and_sets_the_notebook_figure_formatter(monkeypatch):
+    IPython = pytest.importorskip("IPython", reason="IPython is not installed")
+    from IPython.core.formatters import DisplayFormatter
+    from matplotlib.figure import Figure
+
+    from gatescope import viz
+
+    assert viz.explorer is ex and viz.explorer.page is ex.page
+
+    class Shell:
+        display_formatter = DisplayFormatter()
+
+    shell = Shell()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    fig = Figure(figsize=(2, 1))
+    fig.add_subplot().plot([0, 1], [1, 0])
+    assert "image/png" not in shell.display_formatter.format(fig)[0]  # what a notebook had
+    viz._ipython_figure_formatter()
+    png = shell.display_formatter.format(fig)[0]["image/png"]
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # a figure format the user chose (``%config InlineBackend.figure_formats``) is kept
+    chosen = Shell()
+    chosen.display_formatter = DisplayFormatter()
+    chosen.display_formatter.formatters["image/svg+xml"].for_type(Figure, lambda f: "<svg/>")
+    monkeypatch.setattr(IPython, "get_ipython", lambda: chosen)
+    viz._ipython_figure_formatter()
+    formats = chosen.display_formatter.format(fig)[0]
+    assert formats["image/svg+xml"] == "<svg/>" and "image/png" not in formats
+    # a terminal IPython shows text only: no PNG formatter is set there
+    terminal = Shell()
+    terminal.display_formatter = DisplayFormatter(active_types=["text/plain"])
+    monkeypatch.setattr(IPython, "get_ipython", lambda: terminal)
+    viz._ipython_figure_formatter()
+    printers = terminal.display_formatter.formatters["image/png"]
+    assert ("matplotlib.figure", "Figure") not in printers.deferred_printers
+    assert Figure not in printers.type_printers
+
+
+@pytest.mark.slow
+def test_a_notebook_shows_the_page_inline_and_figures_as_png(tmp_path):
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed")
+    nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed")
+    pytest.importorskip("ipykernel", reason="ipykernel is not installed")
+    cells = [
+        "import numpy as np, gatescope as gs\n"
+        "from gatescope import inspect as gi, viz\n"
+        "from gatescope.model import SequenceModel\n"
+        "from gatescope.tasks import get_task\n"
+        "task = get_task('order', 12)\n"
+        "model = SequenceModel.for_task(task, 'lstm', 6, seed=0)\n"
+        "batch = task.make_batch(2, np.random.default_rng(0))",
+        "viz.explorer.page(viz.explorer.from_sequence_model(model, task, batch), height=600)",
+        "viz.gate_heatmaps(gi.gate_activations(model.recurrent, batch.x[0]), 'lstm')",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+    page_out, fig_out = (nb.cells[k].outputs for k in (1, 2))
+    assert [o.output_type for o in page_out] == ["execute_result"]
+    frame = page_out[0].data["text/html"]
+    assert iframe_attrs(frame)["sandbox"] == "allow-scripts"
+    assert "height: 600px" in iframe_attrs(frame)["style"]
+    assert '"kind":"steps"' in srcdoc_of(frame)
+    assert page_out[0].data["text/plain"].startswith("ExplorerPage('gatescope explorer': 24 steps")
+    png = base64.b64decode(fig_out[0].data["image/png"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
 # ----------------------------------------------------------------------------- sources
 
 

@@ -395,3 +395,63 @@ def test_a_20000_character_text_stays_responsive(driver, tmp_path):
     positions = [t for t, _ in text_colours(driver)]
     assert min(positions) > 5000 and max(positions) < 15000  # the middle of the text is drawn
     assert driver.get_log("browser") == []
+
+
+# ----------------------------------------------------------------------------- in a notebook
+
+
+def test_the_notebook_iframe_runs_the_page_inside_its_sandbox(driver, page, tmp_path):
+    """What Jupyter shows: `_repr_html_` of `explorer.page` in an output cell. The page's
+    script runs inside the sandboxed srcdoc frame under its own policy, draws the text
+    in the data's colours and shows a value on hover; the frame cannot reach the notebook."""
+    frame_html = ex.page(page.data, height=900)._repr_html_()
+    notebook = tmp_path / "notebook.html"
+    notebook.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>notebook</title></head>"
+        f"<body><div class='output_html'>{frame_html}</div></body></html>",
+        encoding="utf-8",
+    )
+    driver.get_log("browser")
+    driver.get(notebook.as_uri())
+    frame = driver.find_element(By.TAG_NAME, "iframe")
+    assert frame.get_attribute("sandbox") == "allow-scripts"
+    assert js(driver, "return arguments[0].contentDocument", frame) is None  # opaque origin
+    driver.switch_to.frame(frame)
+    try:
+        end = time.time() + 30
+        while not js(driver, "return !!(window.gatescope && window.gatescope.ready)"):
+            assert time.time() < end, (
+                f"the page did not run in the frame: {driver.get_log('browser')}"
+            )
+            time.sleep(0.05)
+        assert js(driver, "return document.title") == "browser test"
+        assert js(driver, "return location.href") == "about:srcdoc"
+        assert js(driver, "return window.origin") == "null"  # sandboxed: no same origin
+        csp = js(
+            driver,
+            "return document.querySelector('meta[http-equiv=\"Content-Security-Policy\"]').content",
+        )
+        assert csp.startswith("default-src 'none';")
+        assert js(driver, "return document.querySelectorAll('#units tbody tr').length") == 12
+        s = state(driver)
+        assert_colours_match(page, text_colours(driver), "h", 1, s["unit"])
+        t = 30
+        span = driver.find_element(By.CSS_SELECTOR, f'#tv-rows .c[data-t="{t}"]')
+        js(driver, "arguments[0].scrollIntoView({block: 'center'})", span)
+        ActionChains(driver).move_to_element(span).perform()
+        tip = driver.find_element(By.ID, "tip")
+        assert tip.is_displayed()
+        m = re.search(rf"unit {s['unit']} = (-?\d+\.\d+)", tip.text)
+        assert m, tip.text
+        assert float(m.group(1)) == pytest.approx(page.trace["h"][1, t, s["unit"]], abs=2e-4)
+        # the sandbox holds: the parent document and storage are out of reach
+        assert js(driver, "try { return parent.document.title } catch (e) { return e.name }") == (
+            "SecurityError"
+        )
+        assert js(
+            driver, "try { localStorage.length; return 'ok' } catch (e) { return e.name }"
+        ) == ("SecurityError")
+    finally:
+        driver.switch_to.default_content()
+    logs = driver.get_log("browser")
+    assert [e for e in logs if e["level"] in ("SEVERE", "WARNING")] == [], logs

@@ -8,6 +8,14 @@
 The analysis of a sweep's results rows (plain dicts, one per run, as `gatescope.sweep` records
 them: ``spec``, ``status``, ``solved``, ``metric``, ``metric_name``, ``baseline``, ...); it
 knows nothing of how the runs were made. `gatescope.viz.capacity` draws the points.
+
+For one (line, length) point over its n runs, of which the ok ones have final metrics
+m_1..m_s (s <= n; failed runs count as not solved):
+
+    success_rate = solved / n          metric_mean = (1/s) sum_i m_i
+    metric_std = sqrt((1/s) sum_i (m_i - metric_mean)^2)   (population, ddof 0)
+
+No arrays beyond these per-point tuples: every quantity is a scalar per point.
 """
 
 from __future__ import annotations
@@ -24,7 +32,11 @@ __all__ = ["CurvePoint", "capacity_curve"]
 
 @dataclass(frozen=True)
 class CurvePoint:
-    """One (line, length) point of a capacity curve, over the seeds recorded for it."""
+    """One (line, length) point of a capacity curve, over the seeds recorded for it.
+
+    ``metrics`` and ``seeds`` are tuples of the same length, runs - failed (one entry per ok
+    run, in seed order); the statistics below use the finite metrics only.
+    """
 
     line: str  # the line's label: the arch, plus any spec field that differs between lines
     arch: str
@@ -41,7 +53,7 @@ class CurvePoint:
 
     @property
     def success_rate(self) -> float:
-        """Solved runs over all runs, failed runs included."""
+        """solved / runs: solved runs over all runs, failed runs included (NaN: no runs)."""
         return self.solved / self.runs if self.runs else float("nan")
 
     def _finite(self) -> np.ndarray:
@@ -49,21 +61,25 @@ class CurvePoint:
 
     @property
     def metric_mean(self) -> float:
+        """(1/s) sum_i m_i over the s finite final metrics (NaN when there are none)."""
         m = self._finite()
         return float(m.mean()) if m.size else float("nan")
 
     @property
     def metric_std(self) -> float:
+        """sqrt((1/s) sum_i (m_i - mean)^2): the population standard deviation (NaN: none)."""
         m = self._finite()
         return float(m.std()) if m.size else float("nan")
 
     @property
     def metric_min(self) -> float:
+        """The smallest finite final metric over the seeds (NaN when there are none)."""
         m = self._finite()
         return float(m.min()) if m.size else float("nan")
 
     @property
     def metric_max(self) -> float:
+        """The largest finite final metric over the seeds (NaN when there are none)."""
         m = self._finite()
         return float(m.max()) if m.size else float("nan")
 
@@ -86,7 +102,8 @@ def capacity_curve(rows: Iterable[Mapping[str, Any]]) -> list[CurvePoint]:
     One line per architecture; when an architecture's rows differ in another spec field than
     length and seed (a second task, hidden size, step budget, forget bias...), each distinct
     combination is its own line, labelled with the fields that differ ("default" where a row
-    does not set the field). Points are sorted by line, then length.
+    does not set the field). Returns one `CurvePoint` per (line, length), sorted by line,
+    then length; rows without a ``spec`` dict are skipped.
     """
     rows = [r for r in rows if isinstance(r.get("spec"), Mapping)]
     flats = [_flat_spec(r["spec"]) for r in rows]

@@ -164,7 +164,8 @@ def suffix_gradients(
     """The same G_t as `state_gradients`, by a second, slower route (for tests).
 
     For each t, run the whole suffix x_{t+1..T} from the recorded s_t and read G_t from the
-    full backward pass's `dstate0` (plus dL/dy_t). O(T^2) steps.
+    full backward pass's `dstate0` (plus dL/dy_t). O(T^2) steps. Arguments and result as
+    `state_gradients`: x (B, T, D), dy (B, T, H); {"h": (B, T + 1, H), ...}.
     """
     twin = _clone(layer)
     x = np.asarray(_batch_first(layer, x))
@@ -221,7 +222,10 @@ class GradientFlow:
         return d
 
     def ratio(self, k: int) -> dict[str, float]:
-        """||G_{T-k}|| / ||G_T|| for h (and c: relative to h's at the loss end, which seeds it)."""
+        """||G_{T-k}|| / ||G_T|| for h (and c: relative to h's at the loss end, which seeds it).
+
+        k: steps back, 0..T. Returns {"h": float} (and "c" for an LSTM).
+        """
         out = {"h": float(self.h[k] / self.h[0])}
         if self.c is not None:
             out["c"] = float(self.c[k] / self.h[0])
@@ -240,9 +244,14 @@ def gradient_flow(
 ) -> GradientFlow:
     """Norms of dL/dh_t (and dL/dc_t) averaged over the batch, against steps back T - t.
 
-    Each sequence's gradient is a vector over the H units; its Euclidean norm is taken per
-    sequence, then averaged over the B sequences. With several layers, `layer_index` picks
-    the layer (default: the top one).
+    x (B, T, D), dy (B, T, H), dstate, state0 as for `state_gradients`. Each sequence's
+    gradient is a vector over the H units; its Euclidean norm is taken per sequence, then
+    averaged over the B sequences:
+
+        h[k] = (1 / B) sum_b ||dL/dh_{T-k}[b, :]||_2        k = 0..T steps back
+
+    (c[k] the same for the LSTM cell state). Returns a `GradientFlow` of (T + 1,) arrays.
+    With several layers, `layer_index` picks the layer (default: the top one).
     """
     G = state_gradients(layer, x, dy, dstate, state0)
 
@@ -316,7 +325,12 @@ def cell_state_jacobian(
 def finite_difference_cell_jacobian(
     lstm: Recurrent, x: np.ndarray, k: int, eps: float = 1e-6
 ) -> np.ndarray:
-    """Diagonal of dc_T/dc_k by central differences (h_k fixed), for checking: (B, H)."""
+    """Diagonal of dc_T/dc_k by central differences (h_k fixed), for checking: (B, H).
+
+    x (B, T, D), k in 0..T, e_j the j-th unit vector:
+
+        out[b, j] = (c_T(c_k + eps e_j)[b, j] - c_T(c_k - eps e_j)[b, j]) / (2 eps)
+    """
     twin = _clone(lstm)
     x = np.asarray(_batch_first(lstm, x))
     B, T, _ = x.shape

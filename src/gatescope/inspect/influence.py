@@ -59,8 +59,8 @@ def trace_with_states(
 
     Returns (trace, states): trace name -> float32 (L, B, T, H), every quantity the layer
     records; states name -> (L, B, T, H) in the layer's dtype for the state names (h; h and
-    c), exact, enough to restart the forward after any step. ``layer``'s own trace is left
-    as it was.
+    c), exact, enough to restart the forward after any step. ``chunk``: steps per forward
+    call (bounds the memory of one call's trace). ``layer``'s own trace is left as it was.
     """
     twin = _clone(layer)
     x = np.asarray(x)
@@ -108,7 +108,10 @@ def _head_bias(head: Linear, dtype: Any) -> Any:
 
 
 def predicted_classes(h: np.ndarray, head: Linear) -> np.ndarray:
-    """argmax_k z[k] of the head's output z = W h + b for h (..., H); zeros for one output."""
+    """argmax_k z[k] of the head's output z = W h + b for h (..., H); zeros for one output.
+
+    W (C, H) and b (C,) are the head's; returns (...,) int64 class indices.
+    """
     h = np.asarray(h)
     W = _head_weight(head, h.dtype)  # (C, H)
     if W.shape[0] == 1:
@@ -118,7 +121,10 @@ def predicted_classes(h: np.ndarray, head: Linear) -> np.ndarray:
 
 
 def head_probabilities(h: np.ndarray, head: Linear) -> np.ndarray:
-    """softmax(W h + b) in float64 for h (..., H): the head's distribution, (..., C)."""
+    """softmax(W h + b) in float64 for h (..., H): the head's distribution, (..., C).
+
+    With W (C, H) and b (C,) the head's: z = W h + b, p[k] = exp(z[k]) / sum_j exp(z[j]).
+    """
     h = np.asarray(h)
     z = h @ _head_weight(head, h.dtype).T + _head_bias(head, h.dtype)  # (..., C)
     return softmax(z.astype(np.float64))
@@ -144,11 +150,16 @@ def input_influence(
 ) -> list[np.ndarray]:
     """Measured influence ||d s_p / d x_t||_2 of earlier inputs on positions ``(b, t)``.
 
-    x (B, T, D): the sequences (each read from the zero state). For each position (b, t),
-    returns a float64 array over steps max(0, t - window + 1) .. t (oldest first). s_p is
-    ``z[classes[i]]`` of the head's output at (b, t) when ``head`` is given (``classes``
-    defaults to each position's predicted class, `predicted_classes`; a single-output head
-    uses its output); without a head, the Frobenius norm of d h_t / d x_t' of the top layer
+    x (B, T, D): the sequences (each read from the zero state); ``positions``: P pairs
+    (b, t). Returns a list of P float64 arrays; entry i, for (b, t), has n = min(t + 1,
+    window) values over the steps t' = t - n + 1 .. t (oldest first):
+
+        out[i][j] = || d s_p / d x_{t - n + 1 + j}[b, :] ||_2      (norm over the D inputs)
+
+    s_p is ``z[classes[i]]``, z = W h_t + b the head's output at (b, t), when ``head`` is
+    given (``classes`` (P,) defaults to each position's predicted class,
+    `predicted_classes`; a single-output head uses its output); without a head the value is
+    the Frobenius norm sqrt(sum_j ||d h_t[j] / d x_t'||_2^2) of the top layer's Jacobian
     (see the module docstring). ``states``: the (L, B, T, H) states of `trace_with_states`
     (recomputed if None).
     """
@@ -211,7 +222,11 @@ def input_influence(
 
 def influence_positions(n_total: int, positions: int | Sequence[int]) -> np.ndarray:
     """Flat positions (sorted, unique) in a document of ``n_total`` steps: ``positions``
-    of them spread evenly from the first step to the last when an int, else those given."""
+    of them spread evenly from the first step to the last when an int, else those given.
+
+    Returns (P,) int64 in [0, n_total): round(linspace(0, n_total - 1, count)) for an int
+    (empty for count <= 0), or the given positions sorted and deduplicated.
+    """
     if isinstance(positions, int | np.integer):
         count = int(positions)
         if count <= 0:
@@ -235,7 +250,11 @@ def document_influence(
 ) -> tuple[np.ndarray | None, list[np.ndarray]]:
     """`input_influence` at flat positions of the document x (B, T, D), read as its B * T
     steps one sequence after another: returns (classes, values), classes (P,) the predicted
-    class differentiated at each position (None without a head), values as `input_influence`."""
+    class differentiated at each position (None without a head), values as `input_influence`.
+
+    flat (P,): positions in [0, B * T); position f is step t = f mod T of sequence
+    b = f div T, and is measured over at most ``window`` steps of that sequence.
+    """
     x = np.asarray(x)
     B, T, _ = x.shape
     flat = np.asarray(flat, np.int64).reshape(-1)

@@ -13,6 +13,8 @@ activations were produced:
 - `gate_saturation(gates)`: how often each gate is nearly shut (< 0.1) or nearly open (> 0.9).
 - `excerpt(text, values)`: the window of lines where a feature varies most (what to show).
 
+Shapes: N characters of the text, U columns (units), F features, H hidden units.
+
 Every feature describes the state *after reading* the character, the moment at which the
 unit's activation at that character is computed:
 
@@ -133,7 +135,12 @@ def _mark(in_string: np.ndarray, in_doc: np.ndarray, i: int, n: int, is_doc: boo
 def pearson_columns(a: np.ndarray, feature: np.ndarray) -> np.ndarray:
     """Pearson r of each column of `a` (N, U) with `feature` (N,); 0 for a constant column.
 
-    NaN everywhere when the feature itself is constant (r is undefined).
+    Returns (U,), with x = feature and means over the N rows:
+
+        r[u] = sum_n (a[n, u] - mean_u)(x[n] - mean_x)
+               / sqrt(sum_n (a[n, u] - mean_u)^2 * sum_n (x[n] - mean_x)^2)
+
+    clipped to [-1, 1]. NaN everywhere when the feature itself is constant (r is undefined).
     """
     a = np.asarray(a, np.float64)
     x = np.asarray(feature, np.float64)
@@ -198,9 +205,14 @@ def gate_saturation(
 ) -> list[dict[str, Any]]:
     """Per layer and gate: the fraction of (character, unit) pairs below `low` and above `high`.
 
-    `gates`: (layer, gate name) -> (N, H) gate activations in [0, 1]. Also counts the units
-    that are below `low` (or above `high`) more than half of the time, and keeps each unit's
-    two fractions (the scatter plot of Karpathy et al., figure 3).
+    `gates`: (layer, gate name) -> (N, H) gate activations in [0, 1]. Per unit j:
+
+        per_unit_below[j] = (1/N) #{n: g[n, j] < low}     below = (1/H) sum_j per_unit_below[j]
+        per_unit_above[j] = (1/N) #{n: g[n, j] > high}    above = (1/H) sum_j per_unit_above[j]
+
+    One dict per (layer, gate), sorted: "below", "above", "units" (H), "units_mostly_below"
+    and "units_mostly_above" (units with a fraction over 0.5), "per_unit_below" and
+    "per_unit_above" (lists of H floats: the scatter plot of Karpathy et al., figure 3).
     """
     rows = []
     for (layer, gate), g in sorted(gates.items()):
@@ -224,7 +236,12 @@ def gate_saturation(
 
 
 def excerpt(text: str, values: np.ndarray, lines: int = 24) -> tuple[int, int]:
-    """(start, end) character offsets of the `lines`-line window where `values` varies most."""
+    """(start, end) character offsets of the `lines`-line window where `values` varies most.
+
+    values (N,), N = len(text): the window of `lines` consecutive lines maximising the
+    standard deviation of values[start:end] (the first such window on ties); the whole text
+    when it has at most `lines` lines.
+    """
     starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n" and i + 1 < len(text)]
     if len(starts) <= lines:
         return 0, len(text)

@@ -62,7 +62,13 @@ def _line_order(points: Sequence[CurvePoint]) -> list[str]:
 
 
 def plot_capacity(points: Sequence[CurvePoint], title: str | None = None) -> Figure:
-    """The two-panel capacity figure of `points` (from `gatescope.inspect.capacity_curve`)."""
+    """The two-panel capacity figure of `points` (from `gatescope.inspect.capacity_curve`).
+
+    Left: success rate solved / runs against length, one line per `CurvePoint.line`; right:
+    the final metric, mean over seeds as a line, min..max as a band, every seed as a dot,
+    with the chance level (baseline) and the solved threshold when the rows record them.
+    Returns the Figure (two axes; log length axis when the lengths span a factor of 8).
+    """
     if not points:
         raise ValueError("no runs to plot: the sweep has no results yet")
     lines = _line_order(points)

@@ -81,7 +81,12 @@ def _order(models: Mapping[str, Any]) -> list[str]:
 
 
 def render_report(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
-    """The HTML page (a str) for a demo `summary` and its `images` {file name: PNG bytes}."""
+    """The HTML page (a str) for a demo `summary` and its `images` {file name: PNG bytes}.
+
+    `summary`: the dict the demo writes to summary.json (task, models, gradient flow,
+    forget-gate check, saturation, parameter counts); every number shown is read from it.
+    A figure whose PNG is missing from `images` is left out of the page.
+    """
     task = summary["task"]
     models = summary["models"]
     T = task["length"]

@@ -7,6 +7,13 @@ r"""The gate explorer: one self-contained HTML page to browse what every unit do
     explorer.from_charlm(model, vocab, text)            # a character language model
     explorer.from_sequence_model(model, task, batch)    # a task model on some samples
 
+    explorer.page(data)                                 # in Jupyter: the page, inline
+    explorer.page(data, height=900).save("explorer.html")
+
+In a notebook, `page` returns an `ExplorerPage`, which displays itself as a sandboxed
+``<iframe>`` holding the whole page in ``srcdoc`` (scripts allowed, no same origin: the
+page reaches neither the network nor the notebook around it).
+
 The page (the body ``explorer.html``, ``explorer.css`` and ``explorer.js`` beside this module,
 with the data inlined, in the shell of `gatescope.viz.page`) loads nothing from the network:
 its Content-Security-Policy is ``default-src 'none'`` with the one inline script and the one
@@ -43,8 +50,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -65,6 +74,7 @@ from .page import html_page
 
 __all__ = [
     "QUANTITY_LABELS",
+    "ExplorerPage",
     "build_data",
     "colour_lut",
     "colour_range",
@@ -72,6 +82,7 @@ __all__ = [
     "expected_colour",
     "from_charlm",
     "from_sequence_model",
+    "page",
     "render_html",
     "task_glyphs",
     "write_html",
@@ -129,7 +140,9 @@ def colour_lut(name: str) -> np.ndarray:
 def colour_index(value: Any, lo: Any, hi: Any) -> np.ndarray:
     """Index into a colour table: round(255 * (value - lo) / (hi - lo)), clipped to 0..255.
 
-    The page computes exactly this (with the quantised value); ``hi == lo`` gives the middle.
+    ``value``, ``lo``, ``hi``: numbers or arrays, broadcast together; returns int64 of the
+    broadcast shape (round half up: floor(x + 0.5)). The page computes exactly this (with
+    the quantised value); ``hi <= lo`` gives the middle, 128.
     """
     value, lo, hi = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (value, lo, hi)))
     width = hi - lo
@@ -143,9 +156,11 @@ def colour_range(
 ) -> tuple[float, float]:
     """The value range that spans the colour table for one unit, as the page computes it.
 
+    Returns (lo, hi) for quantity ``q``, layer ``layer``, unit ``unit`` of ``data``.
     "fixed": the nominal range of the quantity (gates 0..1, tanh outputs -1..1; otherwise
     the unit's largest |value|, see `_domain`). "unit": the unit's own range, symmetric
-    about 0 on the diverging table, min..max on the sequential one.
+    about 0 on the diverging table (-m..m, m = max(|min|, |max|)), min..max on the
+    sequential one.
     """
     spec = data["quantities"][q]
     if mode == "fixed":
@@ -199,7 +214,11 @@ def _quantise(values: np.ndarray, bits: int) -> dict[str, Any]:
 
 
 def dequantised(data: Mapping[str, Any], q: str, layer: int) -> np.ndarray:
-    """The (H, N) float32 values the page decodes for quantity ``q`` of ``layer``."""
+    """The (H, N) float32 values the page decodes for quantity ``q`` of ``layer``.
+
+    value[u, n] = lo[u] + code[u, n] * step[u], in float32 as the page computes it; within
+    step[u] / 2 of the trace (step[u] = (max_u - min_u) / (2^bits - 1)).
+    """
     enc = data["quantities"][q]["layers"][layer]
     lo = np.frombuffer(base64.b64decode(enc["lo"]), "<f4")
     step = np.frombuffer(base64.b64decode(enc["step"]), "<f4")
@@ -450,7 +469,12 @@ def _csp_hash(text: str) -> str:
 
 
 def render_html(data: Mapping[str, Any]) -> str:
-    """The self-contained page for ``data`` (from :func:`build_data`), as one string."""
+    """The self-contained page for ``data`` (from :func:`build_data`), as one string.
+
+    The data go in as JSON inside a ``<script type="application/json">`` with every "<"
+    escaped, so no text in them can close the element; the script and the style are
+    allowed by their sha256 in the page's Content-Security-Policy, nothing else loads.
+    """
     body, style, script = (_asset(n) for n in _ASSETS)
     # JSON inside <script>: "<" is escaped so no "</script>" or "<!--" can occur in it
     blob = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -479,6 +503,99 @@ def write_html(path: str | os.PathLike[str], data: Mapping[str, Any]) -> int:
         if os.path.exists(tmp):
             os.remove(tmp)
     return len(text)
+
+
+# ============================================================================ in a notebook
+
+# a CSS length: a number and an optional unit (a bare number means pixels)
+_CSS_LENGTH = re.compile(r"(\d+(\.\d+)?)(px|%|em|rem|vw|vh)?")
+
+
+def _css_length(name: str, value: int | float | str) -> str:
+    """``value`` as a CSS length (a number: pixels), or ValueError naming ``name``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number of pixels or a CSS length, got {value!r}")
+    if isinstance(value, int | float | np.integer | np.floating):
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number of pixels, got {value!r}")
+        return f"{float(value):g}px"
+    if isinstance(value, str):
+        m = _CSS_LENGTH.fullmatch(value.strip())
+        if m and float(m.group(1)) > 0:
+            return m.group(1) + (m.group(3) or "px")
+    raise ValueError(
+        f"{name} must be a number of pixels or a CSS length such as '100%' or '900px', "
+        f"got {value!r}"
+    )
+
+
+class ExplorerPage:
+    """The explorer page of one data object, for a notebook: it displays itself inline.
+
+    ``data``: the dict of `build_data` (or `from_sequence_model`, `from_charlm`); the page
+    is `render_html` of it, rendered afresh each time it is shown or saved. In Jupyter (and
+    any front end that calls ``_repr_html_``) the page appears in a sandboxed ``<iframe>``:
+    ``srcdoc`` holds the whole page, HTML-escaped; ``sandbox="allow-scripts"`` lets its one
+    script run but gives it an opaque origin, so it cannot read the notebook, its cookies
+    or storage. Its own Content-Security-Policy (``default-src 'none'``, the script and the
+    style allowed by hash) applies inside the frame as in a file.
+
+    ``width``, ``height``: the frame's size, a number of pixels or a CSS length ("100%").
+    A notebook stores the page in the cell's output: a page of a few MB makes a notebook of
+    a few MB (see `build_data`'s ``bits`` and ``quantities`` to make it smaller).
+    """
+
+    def __init__(
+        self, data: Mapping[str, Any], *, width: int | str = "100%", height: int | str = 760
+    ) -> None:
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            raise ValueError(
+                "data must be an explorer data object (from explorer.build_data, "
+                "from_sequence_model or from_charlm)"
+            )
+        self.data = data
+        self.width = _css_length("width", width)
+        self.height = _css_length("height", height)
+
+    @property
+    def title(self) -> str:
+        """The page's title (the data's ``title``)."""
+        return str(self.data.get("title", "gatescope explorer"))
+
+    def html(self) -> str:
+        """The self-contained page, as `render_html` gives it (the same string)."""
+        return render_html(self.data)
+
+    def iframe(self) -> str:
+        """The ``<iframe>`` element that shows the page: what ``_repr_html_`` returns."""
+        srcdoc = html.escape(self.html(), quote=True)  # & < > " ' as character references
+        return (
+            f'<iframe title="{html.escape(self.title, quote=True)}" sandbox="allow-scripts" '
+            f'style="width: {self.width}; height: {self.height}; border: 1px solid #d0d4dc; '
+            f'border-radius: 4px; box-sizing: border-box" srcdoc="{srcdoc}"></iframe>'
+        )
+
+    def _repr_html_(self) -> str:
+        """What Jupyter displays: `iframe`."""
+        return self.iframe()
+
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write the page to ``path`` as `write_html` does; returns its size in bytes."""
+        return write_html(path, self.data)
+
+    def __repr__(self) -> str:
+        return f"ExplorerPage({self.title!r}: {summary(self.data)})"
+
+
+def page(
+    data: Mapping[str, Any], *, width: int | str = "100%", height: int | str = 760
+) -> ExplorerPage:
+    """The explorer page of ``data`` as an `ExplorerPage`: the last line of a notebook cell
+    shows it inline; ``.save(path)`` writes it to a file.
+
+        explorer.page(explorer.from_sequence_model(model, task, batch))
+    """
+    return ExplorerPage(data, width=width, height=height)
 
 
 # ============================================================================ sources
@@ -542,7 +659,8 @@ def task_glyphs(task: Any, x: np.ndarray) -> tuple[str, list[str], np.ndarray]:
     One-hot steps show their symbol (the order task's letters a b c d B E X Y, the copy
     task's 1..K with '·' for blank and ':' for the delimiter, otherwise 0-9 A-Z ...); the
     adding task shows the first decimal of each value and emphasises the marked steps;
-    other steps (noise) show '~'.
+    other steps (noise) show '~'. Returns (glyphs, info, emphasis) for the N = B * T steps
+    one sample after another: a str of N characters, N hover strings, (N,) bool.
     """
     x = np.asarray(x, np.float64)
     B, T, D = x.shape
@@ -589,8 +707,13 @@ def from_sequence_model(
 ) -> dict[str, Any]:
     """Explorer data for a task model (`gatescope.model.SequenceModel`) on ``batch``.
 
-    Each sample is one line of the page. Features: each input channel (for one-hot inputs,
-    "is symbol k") and the step's position in its sample.
+    ``batch``: a task batch, x (B, T, D), y (B, ...) and mask (or None); the document is
+    the N = B * T steps, each sample one line of the page. Features: each input channel
+    (for one-hot inputs, "is symbol k") and the step's position in its sample, plus any
+    ``features`` passed (name -> (N,)). Influence: at ``grad_positions`` positions spread
+    over the document for per-step models, else at the read-out step (the last) of each
+    sample, over the whole sample.
+    ``options``: the other arguments of `build_data`. Returns the data dict.
     """
     x = np.asarray(batch.x)
     B, T, D = x.shape

@@ -4,7 +4,9 @@ Every function takes plain arrays (or the small result objects of `gatescope.ins
 returns a `matplotlib.figure.Figure` on the Agg canvas: no pyplot, no global state, no
 display needed. `save(fig, path)` writes a PNG. Each drawn axis carries a label
 (`ax.get_label()`: the trace name, architecture or panel) so tests can find the numbers
-behind it.
+behind it. In a notebook a Figure displays itself as a PNG (see `gatescope.viz`).
+
+Shapes: T time, D input, H hidden units, k = 0..T steps back from the loss.
 """
 
 from __future__ import annotations
@@ -202,7 +204,9 @@ def gradient_flow_figure(
     """||dL/dh_t|| (solid) and ||dL/dc_t|| (dashed, LSTM) against steps back, log scale.
 
     flows: {panel title: {arch: GradientFlow or its to_dict()}}, e.g.
-    {"untrained": {...}, "trained": {...}}: one panel each, sharing the y axis.
+    {"untrained": {...}, "trained": {...}}: one panel each, sharing the y axis. Each flow
+    holds (T + 1,) arrays over k = steps back: h[k] = mean_b ||dL/dh_{T-k}||_2 (and c[k]);
+    zeros are left out (a log scale cannot show them).
     """
     n = len(flows)
     fig = _figure(5.5 * n, 4.4)
@@ -336,7 +340,9 @@ def saturation_figure(
 ) -> Figure:
     """Karpathy et al. (2015) fig. 3: per gate unit, fraction of time left vs right saturated.
 
-    sat: {gate: {"left": (H,), "right": (H,)}} from `gatescope.inspect.saturation`.
+    sat: {gate: {"left": (H,), "right": (H,)}} from `gatescope.inspect.saturation`:
+    left[j] the fraction of steps with gate < low, right[j] with gate > high; one panel per
+    gate, one dot per unit (units on the anti-diagonal are always saturated).
     """
     names = list(sat)
     if not names:
@@ -367,7 +373,10 @@ def saturation_figure(
 
 
 def sequence_figure(x: np.ndarray, *, title: str | None = None, note: str | None = None) -> Figure:
-    """One input sequence x (T, D) as an inputs x time heatmap (diverging, centred)."""
+    """One input sequence x (T, D) as an inputs x time heatmap (diverging, centred).
+
+    Drawn as x.T (D, T), the colour scale -m..m with m = max |x|; ``note``: the axes' own title, on the left.
+    """
     x = np.asarray(x, float)
     if x.ndim != 2:
         raise ValueError(f"x must be one sequence (T, D), got shape {x.shape}")
@@ -398,7 +407,9 @@ def training_curves_figure(
 ) -> Figure:
     """Loss and `metric` against training step, one line per model.
 
-    histories: {arch: [{"step", "loss", metric, ...}, ...]} (train.fit's result.history).
+    histories: {arch: [{"step", "loss", metric, ...}, ...]} (train.fit's result.history;
+    a "metric" key is used when present). ``chance`` and ``target``: horizontal lines at
+    the chance level and the solved threshold.
     """
     fig = _figure(11, 4.0)
     ax_loss, ax_m = fig.subplots(1, 2)

@@ -2,7 +2,9 @@
 PNG, and Karpathy et al.'s gate-saturation scatter (figure 3).
 
 The arrays come from `gatescope.inspect.units` (`search_cells`, `gate_saturation`,
-`excerpt`); this module only draws them.
+`excerpt`); this module only draws them. ``act`` is (N,), one activation per character of
+a text of N characters, coloured through v = clip(act / p99(|act|), -1, 1): white at 0,
+red towards +1, blue towards -1.
 
     from gatescope.inspect import units as iu
     from gatescope.viz import units as vu
@@ -43,7 +45,11 @@ def _rgb(v: np.ndarray) -> np.ndarray:
 
 def render_html(text: str, act: np.ndarray, title: str = "") -> str:
     """An HTML fragment: `text` in a monospace block, each character's background coloured
-    by `act` (N,) (red positive, blue negative, scaled by the 99th percentile of |act|)."""
+    by `act` (N,) (red positive, blue negative, scaled by the 99th percentile of |act|).
+
+    N = len(text); each character's exact value is its hover title. ``title`` (escaped)
+    becomes an <h3> above the block.
+    """
     if len(text) != len(act):
         raise ValueError(f"act must have one value per character ({len(text)}), got {len(act)}")
     colours = (_rgb(_colour_scale(act)) * 255).round().astype(int)
@@ -69,7 +75,11 @@ def render_png(
     max_cols: int = 88,
     dpi: int = 110,
 ) -> None:
-    """A Karpathy-style picture of `text` (keep it to a few dozen lines) coloured by `act`."""
+    """A Karpathy-style picture of `text` (keep it to a few dozen lines) coloured by `act`.
+
+    act (N,), N = len(text), on the colour scale of `render_html`; one character cell per
+    character, lines cut at ``max_cols``, tabs to the next multiple of 8. Writes a PNG.
+    """
     from matplotlib.figure import Figure
 
     if len(text) != len(act):
@@ -110,7 +120,11 @@ def render_png(
 
 
 def render_saturation_png(path: str, saturation: Sequence[Mapping[str, Any]]) -> None:
-    """Karpathy et al.'s figure 3: per unit, fraction of time right- vs left-saturated."""
+    """Karpathy et al.'s figure 3: per unit, fraction of time right- vs left-saturated.
+
+    ``saturation``: the rows of `gatescope.inspect.units.gate_saturation`; one panel per
+    layer, one dot per (gate, unit) at (per_unit_below[j], per_unit_above[j]). Writes a PNG.
+    """
     from matplotlib.figure import Figure
 
     layers = sorted({row["layer"] for row in saturation})
