@@ -159,7 +159,7 @@ def from_keras(obj: Any, kind: str | None = None) -> Recurrent | SequenceModel:
     else:
         raise ValueError(f"from_keras expects a Keras layer or model, got {type(obj).__name__}")
     head = None
-    if layers and type(layers[-1]).__name__ == "Dense":
+    if isinstance(obj, keras.Model) and layers and type(layers[-1]).__name__ == "Dense":
         head = layers.pop()
     if not layers:
         raise ValueError("from_keras: the model has no recurrent layer")
