@@ -233,3 +233,21 @@ def test_to_keras_refuses_variants():
         gs.to_keras(gs.LSTM(D, H, variant="peephole"))
     with pytest.raises(ValueError, match="gatescope model"):
         gs.to_keras(torch.nn.LSTM(D, H))
+
+
+def test_the_export_command_writes_and_reads_keras_files(tmp_path):
+    from gatescope import cli
+    from gatescope.model import load_model, save_model
+    from gatescope.tasks import get_task
+
+    task = get_task("copy", 8)
+    model = gs.SequenceModel.for_task(task, "gru", hidden_size=5, seed=0, reset_after=True)
+    ckpt, out = tmp_path / "run.safetensors", tmp_path / "run.keras"
+    save_model(ckpt, model, meta={"task": task.to_dict()})
+    assert cli.main(["export", str(ckpt), "--keras", str(out)]) == 0
+    back = tmp_path / "back.safetensors"
+    assert cli.main(["export", str(out), "--checkpoint", str(back), "--task", "copy"]) == 0
+    loaded, meta = load_model(back)
+    assert meta["source"] == "keras" and meta["task"]["name"] == "copy"
+    for name, p in model.params.items():
+        np.testing.assert_array_equal(loaded.params[name], p)

@@ -22,7 +22,7 @@ import sys
 from threadpoolctl import threadpool_limits
 
 # modules under gatescope.cli that contribute commands, in the order --help lists them
-COMMAND_MODULES = ("demo", "train", "plot", "charlm", "cells", "explore", "sweep")
+COMMAND_MODULES = ("demo", "train", "plot", "charlm", "cells", "explore", "sweep", "export")
 
 
 class CLIError(Exception):
