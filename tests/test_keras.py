@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 
 import gatescope as gs  # noqa: E402
 from gatescope.interop import load_model_file  # noqa: E402
+from gatescope.interop._layout import reorder  # noqa: E402
 
 # Keras' own NumPy conversions warn under NumPy 2 (the copy keyword); not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -80,6 +81,24 @@ def test_from_keras_matches_forward_backward_and_final_states(cls, opts, tol, us
         np.testing.assert_allclose(got, want.grad.numpy(), rtol=0, atol=tol)
     if cls == "LSTM":  # the cell states Keras does not return are all in the trace
         np.testing.assert_allclose(model.trace["c"][:, -1], tstates[1].detach().numpy(), atol=tol)
+
+    # parameter gradients: Keras' variables are torch parameters on this backend
+    order = {"LSTM": ("ifgo", "ifgo"), "GRU": ("zrn", "rzn"), "SimpleRNN": ("h", "h")}[cls]
+
+    def grad(variable, transpose=True):
+        g = variable.value.grad.numpy()
+        return reorder(g.T if transpose else g, *order)
+
+    cell = la.cell
+    np.testing.assert_allclose(model.grads["weight_ih_l0"], grad(cell.kernel), atol=tol)
+    np.testing.assert_allclose(model.grads["weight_hh_l0"], grad(cell.recurrent_kernel), atol=tol)
+    if use_bias:
+        g = cell.bias.value.grad.numpy()
+        if cls == "GRU" and opts["reset_after"]:  # input row: every bias; recurrent h: bias_hn
+            np.testing.assert_allclose(model.grads["bias_l0"], reorder(g[0], *order), atol=tol)
+            np.testing.assert_allclose(model.grads["bias_hn_l0"], g[1, 2 * H :], atol=tol)
+        else:
+            np.testing.assert_allclose(model.grads["bias_l0"], reorder(g, *order), atol=tol)
 
 
 @pytest.mark.parametrize("cls,opts,tol", CASES, ids=lambda c: str(c))
@@ -223,6 +242,8 @@ def test_models_with_other_layers_or_mixed_stacks_are_refused():
     with pytest.raises(ValueError, match="activation='tanh'"):
         gs.from_keras(tanh_head)
     inp = keras.Input((None, D))
+    chain = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GRU(H)(inp)))
+    assert gs.from_keras(chain).kind == "classify_last"  # a functional chain is fine
     branch = keras.Model(inp, keras.layers.LSTM(H)(inp) + keras.layers.LSTM(H)(inp))
     with pytest.raises(ValueError, match="chain"):
         gs.from_keras(branch)

@@ -249,6 +249,8 @@ class _Reader:
 
         self.onnx, self.eval = onnx, ReferenceEvaluator
         g = model.graph
+        # the default domain's opset: Softmax's default axis changed at 13
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self.values: dict[str, Any] = {"": None}
         for t in g.initializer:
             self.values[t.name] = numpy_helper.to_array(t)
@@ -459,8 +461,12 @@ class _Reader:
             )
         W = self.const(ins[1], node, "W")
         R = self.const(ins[2], node, "R")
-        if W.ndim != 3 or W.shape[0] != 1:
-            raise _refuse(node, f"W must be [1, G*H, D], got {list(W.shape)}")
+        if W.ndim != 3 or W.shape[0] != 1 or R.ndim != 3 or R.shape[0] != 1:
+            raise _refuse(
+                node, f"W and R must be [1, G*H, .], got {list(W.shape)}, {list(R.shape)}"
+            )
+        if attrs.get("hidden_size", R.shape[-1]) != R.shape[-1]:
+            raise _refuse(node, f"hidden_size={attrs['hidden_size']} but R is {list(R.shape)}")
         B = self.const(ins[3], node, "B")[0] if len(ins) > 3 and ins[3] is not None else None
         if len(ins) > 4 and ins[4] is not None:
             raise _refuse(node, "sequence_lens (per-sequence lengths) has no gatescope equivalent")
@@ -554,7 +560,8 @@ class _Reader:
 
     def op_Softmax(self, node, ins, attrs):
         v = ins[0]
-        if not (isinstance(v, _Sym) and v.tag == "lin") or attrs.get("axis", -1) not in (
+        axis = attrs.get("axis", -1 if self.opset >= 13 else 1)
+        if not (isinstance(v, _Sym) and v.tag == "lin") or axis not in (
             -1,
             2 if v.info["steps"] else 1,
         ):
