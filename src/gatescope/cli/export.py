@@ -100,13 +100,15 @@ def _export(args: argparse.Namespace) -> int:
     if args.checkpoint:
         extra = {k: v for k, v in meta.items() if k not in ("type", "model")}
         if args.task:
-            extra["task"] = _task_for(model, args.task, args.length).to_dict()
+            extra["task"] = task_for(model, args.task, args.length).to_dict()
         save_model(args.checkpoint, model, meta=extra)
         print(args.checkpoint)
     return 0
 
 
-def _task_for(model, name: str, length: int | None):
+def task_for(model, name: str, length: int | None):
+    """The task `name` (`length` steps), checked to fit `model`: input size, output size and
+    kind. For any command that runs a model from elsewhere on a task's probe data."""
     from gatescope.tasks import get_task
 
     task = get_task(name, length)

@@ -45,6 +45,8 @@ def load_model_file(
                 None if head.get_config()["activation"] == "linear" else "softmax"
             )
     else:
+        if kind is not None:
+            raise ValueError("kind: a gatescope model file records its kind")
         return load_model(path_str)
     if not isinstance(model, SequenceModel):
         raise ValueError(

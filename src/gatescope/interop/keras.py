@@ -262,6 +262,8 @@ def to_keras(model: Recurrent | SequenceModel, return_sequences: bool = True) ->
     else:
         raise ValueError(f"to_keras expects a gatescope model, got {type(model).__name__}")
     c = rec.config
+    if getattr(c, "bidirectional", False):  # once gatescope has them: not exported yet
+        raise ValueError("to_keras: bidirectional layers are not supported yet")
     if c.arch == "lstm" and c.variant != "vanilla":
         raise ValueError(
             f"to_keras: Keras' LSTM has no {c.variant!r} variant; only variant='vanilla' "

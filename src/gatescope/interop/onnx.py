@@ -89,6 +89,8 @@ def to_onnx(
     else:
         raise ValueError(f"to_onnx expects a gatescope model, got {type(model).__name__}")
     c = rec.config
+    if getattr(c, "bidirectional", False):  # once gatescope has them: not exported yet
+        raise ValueError("to_onnx: bidirectional layers are not supported yet")
     if c.arch == "lstm" and c.variant not in ("vanilla", "peephole"):
         raise ValueError(
             f"to_onnx: ONNX's LSTM operator has no {c.variant!r} variant; only "
