@@ -272,3 +272,28 @@ def test_the_export_command_writes_and_reads_keras_files(tmp_path):
     assert meta["source"] == "keras" and meta["task"]["name"] == "copy"
     for name, p in model.params.items():
         np.testing.assert_array_equal(loaded.params[name], p)
+
+
+def test_a_keras_lstm_seen_inside_gates_cells_and_measured_gradient_flow():
+    from gatescope import inspect as gi
+
+    la = keras_layer("LSTM", {}, return_sequences=True, return_state=True)
+    layer = gs.from_keras(la)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(B, T, D))
+    acts = gi.gate_activations(layer, x, index=1)
+    assert set(acts) == {"i", "f", "g", "o", "c", "h"} and acts["c"].shape == (H, T)
+    # every cell state, not only Keras' last one: the last column is Keras' final c
+    _, _, tc = la(torch.tensor(x))
+    np.testing.assert_allclose(acts["c"][:, -1], tc.detach().numpy()[1], rtol=0, atol=EXACT)
+    # the measured flow T steps back is Keras' own dL/dh_0 (torch autograd), batch-averaged
+    dh, dc = rng.normal(size=(B, H)), rng.normal(size=(B, H))
+    h0 = torch.zeros(B, H, dtype=torch.float64, requires_grad=True)
+    c0 = torch.zeros(B, H, dtype=torch.float64, requires_grad=True)
+    _, th, tc = la(torch.tensor(x), initial_state=[h0, c0])
+    ((th * torch.tensor(dh)).sum() + (tc * torch.tensor(dc)).sum()).backward()
+    flow = gi.gradient_flow(layer, x, dstate=(dh, dc))
+    want_h = np.linalg.norm(h0.grad.numpy(), axis=1).mean()
+    want_c = np.linalg.norm(c0.grad.numpy(), axis=1).mean()
+    np.testing.assert_allclose(flow.h[T], want_h, rtol=1e-10)
+    np.testing.assert_allclose(flow.c[T], want_c, rtol=1e-10)
