@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from gatescope.tasks import TASKS
+
 from . import CLIError
 from .args import HelpFormatter, positive_int
 
@@ -55,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--task",
-        metavar="NAME",
+        choices=sorted(TASKS),
         help="--checkpoint: the task the model is for (its probe data for plot/explore)",
     )
     p.add_argument("--length", type=positive_int, metavar="T", help="--task: its sequence length")
