@@ -78,3 +78,22 @@ def test_bad_requests_are_one_line_errors(tmp_path, checkpoint, capsys, monkeypa
 def test_a_missing_model_file_is_an_error(tmp_path, capsys):
     assert cli.main(["export", str(tmp_path / "nope.onnx"), "--onnx", "o.onnx"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_missing_extra_is_a_one_line_error_naming_it(tmp_path, checkpoint, capsys, monkeypatch):
+    import importlib
+
+    from gatescope.interop import _extras
+
+    real = importlib.import_module
+
+    def without_onnx(name, *args):
+        if name.split(".")[0] == "onnx":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, *args)
+
+    monkeypatch.setattr(_extras.importlib, "import_module", without_onnx)
+    path, _ = checkpoint
+    assert cli.main(["export", str(path), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "to_onnx needs onnx: pip install 'gatescope[onnx]'" in err and "Traceback" not in err
