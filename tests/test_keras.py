@@ -43,6 +43,11 @@ def randomize(layer, seed):
     layer.set_weights([rng.uniform(-0.6, 0.6, size=w.shape) for w in layer.get_weights()])
 
 
+def built(la):
+    la.build((None, None, D))
+    return la
+
+
 def keras_layer(cls, opts, seed=0, **kwargs):
     la = getattr(keras.layers, cls)(H, dtype="float64", **opts, **kwargs)
     la(np.zeros((1, 2, D)))  # build
@@ -206,6 +211,7 @@ def test_a_softmax_head_gives_its_logits():
         (lambda: keras.layers.LSTM(H, stateful=True), "stateful=True"),
         (lambda: keras.layers.Bidirectional(keras.layers.LSTM(H)), "Bidirectional"),
         (lambda: keras.layers.LSTM(H), "not built"),
+        (lambda: built(keras.layers.LSTM(H, dtype="mixed_float16")), "mixed-precision"),
         (lambda: keras.layers.Dense(3), "expects keras.layers.LSTM, GRU or SimpleRNN"),
         (lambda: torch.nn.LSTM(3, 4), "a Keras layer or model"),
     ],

@@ -93,6 +93,7 @@ def _recurrent_spec(layer: Any) -> dict[str, Any]:
     dtype = str(layer.cell.kernel.dtype)
     if dtype not in ("float32", "float64"):
         raise ValueError(f"from_keras: weights must be float32 or float64, got {dtype}")
+    _check_compute_dtype(layer, dtype)
     return {
         "arch": arch,
         "input_size": int(layer.cell.kernel.shape[0]),
@@ -103,6 +104,17 @@ def _recurrent_spec(layer: Any) -> dict[str, Any]:
         "nonlinearity": cfg["activation"] if arch == "rnn" else "tanh",
         "return_sequences": bool(cfg["return_sequences"]),
     }
+
+
+def _check_compute_dtype(layer: Any, dtype: str) -> None:
+    """A mixed-precision policy computes in another dtype than the weights': not exact."""
+    compute = str(getattr(layer, "compute_dtype", dtype))
+    if compute != dtype:
+        raise ValueError(
+            f"from_keras: {type(layer).__name__} {layer.name!r} stores {dtype} weights but "
+            f"computes in {compute} (a mixed-precision dtype policy); gatescope computes in "
+            "the weights' dtype"
+        )
 
 
 def _copy_layer(keras: Any, layer: Any, model: Recurrent, k: int) -> None:
@@ -215,6 +227,7 @@ def _with_head(
         )
     if activation == "softmax" and kind == "regress_last":
         raise ValueError("from_keras: a softmax head cannot be a regress_last model")
+    _check_compute_dtype(head, str(head.kernel.dtype))
     if str(head.kernel.dtype) != config.dtype:
         raise ValueError(
             f"from_keras: Dense {head.name!r} is {head.kernel.dtype} but the recurrent layers "
