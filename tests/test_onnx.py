@@ -286,3 +286,36 @@ def test_a_missing_extra_names_it():
         ImportError, match=r"to_onnx needs no_such_module_xyz: pip install 'gatescope\[onnx\]'"
     ):
         require("no_such_module_xyz", "onnx", "to_onnx")
+
+
+@pytest.mark.parametrize("arch,opts", CASES, ids=str)
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_initial_states_as_graph_inputs(tmp_path, arch, opts, num_layers):
+    m = layer(arch, opts, num_layers)
+    path = tmp_path / "m.onnx"
+    gs.to_onnx(m, path, initial_state=True)
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 6, 3))
+    names = ("h0", "c0") if arch == "lstm" else ("h0",)
+    states = [rng.normal(size=(num_layers, 2, 4)) for _ in names]
+    opts_ = ort.SessionOptions()
+    opts_.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts_, providers=["CPUExecutionProvider"])
+    feeds = {"x": x.astype(np.float32), **{n: s.astype(np.float32) for n, s in zip(names, states)}}
+    outs = session.run(None, feeds)
+
+    def st(a):
+        return a[0] if num_layers == 1 else a
+
+    state0 = tuple(st(s) for s in states) if arch == "lstm" else st(states[0])
+    y, final = m(x, state0)
+    np.testing.assert_allclose(outs[0], y, rtol=0, atol=ORT_ATOL)
+    for got, want in zip(outs[1:], final if arch == "lstm" else (final,), strict=True):
+        np.testing.assert_allclose(got, want.reshape(num_layers, 2, 4), rtol=0, atol=ORT_ATOL)
+    back, meta = gs.interop.onnx.read_onnx(path)
+    assert meta["inputs"] == {"x": "x", **dict.fromkeys(names, "state")}
+    for name, p in m.params.items():
+        np.testing.assert_array_equal(back.params[name], p.astype(np.float32))
+    with pytest.raises(ValueError, match="initial_state"):
+        gs.to_onnx(gs.SequenceModel.build(arch, 3, 4, 2, "classify_last"), path, initial_state=True)

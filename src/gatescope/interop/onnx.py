@@ -21,7 +21,7 @@ The exported graph (opset 17, layout 0, so it runs in onnxruntime):
 
     x (B, T, D) -Transpose-> (T, B, D) -LSTM-> Y (T, 1, B, H) -Squeeze-> ... per layer
     Recurrent:      outputs y (B, T, H), h_n (L, B, H) (and c_n for an LSTM); zero
-                    initial state
+                    initial state, or inputs h0 (and c0) (L, B, H) with initial_state=True
     SequenceModel:  classify_last / regress_last: out = Gemm(Y_h of the top layer) (B, C)
                     classify_steps: out = MatMul(y, W^T) + b (B, T, C)
 
@@ -67,6 +67,7 @@ def to_onnx(
     model: Recurrent | SequenceModel,
     path: str | os.PathLike[str],
     dtype: str | None = "float32",
+    initial_state: bool = False,
 ) -> None:
     """Write `model` to `path` as an ONNX model (opset 17) that onnxruntime runs.
 
@@ -78,6 +79,10 @@ def to_onnx(
     and RNN kernels run (they have no double kernels), so a float64 model is rounded to
     float32 on export; "float64" keeps every bit (valid ONNX, for runtimes with double
     kernels); None keeps the model's own dtype.
+
+    `initial_state`: a Recurrent's graph also takes inputs ``h0`` (and ``c0`` for an LSTM),
+    each (L, B, H), the state gatescope's ``model(x, state0)`` takes (with the layer axis
+    even for L = 1); without them the state starts at zero.
     """
     onnx = require("onnx", "onnx", "to_onnx")
     from onnx import TensorProto, helper, numpy_helper
@@ -88,6 +93,8 @@ def to_onnx(
         rec, head, kind = model, None, None
     else:
         raise ValueError(f"to_onnx expects a gatescope model, got {type(model).__name__}")
+    if initial_state and head is not None:
+        raise ValueError("initial_state: a SequenceModel starts from zero; export its .recurrent")
     c = rec.config
     if getattr(c, "bidirectional", False):  # once gatescope has them: not exported yet
         raise ValueError("to_onnx: bidirectional layers are not supported yet")
@@ -111,6 +118,8 @@ def to_onnx(
         return name
 
     axes1 = const("axes1", np.array([1], np.int64))
+    if initial_state or (head is not None and kind != "classify_steps"):
+        const("axes0", np.array([0], np.int64))
     src, dst = _GS_ORDER[arch], _ONNX_ORDER[arch]
     x = "x"
     if c.batch_first:
@@ -128,6 +137,16 @@ def to_onnx(
             if arch == "gru" and c.reset_after:
                 b[0, -H:] = p["bias_hn"]  # Rb_h, inside the reset product
         inputs.append(const(f"B_l{k}", b) if c.bias else "")
+        if initial_state:  # layer k's slice of h0 / c0: (1, B, H)
+            starts, ends = const(f"k{k}", np.array([k], np.int64)), f"k{k + 1}"
+            if k == L - 1:
+                const(ends, np.array([k + 1], np.int64))
+            inputs.append("")  # sequence_lens
+            for s in ("h", "c") if arch == "lstm" else ("h",):
+                nodes.append(
+                    helper.make_node("Slice", [f"{s}0", starts, ends, "axes0"], [f"{s}0_l{k}"])
+                )
+                inputs.append(f"{s}0_l{k}")
         attrs: dict[str, Any] = {"hidden_size": H}
         if arch == "gru":
             attrs["linear_before_reset"] = int(c.reset_after)
@@ -136,7 +155,7 @@ def to_onnx(
         outs = [f"Y_l{k}", f"Y_h_l{k}"] + ([f"Y_c_l{k}"] if arch == "lstm" else [])
         if arch == "lstm" and c.variant == "peephole":
             P = reorder(p["peephole"], _PEEP_GS, _PEEP_ONNX)[None]  # (1, 3H)
-            inputs += ["", "", "", const(f"P_l{k}", P)]
+            inputs += [""] * (7 - len(inputs)) + [const(f"P_l{k}", P)]
         nodes.append(helper.make_node(_ARCH_OP[arch], inputs, outs, name=f"{arch}_l{k}", **attrs))
         nodes.append(helper.make_node("Squeeze", [f"Y_l{k}", axes1], [f"seq_l{k}"]))
         x = f"seq_l{k}"
@@ -169,8 +188,7 @@ def to_onnx(
                 )
             outputs.append(helper.make_tensor_value_info("out", elem, [B_, T_, C]))
         else:
-            axes0 = const("axes0", np.array([0], np.int64))
-            nodes.append(helper.make_node("Squeeze", [finals["h"][-1], axes0], ["h_last"]))
+            nodes.append(helper.make_node("Squeeze", [finals["h"][-1], "axes0"], ["h_last"]))
             gemm_in = ["h_last", const("head_w", Wh)]
             if "bias" in head.params:
                 gemm_in.append(const("head_b", head.params["bias"]))
@@ -179,7 +197,12 @@ def to_onnx(
     graph = helper.make_graph(
         nodes,
         "gatescope",
-        [helper.make_tensor_value_info("x", elem, [*seq_shape, c.input_size])],
+        [helper.make_tensor_value_info("x", elem, [*seq_shape, c.input_size])]
+        + [
+            helper.make_tensor_value_info(f"{s}0", elem, [L, B_, H])
+            for s in (("h", "c") if arch == "lstm" else ("h",))
+            if initial_state
+        ],
         outputs,
         initializer=inits,
     )
