@@ -162,6 +162,8 @@ def from_keras(obj: Any, kind: str | None = None) -> Recurrent | SequenceModel:
     becomes a batch-first gs.LSTM / GRU / RNN stack; a model ending in a ``Dense`` head
     becomes a SequenceModel (``kind`` overrides the inferred kind; see the module docstring).
     The final states Keras drops (its LSTM returns only the last c) are all in ``trace``.
+    gatescope's layers return every step: for a layer with ``return_sequences=False``,
+    Keras' output is ``y[:, -1]``.
     """
     keras = require_keras("from_keras")
     if isinstance(obj, keras.Model):
@@ -233,11 +235,11 @@ def _with_head(
             f"from_keras: Dense {head.name!r} is {head.kernel.dtype} but the recurrent layers "
             f"are {config.dtype}"
         )
-    options = {"bias": config.bias, "reset_after": config.reset_after}
+    options: dict[str, Any] = {"bias": config.bias}
+    if config.arch == "gru":
+        options["reset_after"] = config.reset_after
     if config.arch == "rnn":
         options["nonlinearity"] = config.nonlinearity
-    if config.arch != "gru":
-        del options["reset_after"]
     model = SequenceModel.build(
         arch=config.arch,
         input_size=config.input_size,
