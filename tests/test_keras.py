@@ -198,6 +198,23 @@ def test_a_softmax_head_gives_its_logits():
         gs.from_keras(km, kind="classify_last")
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_legacy_h5_files_load_too(tmp_path):
+    km = keras.Sequential(
+        [
+            keras.Input((None, D), dtype="float64"),
+            keras.layers.GRU(H, dtype="float64"),
+            keras.layers.Dense(3, dtype="float64"),
+        ]
+    )
+    km.save(tmp_path / "model.h5")  # Keras warns: a legacy format
+    model, meta = load_model_file(tmp_path / "model.h5")
+    assert model.kind == "classify_last" and meta["source"] == "keras"
+    direct = gs.from_keras(km)
+    for name, p in direct.params.items():
+        np.testing.assert_array_equal(model.params[name], p)
+
+
 @pytest.mark.parametrize(
     "make,message",
     [

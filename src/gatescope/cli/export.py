@@ -5,7 +5,7 @@
     gatescope export tagger.onnx --checkpoint tagger.safetensors --task copy --length 30
 
 MODEL is a model file from `gatescope train` (or `demo`), or a task model made elsewhere: a
-.onnx graph or a .keras file holding a recurrent stack and a dense head (see
+.onnx graph or a .keras (or Keras 2 .h5) file holding a recurrent stack and a dense head (see
 gatescope.interop). Written as a gatescope checkpoint with --task, a model from elsewhere
 is one that `gatescope plot` and `gatescope explore` read like their own.
 """
@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument(
-        "model", metavar="MODEL", help="a gatescope model file, or a .onnx / .keras task model"
+        "model",
+        metavar="MODEL",
+        help="a gatescope model file, or a .onnx / .keras / .h5 task model",
     )
     p.add_argument("--onnx", metavar="OUT.onnx", help="write the model as an ONNX graph")
     p.add_argument(

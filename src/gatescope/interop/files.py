@@ -11,14 +11,14 @@ from ._extras import require_keras
 from .keras import from_keras
 from .onnx import read_onnx
 
-SUFFIXES = (".onnx", ".keras")  # the foreign formats load_model_file recognises
+SUFFIXES = (".onnx", ".keras", ".h5")  # the foreign formats load_model_file recognises
 
 
 def load_model_file(
     path: str | os.PathLike[str], kind: str | None = None
 ) -> tuple[SequenceModel, dict[str, Any]]:
-    """A task model (recurrent stack + dense head) from a ``.onnx``, ``.keras`` or
-    gatescope checkpoint file, and its metadata.
+    """A task model (recurrent stack + dense head) from a ``.onnx``, ``.keras`` (or Keras 2
+    ``.h5``) or gatescope checkpoint file, and its metadata.
 
     ONNX and Keras files must hold a recurrent stack with a dense head (see `from_onnx`,
     `from_keras`); the kind is inferred from where the head reads (last step:
@@ -34,8 +34,8 @@ def load_model_file(
         if kind is not None:
             raise ValueError("kind: an ONNX model's kind is read from its graph")
         model, meta = read_onnx(path_str)
-    elif suffix == ".keras":
-        keras = require_keras("loading a .keras file")
+    elif suffix in (".keras", ".h5"):  # .h5: Keras 2's files, which Keras 3 still reads
+        keras = require_keras(f"loading a {suffix} file")
         km = keras.saving.load_model(path_str, compile=False)
         model = from_keras(km, kind=kind)
         meta = {"source": "keras", "path": path_str, "name": km.name}
