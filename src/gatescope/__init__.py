@@ -9,7 +9,7 @@ instruments that show what happens inside.
 
 from __future__ import annotations
 
-from .interop import from_torch, to_torch
+from .interop import from_keras, from_onnx, from_torch, to_keras, to_onnx, to_torch
 from .model import SequenceModel, load_model
 from .nn import (
     GRU,
@@ -42,8 +42,12 @@ __all__ = [
     "__version__",
     "build_recurrent",
     "cross_entropy",
+    "from_keras",
+    "from_onnx",
     "from_torch",
     "load_model",
     "mse",
+    "to_keras",
+    "to_onnx",
     "to_torch",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .nn import Recurrent, RecurrentConfig, build_recurrent
+from ..nn import Recurrent, RecurrentConfig, build_recurrent
 
 _TORCH_DTYPES = ("float32", "float64")
 
