@@ -49,14 +49,16 @@ class DemoConfig:
     hidden_size: int = 64  # H of each network
     forget_bias: float = 3.0  # LSTM: initial forget-gate bias. The chapter's 1 (f ~ 0.73)
     # keeps ~1e-7 of the cell-state gradient over 50 steps and stayed at chance within 3000
-    # steps on 4 of 4 seeds at H=32; with 3 (f ~ 0.95) and H=64 the LSTM solved T=50 in
-    # 200-850 steps on 8 of 8 seeds (numba kernels) and on 2 of 4 within 2000 steps with
-    # the NumPy kernels (the other two still climbing); seed 0 solves with both.
+    # steps on 4 of 4 seeds at H=32; with 3 (f ~ 0.95) and H=64 the LSTM solves T=50.
     update_bias: float = 0.0  # GRU: initial update-gate bias. 0 (PyTorch's) stays at chance;
     # 3 (z ~ 0.95, the GRU's forget bias) solves T=50 in 250-300 steps (2 of 2 seeds)
-    steps: int = 3000  # most training steps per model (early stop when solved)
-    batch_size: int = 32  # fresh sequences per step
-    lr: float = 0.01  # Adam's learning rate
+    steps: int = 2000  # most training steps per model (early stop when solved)
+    # batch 64 and lr 3e-3 (`gatescope train`'s defaults): the LSTM solved T=50 in 400-550
+    # steps on seeds 0, 1, 2 with both backends (2026-12-02, benchmarks/NOTES.md). Batch 32
+    # with lr 1e-2 solved in 350-700 steps with numba but not at all with seed 0 on the
+    # NumPy path: its run hung on last-bit differences between the backends.
+    batch_size: int = 64  # fresh sequences per step
+    lr: float = 3e-3  # Adam's learning rate
     clip_norm: float = 1.0  # global gradient-norm clipping
     eval_every: int = 50  # steps between held-out evaluations
     eval_size: int = 300  # held-out sequences (early stopping)
