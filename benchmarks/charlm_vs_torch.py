@@ -13,7 +13,7 @@ and b_ih plays the role of gatescope's single bias.
     .venv/bin/python benchmarks/charlm_vs_torch.py            # ~10 min on 2 busy cores
     .venv/bin/python benchmarks/charlm_vs_torch.py --steps 100 --hidden 32   # a quick look
 
-Prints a table and writes docs/img/charlm_vs_torch.png (the README's figure).
+Prints a table and writes docs/img/charlm_vs_torch.png (the figure of docs/interop.md).
 """
 
 from __future__ import annotations

@@ -1,16 +1,18 @@
-"""Train lstm, gru and rnn on the long-term-memory tasks and write the README's results table.
+"""Train lstm, gru and rnn on the long-term-memory tasks; write docs/training.md's results table.
 
-    .venv/bin/python scripts/results_table.py                 # all 30 runs, then README
-    .venv/bin/python scripts/results_table.py --render-only   # README from the saved results
+    .venv/bin/python scripts/results_table.py                 # all 30 runs, then the page
+    .venv/bin/python scripts/results_table.py --render-only   # the page from the saved results
 
 Every run uses the defaults of `gatescope train` (hidden 64, float32, Adam lr 3e-3, batch 64,
 clip-norm 1, LSTM forget bias 3, seed 0) except the step budget, which is capped
 (``--max-steps``, default 2000) and so is the training time (``--time-limit``, default 45 s),
 so that the whole table fits in ~20 minutes of a busy 2-core machine; runs stop early when
 the task counts as solved. The time cap makes the table depend on the machine's load: it
-says what each network learned within the same small budget, not what it can learn. Results go to a JSON-lines file as
-each run ends (a killed table keeps what it finished), then into README.md between the
-markers. Whatever happened is shown, failures included.
+says what each network learned within the same small budget, not what it can learn.
+Results go to a JSON-lines file as each run ends (a killed table keeps what it finished),
+then into docs/training.md between the markers, with the machine they ran on (its CPU model
+and core count, recorded in the .meta.json beside the results). Whatever happened is shown,
+failures included.
 """
 
 from __future__ import annotations
@@ -88,15 +90,16 @@ def _fmt(value: float | None, metric: str) -> str:
 
 
 def render(results: list[dict], meta: dict) -> str:
-    """The markdown between the README markers."""
+    """The markdown between the page's markers."""
     by_key = {(r["task"], r["length"], r["arch"]): r for r in results}
     lines = [
         f"Budget per run: at most {meta['max_steps']} steps and {meta['time_limit']:.0f} seconds "
         "of training, whichever comes first, stopping early at the first evaluation (every 100 "
         "steps, 500 held-out sequences) where the task counts as solved. "
         f"Defaults of `gatescope train` otherwise; seed {meta['seed']}. Each cell: the final "
-        "held-out metric, solved or not, steps, and seconds of wall time on this 2-core machine "
-        f"(shared with other jobs while it ran; {meta['when']}, {meta['total_minutes']:.1f} "
+        "held-out metric, solved or not, steps, and seconds of wall time on "
+        f"{meta.get('cpu', 'the machine it ran on')} ({meta.get('cores', '?')} cores, shared "
+        f"with other jobs while it ran; {meta['when']}, {meta['total_minutes']:.1f} "
         "minutes in all, one BLAS thread).",
         "",
         "| task (metric, solved at) | T | baseline | lstm | gru | rnn |",
@@ -129,6 +132,23 @@ def render(results: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
+def machine() -> tuple[str, int]:
+    """This machine's CPU, as the tables name it ("an Intel Xeon"), and its core count."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1]
+                break
+    except OSError:
+        pass
+    words = [w for w in name.replace("(R)", "").replace("(TM)", "").split() if w != "CPU"]
+    words = [w for w in words if "@" not in w and not w.endswith("GHz")]
+    name = " ".join(words[:2]) or "an unnamed CPU"
+    article = "an" if name[0].lower() in "aeiou" else "a"
+    return f"{article} {name}", os.cpu_count() or 1
+
+
 def write_readme(readme: Path, table: str) -> None:
     text = readme.read_text()
     if BEGIN not in text or END not in text:
@@ -151,8 +171,13 @@ def main() -> int:
         default=ROOT / "benchmarks" / "results_table.jsonl",
         help="JSON-lines file of the runs (appended as they finish)",
     )
-    p.add_argument("--readme", type=Path, default=ROOT / "README.md")
-    p.add_argument("--render-only", action="store_true", help="rewrite the README table only")
+    p.add_argument(
+        "--readme",
+        type=Path,
+        default=ROOT / "docs" / "training.md",
+        help="the page whose markers enclose the table (docs/training.md)",
+    )
+    p.add_argument("--render-only", action="store_true", help="rewrite the page's table only")
     p.add_argument("--only", nargs="*", default=None, help="run only these archs/tasks")
     args = p.parse_args()
 
@@ -182,6 +207,7 @@ def main() -> int:
             "when": time.strftime("%Y-%m-%d"),
             "python": platform.python_version(),
         }
+        meta["cpu"], meta["cores"] = machine()
         args.results.with_suffix(".meta.json").write_text(json.dumps(meta) + "\n")
     results = [json.loads(line) for line in args.results.read_text().splitlines() if line]
     meta = json.loads(args.results.with_suffix(".meta.json").read_text())

@@ -12,7 +12,7 @@ per forget-gate bias among the runs) go to `--table` and to stdout: per variant 
 mean test metric over seeds, how many seeds solved it, and the steps they took. Unlike
 Greff et al. there is no per-variant hyperparameter search, and with three seeds most
 differences are within seed noise; the table says which ones are not (`_verdict`,
-`_steps_verdict`). The README's table took 96 runs, about 70 CPU-minutes on one core:
+`_steps_verdict`). The table of docs/variants.md took 117 runs, about 80 minutes on one core:
 
     .venv/bin/python scripts/variants_table.py
     .venv/bin/python scripts/variants_table.py --forget-bias 3 --tasks recall:50 \

@@ -6,7 +6,7 @@ pickle, and loading never executes code: a checkpoint is parsed as bytes and JSO
 File layout (a plain ``.safetensors`` file, readable by any safetensors reader)::
 
     8-byte little-endian u64 N | N bytes of JSON header | raw tensor bytes
-    header["__metadata__"] = {"format_version": "1", "gatescope": "<meta as one JSON string>"}
+    header["__metadata__"] = {"format_version": "2", "gatescope": "<meta as one JSON string>"}
 
 The ``gatescope`` string holds the caller's ``meta`` dict plus two keys added on save:
 ``format_version`` (int, :data:`FORMAT_VERSION`) and ``gatescope_version`` (str).

@@ -47,7 +47,7 @@ class DemoConfig:
     noise_std: float = 0.5  # noise on steps 1..T-1 (the symbol is a one-hot of height 1)
     n_symbols: int = 8  # symbols to choose from (chance = 1/n_symbols)
     hidden_size: int = 64  # H of each network
-    forget_bias: float = 3.0  # LSTM: initial forget-gate bias. The chapter's 1 (f ~ 0.73)
+    forget_bias: float = 3.0  # LSTM: initial forget-gate bias. The textbook chapter's 1 (f ~ 0.73)
     # keeps ~1e-7 of the cell-state gradient over 50 steps and stayed at chance within 3000
     # steps on 4 of 4 seeds at H=32; with 3 (f ~ 0.95) and H=64 the LSTM solves T=50.
     update_bias: float = 0.0  # GRU: initial update-gate bias. 0 (PyTorch's) stays at chance;

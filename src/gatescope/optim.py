@@ -21,7 +21,8 @@ State
 - ``"<name>.<buffer>.<param key>"``: each state buffer, e.g. ``"adam.m.rnn.weight_ih_l0"``.
 
 ``load_state_dict(d)`` restores all three (hyper-parameters included, as torch does), so a run
-resumed from it continues bit for bit like the uninterrupted one.
+resumed from it continues bit for bit like the uninterrupted one (on the same machine and
+backend: see the numerics page).
 
 Allocation: all buffers and scratch arrays are made once (or on the first step that needs them);
 a step allocates no arrays.

@@ -21,8 +21,9 @@ model's initial weights come from whatever seed the caller built it with (the CL
 Exact resume. A checkpoint holds the weights, the optimizer state (step counter, moments,
 hyper-parameters), the training stream's bit-generator state, the history and the
 early-stop bookkeeping. ``steps`` counts the total: a run of N steps and a run of N/2 steps
-resumed to N give bit-identical weights. Only scheduled evaluations (every ``eval_every``
-steps) decide early stopping, so where a shorter run happened to end changes nothing.
+resumed to N give bit-identical weights on the same machine and backend. Only scheduled
+evaluations (every ``eval_every`` steps) decide early stopping, so where a shorter run
+happened to end changes nothing.
 
 Text (truncated BPTT). On a `gatescope.tasks.text.TextTask` the batches are not drawn: step s
 reads batch ``s % steps_per_pass`` of B streams through the training text. With

@@ -31,9 +31,9 @@ DEFAULT_LENGTH = 100
 DEFAULT_HIDDEN = 64
 DEFAULT_LAYERS = 1
 DEFAULT_DTYPE = "float32"
-# LSTM forget-gate bias at initialisation. The chapter's 1.0 gives f = sigmoid(1) = 0.73 and a
-# gradient of 0.73**99 ~ 1e-14 across recall's 99 steps: it never starts learning. At 3.0,
-# 0.95**99 ~ 0.008 gets through (measured in README "Training": solved in 1500 steps).
+# LSTM forget-gate bias at initialisation. The textbook chapter's 1.0 gives f = sigmoid(1) = 0.73
+# and a gradient of 0.73**99 ~ 1e-14 across recall's 99 steps: it never starts learning. At 3.0,
+# 0.95**99 ~ 0.008 gets through (measured: docs/training.md's results table, recall T = 100).
 DEFAULT_FORGET_BIAS = 3.0
 _TRAIN_DEFAULTS = TrainConfig()
 
@@ -123,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         metavar="B",
         help="GRU only: initial update-gate bias (default: 0, as PyTorch; 3 keeps the state "
-        "early and solves recall at T = 50, see README)",
+        "early and solves recall at T = 50, see docs/training.md)",
     )
     g.add_argument(
         "--variant",

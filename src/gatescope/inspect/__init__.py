@@ -6,7 +6,7 @@
     gi.saturation(lstm, x)                          # {"f": {"left": (H,), "right": (H,)}, ...}
     gi.state_gradients(lstm, x, dy=dy)              # {"h": (B, T+1, H), "c": ...}: dL/ds_t
     gi.gradient_flow(lstm, x, dy=dy)                # mean norms against steps back
-    gi.forget_gate_product(lstm.trace["f"])         # the chapter's dc_T/dc_k along the cell
+    gi.forget_gate_product(lstm.trace["f"])         # the textbook's dc_T/dc_k along the cell
     gi.cell_state_jacobian(lstm, x, cut_h=True)     # ... and the same from the backward pass
     gi.input_influence(lstm, x, [(0, 99)], window=50, head=head)  # ||dz_p/dx_t|| per step t
 

@@ -84,7 +84,7 @@ def gate_activations(
 
 
 def gate_traces(layer: Recurrent, x: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The chapter's curves: mean of each gate over units, and the state norms, per step.
+    """The textbook chapter's curves: mean of each gate over units, and the state norms, per step.
 
     x: (B, T, D) or one sequence (T, D), run first if given (else the layer's last trace).
     Returns (T,) arrays, for each gate g and state s of the architecture (top layer):
@@ -155,7 +155,7 @@ def parameter_counts(
 
     input_size D, hidden_size H. Counted from built layers (`layer.num_params()`); options
     such as reset_after=True or bias=False go to the architectures that take them. With the
-    defaults and one layer the counts are the chapter's formula, `chapter_formula`
+    defaults and one layer the counts are the textbook chapter's formula, `chapter_formula`
     (D=4, H=32: rnn 1,184, gru 3,552, lstm 4,736).
     """
     classes = {"rnn": RNN, "gru": GRU, "lstm": LSTM}

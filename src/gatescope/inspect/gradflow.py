@@ -15,7 +15,8 @@ and it uses only the public layer interface (nothing in `gatescope.nn` changes).
 tests check it against PyTorch autograd and against a second method (`suffix_gradients`:
 one full forward and backward of the suffix x_{t+1..T} per t).
 
-Along the LSTM cell state alone, c_t = f_t * c_{t-1} + i_t * g_t gives the chapter's claim::
+Along the LSTM cell state alone, c_t = f_t * c_{t-1} + i_t * g_t gives the textbook chapter's
+claim::
 
     dc_T/dc_k (h-path cut) = f_{k+1} * f_{k+2} * ... * f_T          (elementwise)
 

@@ -2,7 +2,7 @@
 
 PyTorch keeps two bias vectors per layer, b_ih and b_hh, that always appear summed, except
 inside the GRU's reset product (n = tanh(W_in x + b_in + r * (W_hn h + b_hn))). gatescope
-keeps one bias per layer (the chapter's parameter count), so importing sums them, and a GRU
+keeps one bias per layer (the textbook chapter's parameter count), so importing sums them, and a GRU
 keeps b_hn apart as `bias_hn` with `reset_after=True`. Exporting puts the whole bias into
 b_ih and zeros into b_hh (b_hn for the GRU). Both directions are exact up to the rounding of
 that one sum; torch is imported lazily, so gatescope itself never needs it.

@@ -7,7 +7,11 @@ is optional and is held to the reference's values, not its bits:
     TOLERANCE    float64 1e-12, float32 1e-5, as max|a - b| / max|b| over each array
                  (outputs, final states, every trace entry, every gradient)
 
-and to the same bits run to run on one machine. tests/test_backends.py checks both.
+plus the reference's own conditioning: 8 times max|b' - b|, where b' is the reference run
+with every sigmoid and tanh value moved by one ulp (a saturated gate's derivative is only
+good to an ulp in any implementation). That is, max|a - b| <= tol * max|b| + 8 max|b' - b|.
+A kernel also gives the same bits run to run on one machine (deterministic; it need not
+give the reference's bits). tests/test_backends.py checks both.
 
 Backends (`BACKENDS`): "numpy", the reference, always there; "numba", the fused kernels of
 `kernels_numba.py` (numba is a third-party dependency: if it does not import, asking for

@@ -4,13 +4,13 @@ Gate order r, z, n as in PyTorch; W_ih (3H, D) = [W_ir; W_iz; W_in], W_hh likewi
 
     r_t = sigma(x_t W_ir^T + h_{t-1} W_hr^T + b_r)                       reset gate
     z_t = sigma(x_t W_iz^T + h_{t-1} W_hz^T + b_z)                       update gate
-    reset_after=False (the chapter's form, Cho et al.):
+    reset_after=False (the textbook chapter's form, Cho et al.):
         n_t = tanh(x_t W_in^T + b_n + (r_t * h_{t-1}) W_hn^T)
     reset_after=True (PyTorch and cuDNN; Keras' reset_after):
         n_t = tanh(x_t W_in^T + b_n + r_t * (h_{t-1} W_hn^T + b_hn))
     h_t = (1 - z_t) * n_t + z_t * h_{t-1}
 
-The update-gate convention is PyTorch's: z_t near 1 *keeps* the old state. The chapter
+The update-gate convention is PyTorch's: z_t near 1 *keeps* the old state. The textbook chapter
 writes h = (1 - z) h_prev + z h_cand, so its z is our 1 - z; nothing else differs.
 `reset_after=True` needs the extra bias b_hn (H,) inside the reset product, so a GRU
 imported from PyTorch has 3H + H bias entries per layer; the default form has 3H.
@@ -102,7 +102,7 @@ def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None) -> GRUCac
     """A sequence: x (T, B, D), h0 (B, H) -> cache with every gate and state.
 
     The step loop allocates little. reset_after=True needs one recurrent product per step,
-    h_{t-1} W_hh^T (B, 3H); the chapter's form two, as r must come before W_hn. `backend`
+    h_{t-1} W_hh^T (B, 3H); the textbook chapter's form two, as r must come before W_hn. `backend`
     may hand the element-wise work between the products to kernels (`_gru_forward_kernels`).
     """
     T, B, D = x.shape
@@ -340,12 +340,14 @@ class GRU(Recurrent):
     """A stack of GRU layers. `y, h = gru(x, h0)`; trace keys r z n h.
 
     Parameters per layer k: weight_ih_lk (3H, D), weight_hh_lk (3H, H), bias_lk (3H,), and
-    bias_hn_lk (H,) when `reset_after=True` (PyTorch's form; the default is the chapter's).
+    bias_hn_lk (H,) when `reset_after=True` (PyTorch's form; the default is the textbook
+    chapter's).
 
     h_t = (1 - z) n + z h_{t-1}: z = 1 keeps the state. `update_bias` initialises the update
-    gate's bias (default 0, as PyTorch and the chapter): the GRU's forget bias. With 0,
+    gate's bias (default 0, as PyTorch and the textbook chapter): the GRU's forget bias. With 0,
     z ~ 0.5 halves the direct path dh_{t-1} = z dh_t at every step, and a GRU stays at chance
-    on recall at T = 50; with 3 (z ~ 0.95) it solves it in 250-300 steps (README).
+    on recall at T = 50; with 3 (z ~ 0.95) it solves it in 250-300 steps (docs/training.md,
+    "The GRU and its update bias").
     """
 
     arch = "gru"

@@ -7,9 +7,10 @@ stay in NumPy (BLAS), except for small LSTMs (`SMALL_MACS`), where the whole seq
 in one call with the recurrent product as a plain loop.
 
 **The contract is the reference's values, not its bits**: every output, state, trace entry
-and gradient within float64 1e-12 / float32 1e-5 relative (max|a - b| / max|b| per array;
-`backend.TOLERANCE`, tested in tests/test_backends.py), and the same bits run to run (no
-threads, no reductions whose order varies). So the kernels may contract a * b + c into one
+and gradient within float64 1e-12 / float32 1e-5 relative (max|a - b| / max|b| per array,
+plus the reference's own response to an ulp of change in its sigmoid and tanh values:
+`backend.TOLERANCE`, tested in tests/test_backends.py), and the same bits run to run on one
+machine (no threads, no reductions whose order varies). So the kernels may contract a * b + c into one
 fused multiply-add (fastmath "contract": one rounding instead of two, never less accurate;
 no reassociation, no approximate division) and compute exp their own way: `exp_parts`
 below, Cody-Waite reduction and a polynomial, which LLVM vectorises (AVX2: 8 float32 or 4

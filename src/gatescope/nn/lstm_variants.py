@@ -116,7 +116,7 @@ def init_layer(
     bias: bool,
     forget_bias: float,
 ) -> dict[str, np.ndarray]:
-    """Fresh parameters of one layer (short names): the chapter's packed init, G blocks."""
+    """Fresh parameters of one layer (short names): the textbook chapter's packed init, G blocks."""
     blocks, H = BLOCKS[check_variant(variant)], hidden
     w_ih, w_hh = init_packed(rng, len(blocks), d_in, H)
     p = {"weight_ih": w_ih, "weight_hh": w_hh}

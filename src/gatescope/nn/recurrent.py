@@ -35,7 +35,7 @@ class RecurrentConfig:
     bias: bool = True  # one bias vector per layer (plus GRU's bias_hn when reset_after)
     batch_first: bool = True  # x is (B, T, D) if True, else (T, B, D)
     dtype: str = "float64"  # "float32" or "float64", for parameters and all computation
-    forget_bias: float = 1.0  # LSTM: initial forget-gate bias (Gers et al. 2000; the chapter)
+    forget_bias: float = 1.0  # LSTM: initial forget-gate bias (Gers et al. 2000; the textbook)
     update_bias: float = 0.0  # GRU: initial update-gate bias; z = sigmoid(3) = 0.95 keeps h
     reset_after: bool = False  # GRU: reset gate after the recurrent product (PyTorch, cuDNN)
     nonlinearity: str = "tanh"  # RNN: "tanh" or "relu"
@@ -271,7 +271,7 @@ class Recurrent:
 def init_packed(
     rng: np.random.Generator, gates: int, d_in: int, hidden: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The chapter's packed initialisation: one (G*H, D+H) matrix W ~ N(0, 1/(D+H)).
+    """The textbook chapter's packed initialisation: one (G*H, D+H) matrix W ~ N(0, 1/(D+H)).
 
     W acts on the concatenation [x, h]; its first D columns are weight_ih, the rest
     weight_hh, so the split loses nothing and PyTorch's layout loads directly.

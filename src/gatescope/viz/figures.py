@@ -122,7 +122,7 @@ def gate_heatmaps(
 def gate_traces_figure(
     traces: Mapping[str, np.ndarray], arch: str, *, title: str | None = None
 ) -> Figure:
-    """The chapter's 2 x 2 panels: mean of each gate and the state norm over time.
+    """The textbook chapter's 2 x 2 panels: mean of each gate and the state norm over time.
 
     traces: from `gatescope.inspect.gate_traces` ({"f": (T,), ..., "c_norm": (T,)}).
     """
@@ -248,7 +248,7 @@ def forget_product_figure(
     units: Sequence[int] | None = None,
     title: str | None = None,
 ) -> Figure:
-    """The chapter's claim: dc_T/dc_k along the cell state = product of forget gates.
+    """The textbook chapter's claim: dc_T/dc_k along the cell state = product of forget gates.
 
     product, cut, full: (T + 1, H) for one sequence (index k = 0..T): the forget-gate
     product, the backward pass with the h-path cut, and (optional) the full diagonal of
