@@ -123,6 +123,24 @@ def test_early_stop_when_solved():
     assert result.metrics["accuracy"] >= 0.99
 
 
+def test_early_stop_can_wait_for_several_solved_evaluations_in_a_row():
+    runs = {}
+    for k in (1, 3):
+        task, model = tiny("recall", 1, hidden=8)
+        config = TrainConfig(
+            steps=2000, lr=3e-2, batch_size=16, eval_every=10, eval_size=200, solved_evals=k
+        )
+        runs[k] = fit(task, model, config, progress=False)
+    first, wait = runs[1], runs[3]
+    assert first.stop_reason == wait.stop_reason == "solved"
+    solved = [task.solved(row) for row in wait.history]
+    assert solved[-3:] == [True] * 3  # it stopped at the third solved evaluation in a row
+    assert not any(all(solved[i : i + 3]) for i in range(len(solved) - 3))  # and not before
+    assert wait.steps >= first.steps + 20  # the same run, two evaluations longer at least
+    with pytest.raises(ValueError, match="solved_evals"):
+        TrainConfig(solved_evals=0)
+
+
 def test_patience_stops_a_run_that_does_not_improve():
     task, model = tiny("recall", 4)
     config = TrainConfig(steps=100, lr=1e-12, patience=2, **QUICK)  # too small to change argmax

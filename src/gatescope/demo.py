@@ -62,6 +62,9 @@ class DemoConfig:
     clip_norm: float = 1.0  # global gradient-norm clipping
     eval_every: int = 50  # steps between held-out evaluations
     eval_size: int = 300  # held-out sequences (early stopping)
+    # evaluations in a row that must reach 99% before early stop: with 1 the LSTM stopped at
+    # step 400 at 99% held out and measured 98.0% on the 1000 test sequences
+    solved_evals: int = 3
     test_size: int = 1000  # fresh test sequences for the final accuracy
     probe_size: int = 64  # sequences for gradient flow, gate traces and saturation
     seed: int = 0  # initial weights and training batches
@@ -163,6 +166,7 @@ def run_demo(
         seed=config.seed,
         checkpoint_every=0,
         early_stop=True,
+        solved_evals=config.solved_evals,
     )
     stages = _Stages(total=len(ARCHS) + 4 + len(FIGURES), enabled=progress, log=log)
     models: dict[str, dict[str, Any]] = {}

@@ -110,7 +110,8 @@ class TrainConfig:
     eval_seed: int = 1  # seed of the held-out set (fixed: the same set at every evaluation)
     seed: int = 0  # seed of the training batches (the CLI also initialises the model with it)
     checkpoint_every: int = 500  # steps between checkpoints (0: only at the end)
-    early_stop: bool = True  # stop at the first evaluation where the task counts as solved
+    early_stop: bool = True  # stop once the task counts as solved (see solved_evals)
+    solved_evals: int = 1  # early stop after this many scheduled evaluations in a row solved
     patience: int = 0  # stop after this many evaluations without improvement (0: never)
     carry_state: bool = False  # truncated BPTT (text tasks): carry the state batch to batch
     lr_decay: float = 1.0  # lr multiplier when an evaluation does not beat the best (1: off)
@@ -127,6 +128,7 @@ class TrainConfig:
         _int_field(self, "eval_size", minimum=1)
         _int_field(self, "checkpoint_every", minimum=0)
         _int_field(self, "patience", minimum=0)
+        _int_field(self, "solved_evals", minimum=1)
         _int_field(self, "seed", minimum=0)
         _int_field(self, "eval_seed", minimum=0)
         _int_field(self, "sample_every", minimum=0)
@@ -583,7 +585,10 @@ def _update_stopping(
 ) -> str | None:
     """Early stop and patience bookkeeping after a scheduled evaluation."""
     if config.early_stop and not math.isnan(value) and task.solved(metrics):
-        return "solved"
+        # the history's last rows are the last evaluations (this one included): all solved?
+        recent = state.history[-config.solved_evals :]
+        if len(recent) == config.solved_evals and all(task.solved(row) for row in recent):
+            return "solved"
     better = (
         state.best is None
         or (task.higher_is_better and value > state.best)

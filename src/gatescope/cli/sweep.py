@@ -40,6 +40,7 @@ _TRAIN_SKIP = {
     "min_lr",
     "sample_every",
     "sample_chars",
+    "solved_evals",
 }
 
 
