@@ -183,9 +183,9 @@ def test_watch_plan_records_the_gradient_of_each_quantity():
             for b in range(2):
                 add = np.zeros((2, 1, 1))
 
-                def loss(add=add):
+                def loss(add=add, q=q, k=layer_index):
                     y, _ = gi.intervene(
-                        layer, x, [gi.Edit(q, steps=t, units=u, layer=layer_index, add=add)]
+                        layer, x, [gi.Edit(q, steps=t, units=u, layer=k, add=add)]
                     )
                     return float((y * dy).sum())
 
