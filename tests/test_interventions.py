@@ -184,9 +184,7 @@ def test_watch_plan_records_the_gradient_of_each_quantity():
                 add = np.zeros((2, 1, 1))
 
                 def loss(add=add, q=q, k=layer_index):
-                    y, _ = gi.intervene(
-                        layer, x, [gi.Edit(q, steps=t, units=u, layer=k, add=add)]
-                    )
+                    y, _ = gi.intervene(layer, x, [gi.Edit(q, steps=t, units=u, layer=k, add=add)])
                     return float((y * dy).sum())
 
                 fd = central_difference(loss, add)
