@@ -235,3 +235,70 @@ def test_bad_arguments(recall):
         P.unit_ablation(model, batch.x, np.zeros((32, 20), int), classes=[0], unit=0)
     with pytest.raises(ValueError, match="mode must be"):
         P.unit_ablation(model, batch.x, np.zeros((32, 20), int), classes=[0], unit=0, mode="x")
+
+
+# ----------------------------------------------------------------------------- figures, CLI
+
+
+def test_figures_draw_the_maps(recall):
+    from gatescope.viz import patching as V
+
+    model, batch, corrupted = recall
+    clean, corr = batch.x[:8], corrupted[:8]
+    pm = P.patching_map(model, clean, corr, "c")
+    am = P.attribution_map(model, clean, corr, "c")
+    fig = V.patching_map_figure(pm, top=3)
+    (ax,) = [a for a in fig.axes if a.get_label() == "patching:c"]
+    np.testing.assert_array_equal(ax.images[0].get_array(), pm.recovered.T)
+    assert sorted(int(t.get_text()) for t in ax.get_yticklabels()) == sorted(pm.top_units(3))
+    cm = P.coarse_map(model, clean, corr)
+    (ax,) = [a for a in V.coarse_map_figure(cm).axes if a.get_label() == "coarse"]
+    np.testing.assert_array_equal(ax.images[0].get_array(), cm.recovered.T)
+    (ax,) = [
+        a for a in V.attribution_figure(pm, am).axes if a.get_label() == "attribution_vs_patching"
+    ]
+    np.testing.assert_array_equal(ax.collections[0].get_offsets()[:, 1], am.recovered.ravel())
+    curves = P.clamp_curve(model, clean, batch.y[:8], ks=[0, 10, 19])
+    (ax,) = [a for a in V.clamp_figure(curves).axes if a.get_label() == "clamp"]
+    assert [line.get_label() for line in ax.lines] == ["f=1", "f=0", "i=0"]
+    np.testing.assert_array_equal(ax.lines[2].get_ydata(), curves["i=0"])
+
+
+def test_recall_pairs_differ_in_the_symbol_only():
+    task = RecallTask(length=12)
+    clean, corrupted, y = P.recall_pairs(task, 50, seed=3)
+    np.testing.assert_array_equal(clean[:, 1:], corrupted[:, 1:])
+    assert np.all(clean[:, 0].argmax(1) == y) and np.all(corrupted[:, 0].argmax(1) != y)
+    with pytest.raises(ValueError, match="recall task"):
+        P.recall_pairs(object(), 5)
+
+
+def test_cli_patch_writes_maps_and_numbers(run_cli, tmp_path):
+    import json
+
+    out = tmp_path / "patch"
+    res = run_cli("patch", FIXTURE, "--out", out, "--pairs", "8", "--clamp-batch", "32")
+    assert res.code == 0, res.err
+    names = {p.name for p in out.iterdir()}
+    assert names == {
+        "patching_coarse.png", "patching_c.png", "patching_h.png",
+        "patching_attribution.png", "patching_clamp.png", "patching.json",
+    }  # fmt: skip
+    report = json.loads((out / "patching.json").read_text())
+    assert np.all(np.array(report["coarse"]["c"]) > 0.9)
+    assert np.array(report["maps"]["c"]).shape == (20, 16)
+    assert set(report["clamp"]) == {"k", "f=1", "f=0", "i=0"}
+    assert -1 <= report["attribution"]["correlation_with_patching"] <= 1
+    assert "top units" in res.out
+
+
+def test_cli_patch_refuses_what_it_cannot_read(run_cli, tmp_path):
+    from gatescope.model import save_model
+
+    res = run_cli("patch", tmp_path / "missing.safetensors", "--out", tmp_path)
+    assert res.code == 2 and "no such file" in res.err and "Traceback" not in res.err
+    model = SequenceModel.build("lstm", 2, 3, 1, "regress_last")
+    path = tmp_path / "adding.safetensors"
+    save_model(path, model, {"task": {"name": "adding", "length": 5}})
+    res = run_cli("patch", path, "--out", tmp_path)
+    assert res.code == 2 and "recall models" in res.err

@@ -21,7 +21,7 @@ import os
 import sys
 
 # modules under gatescope.cli that contribute commands, in the order --help lists them
-COMMAND_MODULES = ("demo", "train", "plot", "charlm", "cells", "explore", "sweep")
+COMMAND_MODULES = ("demo", "train", "plot", "charlm", "cells", "explore", "sweep", "patch")
 
 
 class CLIError(Exception):

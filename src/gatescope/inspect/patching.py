@@ -50,6 +50,7 @@ __all__ = [
     "coarse_map",
     "correlation",
     "patching_map",
+    "recall_pairs",
     "unit_ablation",
 ]
 
@@ -80,6 +81,22 @@ def correlation(a: PatchingMap | np.ndarray, b: PatchingMap | np.ndarray) -> flo
     if x.std() == 0 or y.std() == 0:
         return float("nan")
     return float(np.corrcoef(x, y)[0, 1])
+
+
+def recall_pairs(task: Any, n: int, seed: Seed = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n (clean, corrupted) pairs of a recall task: the same noise, another symbol at step 0.
+
+    Returns clean (n, T, D), corrupted (n, T, D) and the clean labels y (n,).
+    """
+    if getattr(task, "name", None) != "recall":
+        raise ValueError(f"recall_pairs needs a recall task, got {getattr(task, 'name', task)!r}")
+    rng = as_generator(seed)
+    batch = task.make_batch(n, rng)
+    D = task.n_symbols
+    other = (batch.y + rng.integers(1, D, size=len(batch.y))) % D  # (n,), never batch.y
+    corrupted = batch.x.copy()
+    corrupted[:, 0] = np.eye(D)[other]  # (n, D)
+    return batch.x, corrupted, batch.y
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -280,7 +297,7 @@ def attribution_map(
     rec = recurrent_of(model)
     _check_quantity(rec, quantity, layer)
     pair = _pair(model, clean, corrupted, direction)
-    N, T = pair.m_clean.shape[0], pair.clean[quantity].shape[2]
+    T = pair.clean[quantity].shape[2]
     # watch entries: change nothing, record dm/dq_t during backward
     watch = EditPlan({(t, quantity): (None, None) for t in range(T)}, keep_grads=True)
     plans = _empty_plans(rec)
