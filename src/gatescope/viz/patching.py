@@ -37,14 +37,16 @@ def _heatmap(fig: Figure, ax, a: np.ndarray, label: str) -> None:
 
 
 def patching_map_figure(pm: PatchingMap, *, title: str | None = None, top: int = 0) -> Figure:
-    """Units x steps heatmap of a (steps x units) map; `top` > 0 labels the top units."""
+    """Units x steps heatmap of a (steps x units) map; `top` > 0 labels the top units (by
+    the sum over steps) and the unit of the largest single entry."""
     R = np.asarray(pm.recovered).T  # (H, T)
     H, T = R.shape
     fig = _figure(9, float(np.clip(0.05 * H + 1.6, 2.4, 5.5)))
     ax = fig.subplots()
     _heatmap(fig, ax, R, f"{pm.method}:{pm.quantity}")
     if top:  # tick the units that carry the most, so they can be read off
-        units = sorted(int(u) for u in pm.top_units(top))
+        peak = int(np.unravel_index(np.argmax(pm.recovered), pm.recovered.shape)[1])
+        units = sorted({int(u) for u in pm.top_units(top)} | {peak})
         ax.set_yticks(units, [str(u) for u in units], fontsize=7)
     ax.set_xlabel("step t of the patch")
     ax.set_ylabel(f"unit (layer {pm.layer})")
