@@ -9,6 +9,7 @@
     gi.forget_gate_product(lstm.trace["f"])         # the textbook's dc_T/dc_k along the cell
     gi.cell_state_jacobian(lstm, x, cut_h=True)     # ... and the same from the backward pass
     gi.input_influence(lstm, x, [(0, 99)], window=50, head=head)  # ||dz_p/dx_t|| per step t
+    y, state = gi.intervene(lstm, x, [gi.Edit("f", steps=[3], units=[0, 2], value=0.0)])
 
 `gatescope.inspect.model` does the same for a trained `SequenceModel` and a task batch;
 `gatescope.inspect.units` finds interpretable units in a text, `gatescope.inspect.influence`
@@ -47,6 +48,7 @@ from .influence import (
     top_classes,
     trace_with_states,
 )
+from .interventions import Edit, intervene
 from .model import model_gradient_flow, model_state_gradients, output_gradient
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "LABELS",
     "STATES",
     "CurvePoint",
+    "Edit",
     "GradientFlow",
     "capacity_curve",
     "cell_state_jacobian",
@@ -67,6 +70,7 @@ __all__ = [
     "head_probabilities",
     "influence_positions",
     "input_influence",
+    "intervene",
     "model_gradient_flow",
     "model_state_gradients",
     "output_gradient",

@@ -31,6 +31,7 @@ import numpy as np
 
 from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
+from .edits import EditPlan
 from .functional import sigmoid, tanh
 from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
@@ -96,14 +97,17 @@ class GRUCache:
     gates: np.ndarray  # (T, B, 3H) activated gates [r, z, n]
     hs: np.ndarray  # (T + 1, B, H) hidden states, h_0 first
     hn: np.ndarray  # (T, B, H) h W_hn^T + b_hn (reset_after) or r * h_{t-1} (not)
+    edits: EditPlan | None = None  # the edits this forward applied (see nn/edits.py)
 
 
-def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None) -> GRUCache:
+def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None, edits=None) -> GRUCache:
     """A sequence: x (T, B, D), h0 (B, H) -> cache with every gate and state.
 
     The step loop allocates little. reset_after=True needs one recurrent product per step,
     h_{t-1} W_hh^T (B, 3H); the textbook chapter's form two, as r must come before W_hn. `backend`
     may hand the element-wise work between the products to kernels (`_gru_forward_kernels`).
+    `edits` (an `edits.EditPlan`) changes r z n h where they are computed; with it this
+    NumPy code runs, never the kernels.
     """
     T, B, D = x.shape
     H = h0.shape[1]
@@ -114,10 +118,10 @@ def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None) -> GRUCac
     hs = np.empty((T + 1, B, H), dt)
     hn = np.empty((T, B, H), dt)
     hs[0] = h0
-    cache = GRUCache(x, gates, hs, hn)
+    cache = GRUCache(x, gates, hs, hn, edits)
     rec = np.empty((B, 3 * H if reset_after else 2 * H), dt)  # recurrent products
     nrec = rec[:, 2 * H :] if reset_after else np.empty((B, H), dt)  # (B, H), W_hn's
-    nb = kernels(dt, backend)
+    nb = kernels(dt, backend) if edits is None else None
     if nb is not None:
         return _gru_forward_kernels(nb, cache, w_hh, b_hn, reset_after, rec, nrec)
     w_rz_t, w_hn_t = w_hh[: 2 * H].T, w_hh[2 * H :].T
@@ -130,6 +134,9 @@ def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None) -> GRUCac
             np.matmul(h_prev, w_hh.T, out=rec)
             rz += rec[:, : 2 * H]
             sigmoid(rz, out=rz)  # r, z
+            if edits is not None:  # an intervention: change r and z before they are used
+                edits.apply(t, "r", r)
+                edits.apply(t, "z", z)
             if b_hn is not None:
                 np.add(nrec, b_hn, out=hn[t])  # h_{t-1} W_hn^T + b_hn
             else:
@@ -138,13 +145,20 @@ def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None) -> GRUCac
         else:
             rz += np.matmul(h_prev, w_rz_t, out=rec)
             sigmoid(rz, out=rz)  # r, z
+            if edits is not None:
+                edits.apply(t, "r", r)
+                edits.apply(t, "z", z)
             np.multiply(r, h_prev, out=hn[t])  # r * h_{t-1}
             n += np.matmul(hn[t], w_hn_t, out=nrec)
         tanh(n, out=n)
+        if edits is not None:
+            edits.apply(t, "n", n)
         # h = (1 - z) n + z h_prev = n + z (h_prev - n)
         np.subtract(h_prev, n, out=h)
         h *= z
         h += n
+        if edits is not None:
+            edits.apply(t, "h", h)
     return cache
 
 
@@ -172,9 +186,11 @@ def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None
 
     dL/da is kept for a chunk of steps only, and each finished chunk goes through one
     product for dx and one for each weight gradient (as in `lstm_backward`). The step loop
-    allocates nothing.
+    allocates nothing. After an edited forward (`cache.edits`), each quantity's gradient
+    passes through its edit (`EditPlan.grad`) and each gate's derivative is taken at the
+    value it computed (`EditPlan.original`), on the NumPy path.
     """
-    x, gates, hs, hn = cache.x, cache.gates, cache.hs, cache.hn
+    x, gates, hs, hn, ed = cache.x, cache.gates, cache.hs, cache.hn, cache.edits
     T, B, D = x.shape
     H = hs.shape[2]
     dt = x.dtype
@@ -195,7 +211,7 @@ def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None
     )
     dh = np.array(dhT, dtype=dt)
     t1, t2, drh = np.empty((B, H), dt), np.empty((B, H), dt), np.empty((B, H), dt)
-    nb = kernels(dt, backend)
+    nb = kernels(dt, backend) if ed is None else None
     for end in range(T, 0, -K):
         start = max(0, end - K)
         for t in reversed(range(start, end)):
@@ -205,6 +221,9 @@ def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None
             r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
             d = dax[k]
             da_r, da_z, da_n = d[:, :H], d[:, H : 2 * H], d[:, 2 * H :]
+            if ed is not None:  # an edited forward: its own readable step
+                _gru_backward_step_edited(ed, cache, t, dy, dh, d, dhn, k, w_hh, reset_after)
+                continue
             if nb is not None:  # a backend's kernels instead of the NumPy below
                 dhn_t = dhn[k] if reset_after else None
                 _gru_backward_step_kernels(nb, cache, t, dy, dh, d, dhn_t, w_hh, reset_after, t1)
@@ -250,6 +269,31 @@ def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None
             hn2 = hn[start:end].reshape(n_rows, H)
             dw_hh[2 * H :] += np.matmul(d2[:, 2 * H :].T, hn2, out=k_hn)
     return dx, dh, dw_ih, dw_hh, db, db_hn
+
+
+def _gru_backward_step_edited(ed, cache: GRUCache, t, dy, dh, d, dhn, k, w_hh, reset_after):
+    """Step t of `gru_backward` after an edited forward: d (B, 3H) = dL/da; dh (B, H)
+    becomes dh_{t-1} in place; reset_after: dhn[k] = dL/d(hn). r, z, n are the edited gates
+    (what later steps read); r0, z0, n0 the values computed, where their derivatives are."""
+    H = dh.shape[1]
+    a, h_prev = cache.gates[t], cache.hs[t]
+    r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+    r0, z0, n0 = (ed.original(t, q, v) for q, v in zip("rzn", (r, z, n)))
+    w_rz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]
+    g = dh + dy[t] if dy is not None else dh.copy()
+    g = ed.grad(t, "h", g)  # dL/dh_t before its edit
+    d[:, 2 * H :] = ed.grad(t, "n", g * (1 - z)) * (1 - n0 * n0)  # da_n
+    d[:, H : 2 * H] = ed.grad(t, "z", g * (h_prev - n)) * z0 * (1 - z0)  # da_z
+    dh_prev = g * z
+    if reset_after:
+        d[:, :H] = ed.grad(t, "r", d[:, 2 * H :] * cache.hn[t]) * r0 * (1 - r0)
+        dhn[k] = d[:, 2 * H :] * r
+        dh_prev += dhn[k] @ w_hn
+    else:
+        drh = d[:, 2 * H :] @ w_hn  # dL/d(r * h_{t-1})
+        d[:, :H] = ed.grad(t, "r", drh * h_prev) * r0 * (1 - r0)
+        dh_prev += drh * r
+    dh[...] = dh_prev + d[:, : 2 * H] @ w_rz
 
 
 def _gru_backward_step_kernels(nb, cache: GRUCache, t, dy, dh, d, dhn, w_hh, reset_after, tmp):
@@ -392,7 +436,7 @@ class GRU(Recurrent):
                 p["bias_hn"] = np.zeros(H)
         return p
 
-    def _layer_forward(self, p, x, state0):
+    def _layer_forward(self, p, x, state0, edits=None):
         (h0,) = state0
         cache = gru_forward(
             x,
@@ -402,6 +446,7 @@ class GRU(Recurrent):
             p.get("bias"),
             p.get("bias_hn"),
             self.config.reset_after,
+            edits=edits,
         )
         return (cache.hs[-1].copy(),), cache
 

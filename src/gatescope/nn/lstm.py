@@ -32,6 +32,7 @@ import numpy as np
 from . import lstm_variants
 from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
+from .edits import EditPlan
 from .functional import sigmoid, tanh
 from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
@@ -80,14 +81,17 @@ class LSTMCache:
     hs: np.ndarray  # (T + 1, B, H) hidden states, h_0 first
     cs: np.ndarray  # (T + 1, B, H) cell states, c_0 first
     tanh_c: np.ndarray  # (T, B, H) tanh(c_t), kept for backward
+    edits: EditPlan | None = None  # the edits this forward applied (see nn/edits.py)
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None) -> LSTMCache:
+def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None, edits=None) -> LSTMCache:
     """A sequence: x (T, B, D), h0, c0 (B, H) -> cache with every gate and state.
 
     The step loop allocates little: the gates are activated in place in the cache, states
     written straight into it. `backend` (see `backend.backend`) may hand the element-wise
-    work of each step to a kernel instead (`_lstm_forward_kernels`).
+    work of each step to a kernel instead (`_lstm_forward_kernels`). `edits` (an
+    `edits.EditPlan`) changes gates and states where they are computed; with it this NumPy
+    code runs, never the kernels.
     """
     T, B, D = x.shape
     H = h0.shape[1]
@@ -98,8 +102,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None) -> LSTMCache:
     hs[0], cs[0] = h0, c0
     rec = np.empty((B, 4 * H), x.dtype)  # h_{t-1} W_hh^T
     w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H): a plain (not transposed) BLAS product
-    cache = LSTMCache(x, gates, hs, cs, tanh_c)
-    nb = kernels(x.dtype, backend)
+    cache = LSTMCache(x, gates, hs, cs, tanh_c, edits)
+    nb = kernels(x.dtype, backend) if edits is None else None
     if nb is not None:
         return _lstm_forward_kernels(nb, cache, b, w_hh_t, rec)
     if b is not None:
@@ -112,9 +116,16 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None) -> LSTMCache:
         sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # i, f
         tanh(g, out=g)
         sigmoid(o, out=o)
+        if edits is not None:  # an intervention: change the gates before they are used
+            for name, gate in zip("ifgo", (i, f, g, o)):
+                edits.apply(t, name, gate)
         c = np.multiply(f, cs[t], out=cs[t + 1])
         c += np.multiply(i, g, out=ig)  # c_t = f c_{t-1} + i g
+        if edits is not None:
+            edits.apply(t, "c", c)
         np.multiply(o, tanh(c, out=tanh_c[t]), out=hs[t + 1])  # h_t = o tanh(c_t)
+        if edits is not None:
+            edits.apply(t, "h", hs[t + 1])
     return cache
 
 
@@ -336,17 +347,22 @@ class LSTM(Recurrent):
             p["bias"][H : 2 * H] = self.config.forget_bias
         return p
 
-    def _layer_forward(self, p, x, state0):
+    def _layer_forward(self, p, x, state0, edits=None):
         h0, c0 = state0
         if self.config.variant != "vanilla":
-            cache = lstm_variants.variant_forward(self.config.variant, x, h0, c0, p)
+            cache = lstm_variants.variant_forward(self.config.variant, x, h0, c0, p, edits)
             return (cache.hs[-1].copy(), cache.cs[-1].copy()), cache
-        cache = lstm_forward(x, h0, c0, p["weight_ih"], p["weight_hh"], p.get("bias"))
+        cache = lstm_forward(x, h0, c0, p["weight_ih"], p["weight_hh"], p.get("bias"), edits=edits)
         return (cache.hs[-1].copy(), cache.cs[-1].copy()), cache
 
     def _layer_backward(self, p, cache, dy, dstate):
         dhT, dcT = dstate
-        if self.config.variant != "vanilla":
+        if self.config.variant != "vanilla" or cache.edits is not None:
+            if self.config.variant == "vanilla":  # edited: the variants' readable step loop
+                cache = lstm_variants.VariantCache(
+                    "vanilla", cache.x, cache.gates, cache.hs, cache.cs, cache.tanh_c,
+                    edits=cache.edits,
+                )  # fmt: skip
             dx, dh0, dc0, grads = lstm_variants.variant_backward(cache, p, dy, dhT, dcT)
             return dx, (dh0, dc0), grads
         dx, dh0, dc0, dw_ih, dw_hh, db = lstm_backward(

@@ -66,6 +66,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .edits import EditPlan
 from .functional import sigmoid, tanh
 from .recurrent import LSTM_VARIANTS, init_packed
 
@@ -167,6 +168,10 @@ class VariantCache:
     cs: np.ndarray  # (T + 1, B, H) cell states, c_0 first
     s: np.ndarray  # (T, B, H) squashed cell: tanh(c), c (noaf), tanh(LN(c) gamma + beta)
     ln: dict[str, np.ndarray] = field(default_factory=dict)  # layernorm: normalised values, 1/std
+    edits: EditPlan | None = None  # the edits this forward applied (see nn/edits.py)
+
+
+_NO_EDITS = EditPlan({})  # an empty plan: every hook is a no-op (this loop is the readable one)
 
 
 def _blocks_of(a: np.ndarray, blocks: str, H: int) -> dict[str, np.ndarray]:
@@ -175,9 +180,19 @@ def _blocks_of(a: np.ndarray, blocks: str, H: int) -> dict[str, np.ndarray]:
 
 
 def variant_forward(
-    variant: str, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, p: dict[str, np.ndarray]
+    variant: str,
+    x: np.ndarray,
+    h0: np.ndarray,
+    c0: np.ndarray,
+    p: dict[str, np.ndarray],
+    edits: EditPlan | None = None,
 ) -> VariantCache:
-    """A sequence: x (T, B, D), h0, c0 (B, H), one layer's params -> cache with every gate."""
+    """A sequence: x (T, B, D), h0, c0 (B, H), one layer's params -> cache with every gate.
+
+    `edits` (an `edits.EditPlan`) changes i f g o c h right after each is computed (a gate
+    a variant lacks: the constant it acts as), so everything after reads the edited value.
+    """
+    ed = edits if edits is not None else _NO_EDITS
     blocks = BLOCKS[check_variant(variant)]
     T, B, D = x.shape
     H = h0.shape[1]
@@ -217,20 +232,25 @@ def variant_forward(
             sigmoid(a["f"], out=f)
         else:
             f[...] = 1  # nfg
+        ed.apply(t, "f", f)  # edits act where a quantity is computed (cifg: before i = 1 - f)
         if "i" in blocks:
             sigmoid(a["i"], out=i)
         elif variant == "cifg":
             np.subtract(1, f, out=i)
         else:
             i[...] = 1  # nig
+        ed.apply(t, "i", i)
         tanh(a["g"], out=g)
+        ed.apply(t, "g", g)
         c = cs[t + 1]
         np.multiply(f, c_prev, out=c)
         c += i * g
+        ed.apply(t, "c", c)
         if "o" in blocks:
             sigmoid(a["o"] + peep[2 * H :] * c if peep is not None else a["o"], out=o)
         else:
             o[...] = 1  # nog
+        ed.apply(t, "o", o)
         if is_ln:
             ln["c"][t], ln["rc"][t] = layer_norm(c)
             nc = ln["c"][t] * p["ln_gain_c"]
@@ -240,7 +260,8 @@ def variant_forward(
         else:
             tanh(c, out=s[t])
         np.multiply(o, s[t], out=hs[t + 1])
-    return VariantCache(variant, x, gates, hs, cs, s, ln)
+        ed.apply(t, "h", hs[t + 1])
+    return VariantCache(variant, x, gates, hs, cs, s, ln, edits)
 
 
 def variant_backward(
@@ -250,7 +271,13 @@ def variant_backward(
     dhT: np.ndarray,
     dcT: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """BPTT: dy (T, B, H) or None, dhT, dcT (B, H) -> dx, dh0, dc0, grads by short name."""
+    """BPTT: dy (T, B, H) or None, dhT, dcT (B, H) -> dx, dh0, dc0, grads by short name.
+
+    With the forward's edits (`cache.edits`), each quantity's gradient passes through its
+    edit (`EditPlan.grad`: times mul) before reaching what computed it, and each gate's
+    derivative is taken at the value it computed (`EditPlan.original`). This loop is also
+    the backward of the vanilla LSTM when it was edited.
+    """
     variant, x, gates, hs, cs, s, ln = (
         cache.variant, cache.x, cache.gates, cache.hs, cache.cs, cache.s, cache.ln
     )  # fmt: skip
@@ -260,6 +287,7 @@ def variant_backward(
     G = len(blocks)
     w_ih, w_hh = p["weight_ih"], p["weight_hh"]
     is_ln, peep = variant == "layernorm", p.get("peephole")
+    ed = cache.edits if cache.edits is not None else _NO_EDITS
 
     da = np.zeros((T, B, G * H), x.dtype)  # dL/d(pre-activations a_t)
     dv = da if not is_ln else np.empty_like(da)  # dL/d(v_t), the recurrent projection
@@ -269,10 +297,13 @@ def variant_backward(
     for t in reversed(range(T)):
         if dy is not None:
             dh = dh + dy[t]
+        dh = ed.grad(t, "h", dh)  # dL/dh_t before its edit
         i, f, g, o = (gates[t, :, k * H : (k + 1) * H] for k in range(4))
+        # each gate's own derivative is at the value it computed, before any edit
+        i0, f0, g0, o0 = (ed.original(t, n, a) for n, a in zip("ifgo", (i, f, g, o)))
         c_prev, st = cs[t], s[t]
         d = _blocks_of(da[t], blocks, H)  # views into da[t], by gate
-        do = dh * st
+        do = ed.grad(t, "o", dh * st)
         ds = dh * o
         if is_ln:
             dnc[t] = ds * (1 - st * st)
@@ -282,18 +313,20 @@ def variant_backward(
         else:
             dc = dc + ds * (1 - st * st)
         if "o" in blocks:
-            d["o"][...] = do * o * (1 - o)
+            d["o"][...] = do * o0 * (1 - o0)
             if peep is not None:
                 dc = dc + d["o"] * peep[2 * H :]
-        di = dc * g
+        dc = ed.grad(t, "c", dc)  # dL/dc_t before its edit
+        di = ed.grad(t, "i", dc * g)
         df = dc * c_prev
         if variant == "cifg":
             df -= di  # i = 1 - f
-        d["g"][...] = dc * i * (1 - g * g)
+        df = ed.grad(t, "f", df)
+        d["g"][...] = ed.grad(t, "g", dc * i) * (1 - g0 * g0)
         if "i" in blocks:
-            d["i"][...] = di * i * (1 - i)
+            d["i"][...] = di * i0 * (1 - i0)
         if "f" in blocks:
-            d["f"][...] = df * f * (1 - f)
+            d["f"][...] = df * f0 * (1 - f0)
         dc = dc * f  # dc_{t-1}
         if peep is not None:
             dc += d["i"] * peep[:H] + d["f"] * peep[H : 2 * H]

@@ -12,12 +12,15 @@ The public state of one layer is `h` (B, H) (GRU, RNN) or `(h, c)` (LSTM). With
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from .checks import Seed, as_float_dtype, as_generator, check_array, check_positive_int, shape_str
+from .edits import EditPlan
 
 ARCHS = ("lstm", "gru", "rnn")
 NONLINEARITIES = ("tanh", "relu")
@@ -75,6 +78,10 @@ class Recurrent:
     fills `layer.grads` (same keys and shapes as `layer.params`) and `layer.dstate0`
     (the gradient with respect to the initial state, same structure as the state).
     `layer.trace` holds the gates and states of every step of the last forward pass.
+
+    `with layer.edited(plans):` every forward inside runs the NumPy reference with the
+    edit plans (one `nn.edits.EditPlan` or None per layer) applied inside its step loop;
+    the caches keep the plans, so a later `backward` differentiates the edited function.
     """
 
     arch: ClassVar[str]
@@ -96,6 +103,7 @@ class Recurrent:
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         self.dstate0: Any = None
         self._caches: list[Any] | None = None  # one per layer, from the last forward
+        self._edit_plans: Sequence[EditPlan | None] | None = None  # set by `edited` only
 
     # -- what each architecture supplies ------------------------------------------------------
 
@@ -103,10 +111,13 @@ class Recurrent:
         """Fresh parameters of one layer, keyed without the `_l{k}` suffix."""
         raise NotImplementedError
 
-    def _layer_forward(self, p: dict, x: np.ndarray, state0: tuple) -> tuple[tuple, Any]:
+    def _layer_forward(
+        self, p: dict, x: np.ndarray, state0: tuple, edits: EditPlan | None = None
+    ) -> tuple[tuple, Any]:
         """x (T, B, D_in), state0 per-layer tuple of (B, H) -> (final state, cache).
 
-        The cache must expose `cache.hs`, (T + 1, B, H) with the initial state first.
+        The cache must expose `cache.hs`, (T + 1, B, H) with the initial state first, and
+        `cache.edits`, the plan (None without edits), which `_layer_backward` honours.
         """
         raise NotImplementedError
 
@@ -154,8 +165,9 @@ class Recurrent:
         self._caches = None  # free the last step's caches (the trace) before making new ones
         caches, finals = [], []
         inp = xt
+        plans = getattr(self, "_edit_plans", None) or [None] * self.num_layers
         for k in range(self.num_layers):
-            final, cache = self._layer_forward(self.layer_params(k), inp, states[k])
+            final, cache = self._layer_forward(self.layer_params(k), inp, states[k], plans[k])
             caches.append(cache)
             finals.append(final)
             inp = cache.hs[1:]  # (T, B, H): this layer's outputs feed the next
@@ -190,6 +202,24 @@ class Recurrent:
             dyt = dx
         self.dstate0 = self._pack_state(dstate0)
         return self._from_time_major(dyt)
+
+    @contextlib.contextmanager
+    def edited(self, plans: Sequence[EditPlan | None]) -> Iterator[None]:
+        """Within the block, forward applies `plans` (one per layer, None: no edit there).
+
+        Build plans with `gatescope.inspect.intervene` (which validates them); this is the
+        seam it uses, so that a model calling its layer inside its own forward works too.
+        """
+        if len(plans) != self.num_layers:
+            raise ValueError(
+                f"plans must have one entry per layer ({self.num_layers}), got {len(plans)}"
+            )
+        previous = getattr(self, "_edit_plans", None)
+        self._edit_plans = list(plans)
+        try:
+            yield
+        finally:
+            self._edit_plans = previous
 
     @property
     def trace(self) -> dict[str, np.ndarray]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
+from .edits import EditPlan
 from .functional import tanh
 from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
@@ -59,13 +60,15 @@ class RNNCache:
 
     x: np.ndarray  # (T, B, D) the layer's input
     hs: np.ndarray  # (T + 1, B, H) hidden states, h_0 first
+    edits: EditPlan | None = None  # the edits this forward applied (see nn/edits.py)
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity, backend=None) -> RNNCache:
+def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity, backend=None, edits=None) -> RNNCache:
     """A sequence: x (T, B, D), h0 (B, H) -> cache with every hidden state.
 
     The input projections go straight into hs[1:], which each step then overwrites with
-    its state, so nothing but the cache is allocated.
+    its state, so nothing but the cache is allocated. `edits` (an `edits.EditPlan`)
+    changes h_t where it is computed; with it this NumPy code runs, never the kernel.
     """
     T, B, D = x.shape
     H = h0.shape[1]
@@ -76,7 +79,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity, backend=None) -> RNNCache:
         hs[1:] += b
     rec = np.empty((B, H), x.dtype)
     w_hh_t = w_hh.T
-    nb = kernels(x.dtype, backend)
+    nb = kernels(x.dtype, backend) if edits is None else None
     relu = nonlinearity == "relu"
     for t in range(T):
         np.matmul(hs[t], w_hh_t, out=rec)
@@ -85,7 +88,9 @@ def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity, backend=None) -> RNNCache:
             continue
         hs[t + 1] += rec
         _activate(hs[t + 1], nonlinearity, out=hs[t + 1])
-    return RNNCache(x, hs)
+        if edits is not None:  # an intervention: change h_t before step t + 1 reads it
+            edits.apply(t, "h", hs[t + 1])
+    return RNNCache(x, hs, edits)
 
 
 def rnn_backward(cache: RNNCache, dy, dhT, w_ih, w_hh, nonlinearity, backend=None):
@@ -107,11 +112,19 @@ def rnn_backward(cache: RNNCache, dy, dhT, w_ih, w_hh, nonlinearity, backend=Non
     tmp = np.empty((B, H), dt)
     nb = kernels(dt, backend)
     relu = nonlinearity == "relu"
+    ed = cache.edits
+    if ed is not None:
+        nb = None  # an edited forward: the NumPy steps below, with the edit hooks
     for end in range(T, 0, -K):
         start = max(0, end - K)
         for t in reversed(range(start, end)):
             d = da[t - start]
-            if nb is not None:
+            if ed is not None:
+                if dy is not None:
+                    dh += dy[t]
+                h = ed.original(t, "h", hs[t + 1])  # phi' at the value computed
+                np.multiply(ed.grad(t, "h", dh), _activation_grad(h, nonlinearity), out=d)
+            elif nb is not None:
                 dy_t = dy[t] if dy is not None else dh
                 nb.rnn_bwd_step(dh, dy_t, dy is not None, hs[t + 1], relu, d)
             else:
@@ -221,10 +234,16 @@ class RNN(Recurrent):
             p["bias"] = np.zeros(self.hidden_size)
         return p
 
-    def _layer_forward(self, p, x, state0):
+    def _layer_forward(self, p, x, state0, edits=None):
         (h0,) = state0
         cache = rnn_forward(
-            x, h0, p["weight_ih"], p["weight_hh"], p.get("bias"), self.config.nonlinearity
+            x,
+            h0,
+            p["weight_ih"],
+            p["weight_hh"],
+            p.get("bias"),
+            self.config.nonlinearity,
+            edits=edits,
         )
         return (cache.hs[-1].copy(),), cache
 

@@ -1,0 +1,447 @@
+r"""Where the memory lives, found by changing it: activation patching, attribution patching,
+clamped gates and unit ablations on a `SequenceModel`. Arrays only (figures:
+`gatescope.viz.patching`).
+
+    pm = patching_map(model, clean, corrupted, quantity="c")    # (T, H): patch one (t, u)
+    cm = coarse_map(model, clean, corrupted)                     # (T, Q): one quantity, all units
+    am = attribution_map(model, clean, corrupted, quantity="c")  # (T, H): one backward pass
+    curves = clamp_curve(model, x, y, [("f", 1.0), ("f", 0.0), ("i", 0.0)])
+    ab = unit_ablation(model, ids, targets, classes=[vocab[")"]], unit=17)
+
+The metric. For N pairs (clean_n, corrupted_n) the model's output at the last step is read
+through a direction d_n (C,): m_n = out_n . d_n, by default the logit difference between the
+clean run's answer and the corrupted run's (d_n = e_{a_clean} - e_{a_corrupted}). With means
+over the pairs, the recovered fraction of a patch is
+
+    R = (mean m_patched - mean m_corrupted) / (mean m_clean - mean m_corrupted)
+
+1 when the patch brings the clean answer back, 0 when it changes nothing.
+
+A patch of quantity q at (t, u) runs the corrupted input with q_t[u] set to its value in the
+clean run. It changes nothing before step t, so it starts from the corrupted run's state at
+step t - 1 and runs steps t..T-1 only, every unit's patch (and every pair) as one batch,
+chunked to bound memory (`max_rows`).
+
+Attribution patching (Nanda 2023) is the first-order estimate of the same map from one
+backward pass on the corrupted run: R_att[t, u] = mean_n dm_n/dq_t[u] (q_clean - q_corrupted)
+/ (mean m_clean - mean m_corrupted).
+
+Shapes: N pairs (or sequences), T steps, D inputs, H hidden units, C outputs, Q quantities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gatescope.nn.checks import Seed, as_generator
+from gatescope.nn.edits import EditPlan
+
+from .interventions import Edit, compile_edits, recurrent_of, run_edited
+
+__all__ = [
+    "AblationResult",
+    "PatchingMap",
+    "attribution_map",
+    "clamp_curve",
+    "coarse_map",
+    "correlation",
+    "patching_map",
+    "recall_pairs",
+    "unit_ablation",
+]
+
+MAX_ROWS = 1024  # sequences per patched forward: bounds memory (rows x T x 7H floats)
+
+
+@dataclass(frozen=True)
+class PatchingMap:
+    """A recovered-fraction map and what it was computed from."""
+
+    recovered: np.ndarray  # (T, H) (patching, attribution) or (T, Q) (coarse): R per patch
+    labels: tuple[str, ...]  # column names: units "0".."H-1", or the quantities
+    quantity: str  # the quantity patched ("*" for a coarse map)
+    layer: int  # the layer of the stack
+    clean: float  # mean metric of the clean run
+    corrupted: float  # mean metric of the corrupted run
+    method: str  # "patching" or "attribution"
+
+    def top_units(self, k: int = 5) -> np.ndarray:
+        """The k columns with the largest recovered fraction summed over steps, best first."""
+        return np.argsort(-self.recovered.sum(axis=0), kind="stable")[:k]
+
+
+def correlation(a: PatchingMap | np.ndarray, b: PatchingMap | np.ndarray) -> float:
+    """Pearson r between two maps' entries (e.g. attribution against real patching)."""
+    x = np.ravel(getattr(a, "recovered", a))
+    y = np.ravel(getattr(b, "recovered", b))
+    if x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def recall_pairs(task: Any, n: int, seed: Seed = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n (clean, corrupted) pairs of a recall task: the same noise, another symbol at step 0.
+
+    Returns clean (n, T, D), corrupted (n, T, D) and the clean labels y (n,).
+    """
+    if getattr(task, "name", None) != "recall":
+        raise ValueError(f"recall_pairs needs a recall task, got {getattr(task, 'name', task)!r}")
+    rng = as_generator(seed)
+    batch = task.make_batch(n, rng)
+    D = task.n_symbols
+    other = (batch.y + rng.integers(1, D, size=len(batch.y))) % D  # (n,), never batch.y
+    corrupted = batch.x.copy()
+    corrupted[:, 0] = np.eye(D)[other]  # (n, D)
+    return batch.x, corrupted, batch.y
+
+
+# ----------------------------------------------------------------------------- the runs
+
+
+def _empty_plans(layer) -> list[EditPlan]:
+    return [EditPlan({}) for _ in range(layer.num_layers)]
+
+
+def _last(out: np.ndarray) -> np.ndarray:
+    """The output at the last step: (N, C) from (N, C) or (N, T, C)."""
+    return out[:, -1] if out.ndim == 3 else out
+
+
+def _reference_run(model: Any, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(last-step output (N, C), trace copied, each (L, N, T, H)) of an unedited reference run."""
+    layer = recurrent_of(model)
+    out = _last(np.asarray(run_edited(model, x, _empty_plans(layer)), dtype=np.float64))
+    tr = layer.trace
+    L = layer.num_layers
+    trace = {k: (v if L > 1 else v[None]).copy() for k, v in tr.items()}  # (L, N, T, H)
+    return out, trace
+
+
+@dataclass
+class _Pair:
+    """The clean and corrupted runs of N pairs, and the metric's direction."""
+
+    clean_x: np.ndarray
+    corrupt_x: np.ndarray
+    clean: dict[str, np.ndarray]  # trace, each (L, N, T, H)
+    corrupt: dict[str, np.ndarray]
+    direction: np.ndarray  # (N, C)
+    m_clean: np.ndarray  # (N,)
+    m_corrupt: np.ndarray  # (N,)
+
+    @property
+    def span(self) -> float:
+        return float(self.m_clean.mean() - self.m_corrupt.mean())
+
+
+def _pair(model: Any, clean: Any, corrupted: Any, direction: np.ndarray | None) -> _Pair:
+    clean, corrupted = np.asarray(clean), np.asarray(corrupted)
+    if clean.shape != corrupted.shape:
+        raise ValueError(
+            f"clean and corrupted must have one shape, got {clean.shape} and {corrupted.shape}"
+        )
+    out_c, tr_c = _reference_run(model, clean)
+    out_k, tr_k = _reference_run(model, corrupted)
+    N, C = out_c.shape
+    if direction is None:  # logit difference: the clean answer against the corrupted one
+        direction = np.zeros((N, C))
+        direction[np.arange(N), out_c.argmax(axis=1)] += 1.0
+        direction[np.arange(N), out_k.argmax(axis=1)] -= 1.0
+    direction = np.broadcast_to(np.asarray(direction, dtype=np.float64), (N, C))
+    m_c, m_k = (out_c * direction).sum(axis=1), (out_k * direction).sum(axis=1)
+    pair = _Pair(clean, corrupted, tr_c, tr_k, direction, m_c, m_k)
+    if abs(pair.span) < 1e-12:
+        raise ValueError(
+            "clean and corrupted give the same metric: nothing to recover (choose inputs "
+            "whose answers differ, or pass direction=)"
+        )
+    return pair
+
+
+def _state_at(layer, trace: dict[str, np.ndarray], t: int, rows: np.ndarray) -> Any:
+    """The stack's state after step t - 1 of a run (zeros for t = 0), for `rows` of it."""
+    R = len(rows)
+    if t == 0:
+        return layer.zero_state(R)
+    parts = [trace[n][:, rows, t - 1] for n in layer.state_names]  # each (L, R, H)
+    parts = [p[0] if layer.num_layers == 1 else p for p in parts]
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def _patched_metrics(
+    model: Any,
+    pair: _Pair,
+    layer_index: int,
+    t: int,
+    patches: Sequence[tuple[str, np.ndarray]],
+    max_rows: int,
+) -> np.ndarray:
+    """m of every pair under each patch at step t: (P, N). A patch (q, units) sets q_t at
+    those units of layer `layer_index` to the clean run's values."""
+    layer = recurrent_of(model)
+    N = pair.m_clean.shape[0]
+    H, dt = layer.hidden_size, layer.dtype
+    P = len(patches)
+    out = np.empty(P * N)
+    x_suffix = pair.corrupt_x[:, t:]  # steps t..T-1
+    for start in range(0, P * N, max_rows):
+        rows = np.arange(start, min(P * N, start + max_rows))  # row = patch * N + pair
+        p_of, n_of = rows // N, rows % N
+        R = len(rows)
+        entries: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+        for q in {patches[p][0] for p in p_of}:
+            mul, add = np.ones((R, H), dt), np.zeros((R, H), dt)  # (R, H)
+            clean_q = pair.clean[q][layer_index, :, t]  # (N, H)
+            for r, p in enumerate(p_of):
+                pq, units = patches[p]
+                if pq == q:
+                    mul[r, units] = 0
+                    add[r, units] = clean_q[n_of[r], units]
+            entries[(0, q)] = (mul, add)
+        plans = _empty_plans(layer)
+        plans[layer_index] = EditPlan(entries)
+        state0 = _state_at(layer, pair.corrupt, t, n_of)
+        o = _last(np.asarray(run_edited(model, x_suffix[n_of], plans, state0), np.float64))
+        out[rows] = (o * pair.direction[n_of]).sum(axis=1)
+    return out.reshape(P, N)
+
+
+def _check_quantity(layer, quantity: str, layer_index: int) -> None:
+    if quantity not in layer.trace_names:
+        raise ValueError(
+            f"quantity must be one of {' '.join(layer.trace_names)} for a "
+            f"{layer.arch.upper()}, got {quantity!r}"
+        )
+    if not 0 <= layer_index < layer.num_layers:
+        raise ValueError(f"layer {layer_index} out of range for {layer.num_layers} layer(s)")
+
+
+# ----------------------------------------------------------------------------- the maps
+
+
+def patching_map(
+    model: Any,
+    clean: Any,
+    corrupted: Any,
+    quantity: str = "c",
+    *,
+    layer: int = 0,
+    direction: np.ndarray | None = None,
+    max_rows: int = MAX_ROWS,
+) -> PatchingMap:
+    """Recovered fraction of patching `quantity` at one (step, unit) at a time: (T, H).
+
+    clean, corrupted: N input pairs as the model takes them ((N, T, D) floats or (N, T)
+    ids). direction (N, C) or (C,): the metric (default: the logit difference, see the
+    module docstring). Each step's H patches x N pairs run as one batch (chunks of max_rows).
+    """
+    rec = recurrent_of(model)
+    _check_quantity(rec, quantity, layer)
+    pair = _pair(model, clean, corrupted, direction)
+    T, H = pair.clean[quantity].shape[2], rec.hidden_size
+    patches = [(quantity, np.array([u])) for u in range(H)]
+    m = np.stack([_patched_metrics(model, pair, layer, t, patches, max_rows) for t in range(T)])
+    recovered = (m.mean(axis=2) - pair.m_corrupt.mean()) / pair.span  # (T, H)
+    labels = tuple(str(u) for u in range(H))
+    return PatchingMap(
+        recovered, labels, quantity, layer, float(pair.m_clean.mean()),
+        float(pair.m_corrupt.mean()), "patching",
+    )  # fmt: skip
+
+
+def coarse_map(
+    model: Any,
+    clean: Any,
+    corrupted: Any,
+    quantities: Sequence[str] | None = None,
+    *,
+    layer: int = 0,
+    direction: np.ndarray | None = None,
+    max_rows: int = MAX_ROWS,
+) -> PatchingMap:
+    """Recovered fraction of patching every unit of one quantity at one step: (T, Q).
+
+    quantities: default every trace name of the architecture (LSTM i f g o c h).
+    """
+    rec = recurrent_of(model)
+    quantities = tuple(quantities or rec.trace_names)
+    for q in quantities:
+        _check_quantity(rec, q, layer)
+    pair = _pair(model, clean, corrupted, direction)
+    T, H = pair.clean[quantities[0]].shape[2], rec.hidden_size
+    patches = [(q, np.arange(H)) for q in quantities]
+    m = np.stack([_patched_metrics(model, pair, layer, t, patches, max_rows) for t in range(T)])
+    recovered = (m.mean(axis=2) - pair.m_corrupt.mean()) / pair.span  # (T, Q)
+    return PatchingMap(
+        recovered, quantities, "*", layer, float(pair.m_clean.mean()),
+        float(pair.m_corrupt.mean()), "patching",
+    )  # fmt: skip
+
+
+def attribution_map(
+    model: Any,
+    clean: Any,
+    corrupted: Any,
+    quantity: str = "c",
+    *,
+    layer: int = 0,
+    direction: np.ndarray | None = None,
+) -> PatchingMap:
+    """Attribution patching: the first-order estimate of `patching_map` from one backward
+    pass on the corrupted run, R_att[t, u] = mean_n dm_n/dq_t[u] (q_clean - q_corrupted)
+    / (mean m_clean - mean m_corrupted): (T, H)."""
+    rec = recurrent_of(model)
+    _check_quantity(rec, quantity, layer)
+    pair = _pair(model, clean, corrupted, direction)
+    T = pair.clean[quantity].shape[2]
+    # watch entries: change nothing, record dm/dq_t during backward
+    watch = EditPlan({(t, quantity): (None, None) for t in range(T)}, keep_grads=True)
+    plans = _empty_plans(rec)
+    plans[layer] = watch
+    out = np.asarray(run_edited(model, pair.corrupt_x, plans))
+    dout = np.zeros(out.shape, dtype=rec.dtype)  # (N, C) or (N, T, C)
+    if out.ndim == 3:
+        dout[:, -1] = pair.direction
+    else:
+        dout[...] = pair.direction
+    model.backward(dout)
+    grad = np.stack([watch.grads[(t, quantity)] for t in range(T)], axis=1)  # (N, T, H)
+    diff = pair.clean[quantity][layer] - pair.corrupt[quantity][layer]  # (N, T, H)
+    recovered = (grad * diff).mean(axis=0) / pair.span  # (T, H)
+    labels = tuple(str(u) for u in range(rec.hidden_size))
+    return PatchingMap(
+        recovered, labels, quantity, layer, float(pair.m_clean.mean()),
+        float(pair.m_corrupt.mean()), "attribution",
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- clamps
+
+
+def clamp_curve(
+    model: Any,
+    x: Any,
+    y: np.ndarray,
+    clamps: Sequence[tuple[str, float]] = (("f", 1.0), ("f", 0.0), ("i", 0.0)),
+    ks: Sequence[int] | None = None,
+    *,
+    layer: int = 0,
+) -> dict[str, np.ndarray]:
+    """Accuracy against k with a gate held at a value from step k to the end, every unit.
+
+    x: N sequences as the model takes them, y (N,) the classes read at the last step.
+    clamps: (gate, value) pairs, e.g. forget gate at 1 or 0, input gate closed (i = 0).
+    Returns {"k": (K,), "f=1": (K,), ...}: accuracy at each k (default every step).
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    T = x.shape[1]
+    ks = np.arange(T) if ks is None else np.asarray(ks, dtype=int)
+    out: dict[str, np.ndarray] = {"k": ks}
+    rec = recurrent_of(model)
+    for gate, value in clamps:
+        _check_quantity(rec, gate, layer)
+        acc = np.empty(len(ks))
+        for j, k in enumerate(ks):
+            edit = Edit(gate, steps=slice(int(k), None), layer=layer, value=float(value))
+            plans = compile_edits(rec, [edit], len(x), T)
+            o = _last(np.asarray(run_edited(model, x, plans)))
+            acc[j] = float((o.argmax(axis=1) == y).mean())
+        out[f"{gate}={value:g}"] = acc
+    return out
+
+
+# ----------------------------------------------------------------------------- units
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    """The causal test of one unit: ablate it, and ablate random units of the same layer."""
+
+    unit: int
+    layer: int
+    quantity: str  # what was ablated at every step ("c" for an LSTM: it feeds h)
+    mode: str  # "mean" (its mean over the data) or "zero"
+    base: float  # mean probability of the target classes where they occur, unablated
+    delta: float  # ablated - base
+    random_units: np.ndarray  # (R,) the random units
+    random_deltas: np.ndarray  # (R,) their deltas
+    percentile: float  # fraction of random units with a smaller |delta|
+
+    @property
+    def matters(self) -> bool:
+        """|delta| beats every random unit's (a unit that correlates need not)."""
+        return bool(self.percentile == 1.0 and abs(self.delta) > 0)
+
+
+def unit_ablation(
+    model: Any,
+    x: Any,
+    targets: np.ndarray,
+    classes: Sequence[int],
+    unit: int,
+    *,
+    layer: int = 0,
+    quantity: str | None = None,
+    mode: str = "mean",
+    n_random: int = 20,
+    seed: Seed = 0,
+) -> AblationResult:
+    """Ablate `unit` (its `quantity` at every step set to its mean over x, or to zero) and
+    measure the change in the model's probability of `classes` at the steps where the next
+    target is one of them; the same for `n_random` other units of the layer, for scale.
+
+    model: a classify_steps model (a char LM); x (N, T) ids or (N, T, D); targets (N, T)
+    the next characters. quantity: default "c" for an LSTM (it feeds h and later steps),
+    "h" otherwise. All ablations run as one batch.
+    """
+    rec = recurrent_of(model)
+    quantity = quantity or ("c" if rec.arch == "lstm" else "h")
+    _check_quantity(rec, quantity, layer)
+    if mode not in ("mean", "zero"):
+        raise ValueError(f"mode must be 'mean' or 'zero', got {mode!r}")
+    H = rec.hidden_size
+    if not 0 <= unit < H:
+        raise ValueError(f"unit {unit} out of range for {H} units")
+    x, targets = np.asarray(x), np.asarray(targets)
+    mask = np.isin(targets, np.asarray(classes))  # (N, T): where a target class comes next
+    if not mask.any():
+        raise ValueError(f"targets never hold any of classes {list(classes)}")
+    N, T = targets.shape
+    base_out = np.asarray(run_edited(model, x, _empty_plans(rec)), np.float64)  # (N, T, C)
+    if base_out.ndim != 3:
+        raise ValueError("unit_ablation needs a classify_steps model (an output at every step)")
+    tr = rec.trace[quantity]
+    q = (tr if rec.num_layers == 1 else tr[layer]).reshape(-1, H)  # (N T, H)
+    level = q.mean(axis=0) if mode == "mean" else np.zeros(H)  # (H,)
+
+    def p_target(out: np.ndarray) -> np.ndarray:  # (N, T, C) -> mean p(target) at the mask
+        z = out - out.max(axis=-1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+        pt = np.take_along_axis(p, targets[..., None], axis=-1)[..., 0]  # (N, T)
+        return pt[mask]
+
+    rng = as_generator(seed)
+    others = np.setdiff1d(np.arange(H), [unit])
+    randoms = rng.choice(others, size=min(n_random, len(others)), replace=False)
+    units = np.concatenate([[unit], randoms])  # (1 + R,)
+    U = len(units)
+    mul = np.ones((U * N, H), rec.dtype)  # row = ablation * N + sequence
+    add = np.zeros((U * N, H), rec.dtype)
+    rows = np.arange(U * N)
+    mul[rows, units[rows // N]] = 0
+    add[rows, units[rows // N]] = level[units[rows // N]]
+    plans = _empty_plans(rec)
+    plans[layer] = EditPlan({(t, quantity): (mul, add) for t in range(T)})  # shared arrays
+    out = np.asarray(run_edited(model, np.concatenate([x] * U), plans), np.float64)
+    base = float(p_target(base_out).mean())
+    deltas = np.array([p_target(out[k * N : (k + 1) * N]).mean() - base for k in range(U)])
+    rd = deltas[1:]
+    percentile = float((np.abs(rd) < abs(deltas[0])).mean()) if len(rd) else float("nan")
+    return AblationResult(
+        int(unit), layer, quantity, mode, base, float(deltas[0]), randoms, rd, percentile
+    )
