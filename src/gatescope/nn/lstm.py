@@ -306,6 +306,7 @@ class LSTM(Recurrent):
         batch_first: bool = True,
         forget_bias: float = 1.0,
         variant: str = "vanilla",
+        bidirectional: bool = False,
         seed: Seed = 0,
         dtype: object = np.float64,
     ) -> None:
@@ -319,6 +320,7 @@ class LSTM(Recurrent):
             dtype=as_float_dtype(dtype).name,
             forget_bias=float(forget_bias),
             variant=variant,
+            bidirectional=bool(bidirectional),
         )
         super().__init__(config, as_generator(seed))
 
