@@ -155,8 +155,9 @@ class TorchTrace:
     state: Any  # the final state, gatescope's structure ((B, H), or (L * dirs, B, H))
     lengths: np.ndarray | None = None  # (B,) per-sequence lengths of a PackedSequence input;
     # entries at t >= lengths[b] are NaN (undefined), state is taken at each last real step
-    dh: np.ndarray | None = None  # dL/dh_t (B, T, H'), the total along loss_fn, per step
-    dc: np.ndarray | None = None  # dL/dc_t likewise (LSTM)
+    dh: np.ndarray | None = None  # dL/dh_t (B, T, H') along loss_fn, every path included
+    dc: np.ndarray | None = None  # dL/dc_t likewise (LSTM): the carry along the cell from
+    # t+1 plus the path through h_t = o_t tanh(c_t), as torch's c_t.retain_grad() gives
     dstate0: Any = None  # dL/d(initial state), gatescope's structure
 
 
@@ -191,6 +192,10 @@ def _state_gradients(
 ) -> tuple[np.ndarray, np.ndarray | None, Any]:
     """dL/dh_t (and dL/dc_t) of every layer and direction, and dL/d(initial state).
 
+    Both are total derivatives with the state as a node of the graph (what torch's
+    retain_grad gives): dL/dc_t = G_c + dL/dh_t o_t (1 - tanh(c_t)^2), where G_c, the
+    gradient carried along the cell from step t+1 (h_t held fixed), is state_gradients'.
+
     Each direction of each layer is measured on its own (`layer.direction`) by
     `gatescope.inspect.state_gradients`, top layer first: its dL/dy is the given dy's half
     (the reverse direction's in its own, reversed, time), or the layer above's dL/dx.
@@ -222,11 +227,13 @@ def _state_gradients(
             dst = _public(sub, [p[i : i + 1] for p in ds])
             G = state_gradients(sub, xin, dy=dy_d, dstate=dst, state0=st0)  # (B, T + 1, H)
             dh[k, :, :, d * H : (d + 1) * H] = own(G["h"][:, 1:])
-            if dc is not None:
-                dc[k, :, :, d * H : (d + 1) * H] = own(G["c"][:, 1:])
             for p, name in zip(d0, sub.state_names, strict=True):
                 p[i] = G[name][:, 0]
             sub(xin, st0)
+            if dc is not None:  # the carry G_c (h_t held fixed) plus the path through h_t
+                o, tc = sub.trace["o"], np.tanh(sub.trace["c"])  # (B, T, H) own time
+                total = G["c"][:, 1:] + G["h"][:, 1:] * o * (1 - tc**2)
+                dc[k, :, :, d * H : (d + 1) * H] = own(total)
             g_x += own(sub.backward(dy_d, dst))
         g_y = g_x
     if L == 1:
@@ -331,6 +338,11 @@ def trace_torch(
     ]
     if not targets:
         raise ValueError(f"model: {type(model).__name__} holds no torch.nn.LSTM, GRU or RNN module")
+    for name, m in targets:  # refused before running the model, not inside its forward
+        if getattr(m, "proj_size", 0):
+            raise ValueError(
+                f"trace_torch: module {name!r}: LSTM with proj_size > 0 is not supported"
+            )
     calls: list[dict[str, Any]] = []
 
     def hook(name: str) -> Callable:
