@@ -17,6 +17,8 @@ ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+pytestmark = pytest.mark.torch
+
 ORT_ATOL = 1e-5  # onnxruntime runs these operators in float32 only
 CASES = [
     ("lstm", {}),

@@ -14,12 +14,13 @@ ImportError naming the extra to install (gatescope[torch], gatescope[keras], gat
 
 from __future__ import annotations
 
-from .files import load_model_file
+from .files import SUFFIXES, load_model_file
 from .keras import from_keras, to_keras
 from .onnx import from_onnx, to_onnx
 from .torch import TorchTrace, from_torch, to_torch, trace_torch
 
 __all__ = [
+    "SUFFIXES",
     "TorchTrace",
     "from_keras",
     "from_onnx",
