@@ -192,3 +192,90 @@ def test_inspect_on_a_bidirectional_layer():
     layer.backward(dy)
     G = gi.state_gradients(layer.direction(0, reverse=True), x[:, ::-1], dy=dy[:, ::-1, 4:])
     np.testing.assert_allclose(G["h"][:, 0], layer.dstate0[0][1], rtol=0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- Keras
+
+
+@pytest.fixture
+def keras():
+    from gatescope.interop._extras import require_keras
+
+    try:
+        return require_keras("these tests")
+    except ImportError:
+        pytest.skip("keras is not installed")
+
+
+def keras_out(km, x):
+    return km(torch.tensor(x)).detach().numpy()
+
+
+# Keras' torch backend runs its GRU(reset_after=False) and SimpleRNN through float32 paths
+KERAS_CASES = [("lstm", {}, ATOL), ("gru", {"reset_after": True}, ATOL), ("rnn", {}, 2e-6)]
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+@pytest.mark.parametrize("arch,opts,tol", KERAS_CASES, ids=str)
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_keras_bidirectional_round_trip(keras, arch, opts, tol, return_sequences):
+    layer = CLASSES[arch](3, 4, 2, bidirectional=True, seed=1, **opts)
+    rng = np.random.default_rng(0)
+    for p in layer.params.values():
+        p += rng.normal(scale=0.3, size=p.shape)
+    km = gs.to_keras(layer, return_sequences=return_sequences)
+    assert [type(la).__name__ for la in km.layers] == ["Bidirectional", "Bidirectional"]
+    x = rng.normal(size=(2, 5, 3))
+    y, _ = layer(x)
+    # Keras flips the backward layer's outputs into real time; its last output is each
+    # direction's own last step
+    want = y if return_sequences else np.concatenate([y[:, -1, :4], y[:, 0, 4:]], axis=-1)
+    np.testing.assert_allclose(keras_out(km, x), want, rtol=0, atol=tol)
+    back = gs.from_keras(km)
+    assert back.config.bidirectional and back.num_layers == 2
+    for name, p in layer.params.items():
+        np.testing.assert_array_equal(back.params[name], p)
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_from_keras_reads_a_bidirectional_model_built_in_keras(keras):
+    def lstm():
+        return keras.layers.LSTM(4, return_sequences=True, dtype="float64")
+
+    inp = keras.Input(shape=(None, 3), dtype="float64")
+    km = keras.Sequential(
+        [
+            inp,
+            keras.layers.Bidirectional(lstm(), dtype="float64"),
+            keras.layers.Bidirectional(lstm(), dtype="float64"),
+        ]
+    )
+    rng = np.random.default_rng(3)
+    km.set_weights([rng.uniform(-0.6, 0.6, size=w.shape) for w in km.get_weights()])
+    model = gs.from_keras(km)
+    x = rng.normal(size=(2, 6, 3))
+    np.testing.assert_allclose(model(x)[0], keras_out(km, x), rtol=0, atol=ATOL)
+    # a wrapper left at Keras' default float32 policy computes in float32: refused
+    loose = keras.Sequential([inp, keras.layers.Bidirectional(lstm())])
+    with pytest.raises(ValueError, match="computes in float32"):
+        gs.from_keras(loose)
+
+
+def test_keras_refusals(keras):
+    def seq(*layers):
+        return keras.Sequential([keras.Input(shape=(None, 3), dtype="float64"), *layers])
+
+    def lstm(**kw):
+        return keras.layers.LSTM(4, return_sequences=True, dtype="float64", **kw)
+
+    def bidir(**kw):
+        return keras.layers.Bidirectional(lstm(), dtype="float64", **kw)
+
+    with pytest.raises(ValueError, match="merge_mode='concat'"):
+        gs.from_keras(seq(bidir(merge_mode="sum")))
+    with pytest.raises(ValueError, match="no bidirectional stack"):
+        gs.from_keras(seq(bidir(), keras.layers.Dense(2, dtype="float64")))
+    with pytest.raises(ValueError, match="bidirectional"):
+        gs.from_keras(seq(bidir(), lstm()))
+    with pytest.raises(ValueError, match="go_backwards"):
+        gs.from_keras(seq(lstm(go_backwards=True)))
