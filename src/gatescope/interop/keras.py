@@ -74,6 +74,10 @@ def _recurrent_spec(layer: Any, backwards: bool = False) -> dict[str, Any]:
                 f"from_keras: Bidirectional {layer.name!r} has merge_mode={layer.merge_mode!r}; "
                 "gatescope's bidirectional layers concatenate (merge_mode='concat') only"
             )
+        if not layer.built:
+            raise ValueError(
+                f"from_keras: Bidirectional {layer.name!r} is not built: call it on an input"
+            )
         fwd = _recurrent_spec(layer.forward_layer)
         _check_compute_dtype(layer, fwd["dtype"])  # the wrapper casts its input to its own
         bwd = _recurrent_spec(layer.backward_layer, backwards=True)
