@@ -279,3 +279,104 @@ def test_keras_refusals(keras):
         gs.from_keras(seq(bidir(), lstm()))
     with pytest.raises(ValueError, match="go_backwards"):
         gs.from_keras(seq(lstm(go_backwards=True)))
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+ONNX_CASES = [
+    ("lstm", {}),
+    ("lstm", {"variant": "peephole"}),
+    ("gru", {"reset_after": True}),
+    ("gru", {}),
+    ("rnn", {"nonlinearity": "relu"}),
+]
+
+
+def onnx_session(path):
+    ort = pytest.importorskip("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("arch,opts", ONNX_CASES, ids=str)
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_onnx_bidirectional_runs_in_onnxruntime_and_reads_back(tmp_path, arch, opts, batch_first):
+    pytest.importorskip("onnx")
+    layer = CLASSES[arch](3, 4, 2, bidirectional=True, batch_first=batch_first, seed=1, **opts)
+    rng = np.random.default_rng(0)
+    for p in layer.params.values():
+        p += rng.normal(scale=0.3, size=p.shape)
+    x = rng.normal(size=(2, 5, 3))
+    s0 = [rng.normal(size=a.shape) for a in flat(layer.zero_state(5 if not batch_first else 2))]
+    B = 2 if batch_first else 5
+    y, st = layer(x, tuple(s0) if arch == "lstm" else s0[0])
+    gs.to_onnx(layer, tmp_path / "b.onnx", initial_state=True)  # float32, for onnxruntime
+    feeds = {"x": x.astype(np.float32)}
+    for name, a in zip(("h0", "c0"), s0):
+        assert a.shape == (4, B, 4)
+        feeds[name] = a.astype(np.float32)
+    got = onnx_session(tmp_path / "b.onnx").run(None, feeds)
+    np.testing.assert_allclose(got[0], y, rtol=0, atol=1e-5)
+    for a, b in zip(got[1:], flat(st), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    gs.to_onnx(layer, tmp_path / "b64.onnx", dtype="float64", initial_state=True)
+    back = gs.from_onnx(tmp_path / "b64.onnx")
+    assert back.config.bidirectional and back.config.batch_first == batch_first
+    for name, p in layer.params.items():
+        np.testing.assert_array_equal(back.params[name], p)
+
+
+@pytest.mark.parametrize("cls", [torch.nn.LSTM, torch.nn.GRU])
+def test_from_onnx_reads_torch_exports_of_bidirectional_modules(tmp_path, cls):
+    pytest.importorskip("onnx")
+    import warnings
+
+    torch.manual_seed(0)
+    m = cls(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    path = tmp_path / "t.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.zeros(2, 5, 3),), path, dynamo=False, input_names=["x"])
+    model = gs.from_onnx(path)
+    assert model.config.bidirectional
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    ty, _ = m(torch.tensor(x))
+    np.testing.assert_allclose(model(x)[0], ty.detach().numpy(), rtol=0, atol=1e-6)
+    for name, p in gs.from_torch(m).params.items():
+        np.testing.assert_allclose(model.params[name], p, rtol=0, atol=1e-7)
+
+
+def test_onnx_refusals(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+
+    layer = gs.GRU(3, 4, bidirectional=True, reset_after=True)
+    gs.to_onnx(layer, tmp_path / "b.onnx")
+    g = onnx.load(tmp_path / "b.onnx")
+    (node,) = [n for n in g.graph.node if n.op_type == "GRU"]
+    for a in node.attribute:
+        if a.name == "direction":
+            a.CopyFrom(helper.make_attribute("direction", "reverse"))
+    onnx.save(g, tmp_path / "r.onnx")
+    with pytest.raises(ValueError, match="direction='reverse'"):
+        gs.from_onnx(tmp_path / "r.onnx")
+    # a head on a bidirectional stack: torch's export of a tagger
+    torch.manual_seed(0)
+
+    class Tagger(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 4, bidirectional=True, batch_first=True)
+            self.out = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.out(self.rnn(x)[0])
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Tagger(), (torch.zeros(2, 5, 3),), tmp_path / "h.onnx", dynamo=False)
+    with pytest.raises(ValueError, match="no bidirectional stack"):
+        gs.from_onnx(tmp_path / "h.onnx")
