@@ -237,7 +237,7 @@ def lstm_graph(path, attrs=None, extra_node=None, layout_input=None):
         ({"clip": 3.0}, "clip"),
         ({"activations": ["Sigmoid", "Relu", "Tanh"]}, "activations"),
         ({"activation_alpha": [0.5]}, "activation_alpha"),
-        ({"direction": "bidirectional"}, "no bidirectional layers yet"),
+        ({"direction": "reverse"}, "direction='reverse'"),
         ({"direction": "reverse"}, "direction"),
         ({"input_forget": 1}, "input_forget"),
         ({"layout": 1}, "layout"),
