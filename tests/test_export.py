@@ -97,3 +97,69 @@ def test_a_missing_extra_is_a_one_line_error_naming_it(tmp_path, checkpoint, cap
     assert cli.main(["export", str(path), "--onnx", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert "to_onnx needs onnx: pip install 'gatescope[onnx]'" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------ foreign files, straight to the CLI
+
+
+@pytest.fixture
+def recall8(tmp_path):
+    task = get_task("recall", 8)
+    return gs.SequenceModel.for_task(task, "gru", hidden_size=5, seed=4)
+
+
+def test_plot_reads_an_onnx_file_with_task(tmp_path, recall8, capsys):
+    graph = tmp_path / "model.onnx"
+    gs.to_onnx(recall8, graph, dtype="float64")
+    png = tmp_path / "x.png"
+    argv = ["plot", "gates", str(graph), "--task", "recall", "--length", "8", "--out", str(png)]
+    assert cli.main([*argv, "--batch", "4"]) == 0
+    assert png.stat().st_size > 1000 and str(png) in capsys.readouterr().out
+    # without --task there is nothing to run it on: a one-line error that says what to pass
+    assert cli.main(["plot", "gates", str(graph), "--out", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert "pass --task NAME" in err and len(err.strip().splitlines()) == 1
+    # a task that does not fit the model is refused by name
+    assert cli.main(["plot", "gates", str(graph), "--task", "adding", "--out", str(png)]) == 2
+    assert "the task's input size is 2" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_explore_reads_a_keras_file_with_task(tmp_path, recall8, capsys):
+    pytest.importorskip("torch")
+    from gatescope.interop._extras import require_keras
+
+    try:
+        require_keras("this test")
+    except ImportError:
+        pytest.skip("keras is not installed")
+    path = tmp_path / "model.keras"
+    gs.to_keras(recall8).save(path)
+    html = tmp_path / "e.html"
+    argv = ["explore", str(path), "--task", "recall", "--length", "8", "-o", str(html)]
+    assert cli.main([*argv, "--task-samples", "2", "--grad-positions", "4"]) == 0
+    text = html.read_text(encoding="utf-8")
+    assert text.startswith("<!") and "model.keras" in text
+    assert cli.main(["explore", str(path), "-o", str(html)]) == 2
+    assert "pass --task NAME" in capsys.readouterr().err
+
+
+def test_plot_turns_a_missing_extra_into_a_one_line_error(tmp_path, recall8, capsys, monkeypatch):
+    import importlib
+
+    from gatescope.interop import _extras
+
+    graph = tmp_path / "model.onnx"
+    gs.to_onnx(recall8, graph)
+    real = importlib.import_module
+
+    def without_onnx(name, *args):
+        if name.split(".")[0] == "onnx":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, *args)
+
+    monkeypatch.setattr(_extras.importlib, "import_module", without_onnx)
+    for argv in (["plot", "gates", str(graph)], ["explore", str(graph)]):
+        assert cli.main([*argv, "--task", "recall", "--length", "8"]) == 2
+        err = capsys.readouterr().err
+        assert "pip install 'gatescope[onnx]'" in err and "Traceback" not in err

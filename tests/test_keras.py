@@ -25,7 +25,10 @@ from gatescope.interop import load_model_file  # noqa: E402
 from gatescope.interop._layout import reorder  # noqa: E402
 
 # Keras' own NumPy conversions warn under NumPy 2 (the copy keyword); not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+pytestmark = [
+    pytest.mark.torch,
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+]
 
 EXACT, F32 = 1e-10, 2e-6
 CASES = [

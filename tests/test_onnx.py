@@ -17,6 +17,8 @@ ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+pytestmark = pytest.mark.torch
+
 ORT_ATOL = 1e-5  # onnxruntime runs these operators in float32 only
 CASES = [
     ("lstm", {}),
@@ -235,7 +237,7 @@ def lstm_graph(path, attrs=None, extra_node=None, layout_input=None):
         ({"clip": 3.0}, "clip"),
         ({"activations": ["Sigmoid", "Relu", "Tanh"]}, "activations"),
         ({"activation_alpha": [0.5]}, "activation_alpha"),
-        ({"direction": "bidirectional"}, "no bidirectional layers yet"),
+        ({"direction": "reverse"}, "direction='reverse'"),
         ({"direction": "reverse"}, "direction"),
         ({"input_forget": 1}, "input_forget"),
         ({"layout": 1}, "layout"),

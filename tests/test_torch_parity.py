@@ -119,8 +119,6 @@ def test_to_torch_round_trip(arch, opts, dtype):
 
 
 def test_unsupported_modules_are_refused():
-    with pytest.raises(ValueError, match="bidirectional"):
-        gs.from_torch(torch.nn.LSTM(3, 4, bidirectional=True))
     with pytest.raises(ValueError, match="proj_size"):
         gs.from_torch(torch.nn.LSTM(3, 4, proj_size=2))
     with pytest.raises(ValueError, match="LSTM, GRU or RNN"):

@@ -9,7 +9,16 @@ instruments that show what happens inside.
 
 from __future__ import annotations
 
-from .interop import from_keras, from_onnx, from_torch, to_keras, to_onnx, to_torch
+from .interop import (
+    TorchTrace,
+    from_keras,
+    from_onnx,
+    from_torch,
+    to_keras,
+    to_onnx,
+    to_torch,
+    trace_torch,
+)
 from .model import SequenceModel, load_model
 from .nn import (
     GRU,
@@ -39,6 +48,7 @@ __all__ = [
     "Recurrent",
     "RecurrentConfig",
     "SequenceModel",
+    "TorchTrace",
     "__version__",
     "build_recurrent",
     "cross_entropy",
@@ -50,4 +60,5 @@ __all__ = [
     "to_keras",
     "to_onnx",
     "to_torch",
+    "trace_torch",
 ]

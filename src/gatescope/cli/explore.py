@@ -2,7 +2,9 @@
 
 A character language model (from `gatescope charlm train`) reads a text: --text PATH, or
 by default the start of the validation text of the corpus it was trained on. A task model
-(from `gatescope train`) reads --task-samples fresh samples of its task.
+(from `gatescope train`) reads --task-samples fresh samples of its task. A task model from
+elsewhere (.onnx, .keras or .h5: a recurrent stack and a dense head) names no task: give
+--task NAME (and --length T).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from gatescope.tasks import TASKS
 
 from . import CLIError
 from .args import HelpFormatter, nonnegative_int, positive_int
@@ -33,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "checkpoint",
         metavar="CKPT",
-        help="a model file from `gatescope train` or `gatescope charlm train`",
+        help="a model file from `gatescope train` or `gatescope charlm train`, or a .onnx / "
+        ".keras / .h5 task model (with --task)",
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument(
@@ -89,6 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the task samples")
     p.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        help="task models: the task to sample (needed for .onnx / .keras files)",
+    )
+    p.add_argument("--length", type=positive_int, metavar="T", help="--task: its sequence length")
+    p.add_argument(
         "--title", default=None, help="the page title (default: the checkpoint's file name)"
     )
     p.set_defaults(handler=handler)
@@ -137,19 +148,34 @@ def default_text(meta: dict, vocab: Any, max_chars: int, model: Any = None) -> t
 def handler(args: argparse.Namespace) -> int:
     from gatescope.charlm import is_charlm, load_charlm
     from gatescope.checkpoint import load_checkpoint
+    from gatescope.interop import SUFFIXES, load_model_file
     from gatescope.model import LEGACY_CHARLM_KIND, MODEL_FILE_TYPE, load_model
     from gatescope.viz import explorer
+
+    from .export import task_for
 
     path = args.checkpoint
     if not os.path.isfile(path):
         raise CLIError(f"{path}: no such file")
-    _, meta = load_checkpoint(path)  # raises CheckpointError (a ValueError) with the reason
-    if meta.get("type") != MODEL_FILE_TYPE and meta.get("kind") != LEGACY_CHARLM_KIND:
-        raise CLIError(
-            f"{path}: not a model file gatescope can explore (neither `gatescope train` nor "
-            "`gatescope charlm train` wrote it)"
-        )
-    model, meta = load_model(path)
+    if args.length and not args.task:
+        raise CLIError("--length needs --task")
+    if os.path.splitext(path)[1].lower() in SUFFIXES:  # a model from elsewhere
+        try:
+            model, meta = load_model_file(path)
+        except ImportError as e:  # an optional dependency (the message names the extra)
+            raise CLIError(str(e)) from None
+        if not args.task:
+            raise CLIError(
+                f"{path}: a model from elsewhere names no task: pass --task NAME (and --length T)"
+            )
+    else:
+        _, meta = load_checkpoint(path)  # raises CheckpointError (a ValueError) with the reason
+        if meta.get("type") != MODEL_FILE_TYPE and meta.get("kind") != LEGACY_CHARLM_KIND:
+            raise CLIError(
+                f"{path}: not a model file gatescope can explore (neither `gatescope train` nor "
+                "`gatescope charlm train` wrote it)"
+            )
+        model, meta = load_model(path)
     title = args.title or f"{Path(path).name}"
     options = {
         "grad_positions": args.grad_positions,
@@ -162,6 +188,8 @@ def handler(args: argparse.Namespace) -> int:
     }
     started = time.perf_counter()
     if is_charlm(meta):
+        if args.task:
+            raise CLIError(f"{path} is a language model: it reads text (--text PATH), not --task")
         if args.task_samples is not None:
             raise CLIError(
                 f"{path} is a language model: it reads text (--text PATH), not --task-samples"
@@ -189,11 +217,15 @@ def handler(args: argparse.Namespace) -> int:
             raise CLIError(
                 f"{path} is a task model: it reads samples of its task (--task-samples N), not --text"
             )
-        if "task" not in meta:
+        if args.task:
+            task = task_for(model, args.task, args.length)
+        elif "task" not in meta:
             raise CLIError(
-                f"{path}: the checkpoint does not say which task the model was trained on"
+                f"{path}: the checkpoint does not say which task the model was trained on: "
+                "pass --task NAME (and --length T)"
             )
-        task = task_from_dict(meta["task"])
+        else:
+            task = task_from_dict(meta["task"])
         n = args.task_samples or 6
         import numpy as np
 

@@ -7,6 +7,10 @@
 
 The checkpoint is a model file written by `gatescope train` or `gatescope demo`; its
 metadata names the task, from which the probe sequences are drawn (`--seed`, `--batch`).
+A task model from elsewhere, a .onnx graph or a .keras (.h5) file holding a recurrent stack
+and a dense head, is read too; it names no task, so give one:
+
+    gatescope plot gates tagger.onnx --task recall --length 8 --out gates.png
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+from gatescope.tasks import TASKS
 
 from . import CLIError
 from .args import nonnegative_int, positive_int
@@ -32,7 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("what", choices=KINDS, help="which figure")
-    p.add_argument("checkpoint", metavar="CKPT", help="model file (.safetensors)")
+    p.add_argument(
+        "checkpoint",
+        metavar="CKPT",
+        help="model file (.safetensors), or a .onnx / .keras / .h5 task model (with --task)",
+    )
     p.add_argument(
         "--out",
         metavar="FILE",
@@ -46,14 +56,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--index", type=nonnegative_int, default=0, help="which probe sequence `gates` shows"
     )
+    p.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        help="the task whose sequences probe the model (needed for .onnx / .keras files)",
+    )
+    p.add_argument("--length", type=positive_int, metavar="T", help="--task: its sequence length")
     p.set_defaults(handler=handler)
 
 
 def handler(args: argparse.Namespace) -> int:
     from gatescope import viz
     from gatescope.charlm import is_charlm
-    from gatescope.model import load_model
+    from gatescope.interop import load_model_file
     from gatescope.tasks import task_from_dict
+
+    from .export import task_for
 
     if not os.path.isfile(args.checkpoint):
         raise CLIError(f"{args.checkpoint}: no such file")
@@ -65,13 +83,22 @@ def handler(args: argparse.Namespace) -> int:
         raise CLIError(f"--out must name a .png file, got {out!r}")
     if args.index >= args.batch:
         raise CLIError(f"--index must be < --batch ({args.batch}), got {args.index}")
-    model, meta = load_model(args.checkpoint)
-    if not isinstance(meta.get("task"), dict):
+    if args.length and not args.task:
+        raise CLIError("--length needs --task")
+    try:
+        model, meta = load_model_file(args.checkpoint)
+    except ImportError as e:  # an optional dependency (the message names the extra)
+        raise CLIError(str(e)) from None
+    if args.task:
+        if is_charlm(meta):
+            raise CLIError(f"{args.checkpoint} is a language model: it reads text, not --task")
+        task = task_for(model, args.task, args.length)
+    elif not isinstance(meta.get("task"), dict):
         raise CLIError(
-            f"{args.checkpoint}: the metadata names no task, so there is nothing to run it on "
-            "(plot reads files written by `gatescope train` or `gatescope demo`)"
+            f"{args.checkpoint}: the file names no task, so there is nothing to run it on: "
+            "pass --task NAME (and --length T)"
         )
-    if is_charlm(meta):
+    elif is_charlm(meta):
         task = _text_task(args.checkpoint, model, meta)
     else:
         task = task_from_dict(meta["task"])

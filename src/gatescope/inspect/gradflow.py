@@ -56,6 +56,12 @@ def _clone(layer: Recurrent) -> Recurrent:
     """A batch-first copy of `layer` with the same weights (so its trace stays untouched)."""
     if not isinstance(layer, Recurrent):
         raise ValueError(f"layer must be a gatescope LSTM, GRU or RNN, got {type(layer).__name__}")
+    if layer.config.bidirectional:  # one state per step exists only within one direction
+        raise ValueError(
+            "layer: step-by-step gradients need a single direction; a bidirectional layer's "
+            "reverse direction runs backwards in time: measure each one on its own with "
+            "layer.direction(k, reverse=...)"
+        )
     config = dataclasses.replace(layer.config, batch_first=True)
     twin = build_recurrent(config, seed=0)
     for name, p in layer.params.items():

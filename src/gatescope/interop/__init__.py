@@ -1,6 +1,8 @@
 """Interop with the other ecosystems: PyTorch, Keras 3 and ONNX, exact in both directions.
 
     gs.from_torch(module), gs.to_torch(model)      torch.nn.LSTM / GRU / RNN
+    gs.trace_torch(model, *inputs, loss_fn=None)   every LSTM / GRU / RNN inside a torch model:
+                                                   gates, states, dL/dh_t (TorchTrace)
     gs.from_keras(layer), gs.to_keras(model)       keras.layers.LSTM / GRU / SimpleRNN (+ Dense)
     gs.from_onnx(path), gs.to_onnx(model, path)    ONNX LSTM / GRU / RNN operators (+ a head)
     load_model_file(path)                          .onnx / .keras / gatescope checkpoints ->
@@ -12,12 +14,14 @@ ImportError naming the extra to install (gatescope[torch], gatescope[keras], gat
 
 from __future__ import annotations
 
-from .files import load_model_file
+from .files import SUFFIXES, load_model_file
 from .keras import from_keras, to_keras
 from .onnx import from_onnx, to_onnx
-from .torch import from_torch, to_torch
+from .torch import TorchTrace, from_torch, to_torch, trace_torch
 
 __all__ = [
+    "SUFFIXES",
+    "TorchTrace",
     "from_keras",
     "from_onnx",
     "from_torch",
@@ -25,4 +29,5 @@ __all__ = [
     "to_keras",
     "to_onnx",
     "to_torch",
+    "trace_torch",
 ]

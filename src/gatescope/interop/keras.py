@@ -20,8 +20,8 @@ ones (they always appear summed). Both directions are exact up to the rounding o
 
 What cannot be represented exactly is refused with a ValueError naming the option: an
 activation other than the defaults (tanh, with sigmoid gates; SimpleRNN tanh or relu),
-``go_backwards``, ``stateful``, Bidirectional wrappers (gatescope has no bidirectional layers
-yet), any other layer in a model. Dropout (``dropout=``, ``recurrent_dropout=``) acts only in
+``go_backwards`` (outside a Bidirectional wrapper), ``stateful``, a Bidirectional wrapper
+with a merge_mode other than "concat", any other layer in a model. Dropout (``dropout=``, ``recurrent_dropout=``) acts only in
 training in Keras and is ignored, as ``from_torch`` ignores PyTorch's.
 
 A model is a chain: recurrent layers of one kind and size (each but the last with
@@ -31,6 +31,14 @@ returns a :class:`~gatescope.model.SequenceModel` whose kind follows where the h
 the last step (``return_sequences=False``: ``classify_last``, or ``regress_last`` for one
 linear output) or every step (``classify_steps``). A softmax head is accepted for the
 classify kinds: gatescope's outputs are the logits, its probabilities ``softmax(out)``.
+
+``keras.layers.Bidirectional(layer, merge_mode="concat")`` is gatescope's
+``bidirectional=True`` (the forward layer's weights are the ``_l{k}`` parameters, the
+backward layer's the ``_l{k}_reverse`` ones); a chain is then all Bidirectional layers, and
+has no head (a SequenceModel has no bidirectional stack). Keras flips the backward layer's
+sequence back into real time, as gatescope does, so with ``return_sequences=True`` the
+outputs agree step by step; with ``return_sequences=False`` Keras' output is
+``concat(y[:, -1, :H], y[:, 0, H:])`` (each direction's last step).
 """
 
 from __future__ import annotations
@@ -54,14 +62,32 @@ def _np(keras: Any, v: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(v))
 
 
-def _recurrent_spec(layer: Any) -> dict[str, Any]:
-    """What one Keras recurrent layer is, checked: arch, sizes, options, dtype."""
+def _recurrent_spec(layer: Any, backwards: bool = False) -> dict[str, Any]:
+    """What one Keras recurrent layer is, checked: arch, sizes, options, dtype.
+
+    A Bidirectional wrapper is its forward layer's spec with ``bidirectional=True``, its
+    backward layer checked to be the same but for ``go_backwards``."""
     name = type(layer).__name__
     if name == "Bidirectional":
-        raise ValueError(
-            "from_keras: Bidirectional wrappers are not supported: gatescope has no "
-            "bidirectional layers yet"
-        )
+        if layer.merge_mode != "concat":
+            raise ValueError(
+                f"from_keras: Bidirectional {layer.name!r} has merge_mode={layer.merge_mode!r}; "
+                "gatescope's bidirectional layers concatenate (merge_mode='concat') only"
+            )
+        if not layer.built:
+            raise ValueError(
+                f"from_keras: Bidirectional {layer.name!r} is not built: call it on an input"
+            )
+        fwd = _recurrent_spec(layer.forward_layer)
+        _check_compute_dtype(layer, fwd["dtype"])  # the wrapper casts its input to its own
+        bwd = _recurrent_spec(layer.backward_layer, backwards=True)
+        for key, value in fwd.items():
+            if bwd[key] != value:
+                raise ValueError(
+                    f"from_keras: Bidirectional {layer.name!r}: its backward layer has "
+                    f"{key}={bwd[key]!r}, its forward layer {value!r}"
+                )
+        return {**fwd, "bidirectional": True}
     if name not in _CLASS_ARCH:
         raise ValueError(
             f"from_keras expects keras.layers.LSTM, GRU or SimpleRNN (or a model of them and "
@@ -69,7 +95,12 @@ def _recurrent_spec(layer: Any) -> dict[str, Any]:
         )
     arch = _CLASS_ARCH[name]
     cfg = layer.get_config()
-    for option in ("go_backwards", "stateful"):
+    if bool(cfg.get("go_backwards")) != backwards:
+        raise ValueError(
+            f"from_keras: {name} {layer.name!r} has go_backwards={cfg.get('go_backwards')}, "
+            "which gatescope represents only as the backward layer of a Bidirectional wrapper"
+        )
+    for option in ("stateful",):
         if cfg.get(option):
             raise ValueError(
                 f"from_keras: {name} {layer.name!r} has {option}=True, which gatescope cannot "
@@ -103,6 +134,7 @@ def _recurrent_spec(layer: Any) -> dict[str, Any]:
         "reset_after": bool(cfg.get("reset_after", False)),
         "nonlinearity": cfg["activation"] if arch == "rnn" else "tanh",
         "return_sequences": bool(cfg["return_sequences"]),
+        "bidirectional": False,
     }
 
 
@@ -117,12 +149,17 @@ def _check_compute_dtype(layer: Any, dtype: str) -> None:
         )
 
 
-def _copy_layer(keras: Any, layer: Any, model: Recurrent, k: int) -> None:
-    """Copy Keras layer `layer`'s weights into layer k of `model`."""
+def _copy_layer(keras: Any, layer: Any, model: Recurrent, k: int, reverse: bool = False) -> None:
+    """Copy Keras layer `layer`'s weights into layer k of `model` (its reverse direction's
+    with `reverse`); a Bidirectional wrapper fills both directions."""
+    if type(layer).__name__ == "Bidirectional":
+        _copy_layer(keras, layer.forward_layer, model, k)
+        _copy_layer(keras, layer.backward_layer, model, k, reverse=True)
+        return
     c = model.config
     H, arch = c.hidden_size, c.arch
     src, dst = _KERAS_ORDER[arch], _GS_ORDER[arch]
-    p = model.layer_params(k)
+    p = model.layer_params(k, reverse)
     cell = layer.cell
     p["weight_ih"][...] = reorder(_np(keras, cell.kernel).T, src, dst)
     p["weight_hh"][...] = reorder(_np(keras, cell.recurrent_kernel).T, src, dst)
@@ -179,7 +216,7 @@ def from_keras(obj: Any, kind: str | None = None) -> Recurrent | SequenceModel:
         raise ValueError("from_keras: the model has no recurrent layer")
     specs = [_recurrent_spec(la) for la in layers]
     first = specs[0]
-    same = ("arch", "hidden_size", "bias", "dtype", "reset_after", "nonlinearity")
+    same = ("arch", "hidden_size", "bias", "dtype", "reset_after", "nonlinearity", "bidirectional")
     for la, s in zip(layers[1:], specs[1:]):
         for key in same:
             if s[key] != first[key]:
@@ -197,7 +234,13 @@ def from_keras(obj: Any, kind: str | None = None) -> Recurrent | SequenceModel:
         dtype=first["dtype"],
         reset_after=first["reset_after"],
         nonlinearity=first["nonlinearity"],
+        bidirectional=first["bidirectional"],
     )
+    if config.bidirectional and head is not None:
+        raise ValueError(
+            f"from_keras: Dense {head.name!r} after Bidirectional layers: a gatescope "
+            "SequenceModel has no bidirectional stack (load the layers without the head)"
+        )
     if head is None:
         model = build_recurrent(config)
         for k, la in enumerate(layers):
@@ -267,7 +310,8 @@ def to_keras(model: Recurrent | SequenceModel, return_sequences: bool = True) ->
     A SequenceModel adds its head as a linear ``Dense`` (logits), the last recurrent layer
     returning sequences exactly when the kind is classify_steps. Keras models are
     batch-first: a gatescope model with batch_first=False gives a batch-first Keras model.
-    LSTM variants other than vanilla are refused (Keras has none of them).
+    LSTM variants other than vanilla are refused (Keras has none of them). A bidirectional
+    stack becomes ``Bidirectional(..., merge_mode="concat")`` layers.
     """
     keras = require_keras("to_keras")
     if isinstance(model, SequenceModel):
@@ -277,8 +321,6 @@ def to_keras(model: Recurrent | SequenceModel, return_sequences: bool = True) ->
     else:
         raise ValueError(f"to_keras expects a gatescope model, got {type(model).__name__}")
     c = rec.config
-    if getattr(c, "bidirectional", False):  # once gatescope has them: not exported yet
-        raise ValueError("to_keras: bidirectional layers are not supported yet")
     if c.arch == "lstm" and c.variant != "vanilla":
         raise ValueError(
             f"to_keras: Keras' LSTM has no {c.variant!r} variant; only variant='vanilla' "
@@ -294,16 +336,14 @@ def to_keras(model: Recurrent | SequenceModel, return_sequences: bool = True) ->
             kwargs["activation"] = c.nonlinearity
         cls = getattr(keras.layers, _ARCH_CLASS[arch])
         seq = steps if k == c.num_layers - 1 else True
-        layers.append(
-            cls(
-                H,
-                use_bias=c.bias,
-                return_sequences=seq,
-                dtype=c.dtype,
-                name=f"{arch}_l{k}",
-                **kwargs,
-            )
+        layer = cls(
+            H, use_bias=c.bias, return_sequences=seq, dtype=c.dtype, name=f"{arch}_l{k}", **kwargs
         )
+        if c.bidirectional:
+            layer = keras.layers.Bidirectional(
+                layer, merge_mode="concat", dtype=c.dtype, name=f"bidirectional_l{k}"
+            )
+        layers.append(layer)
     if head is not None:
         layers.append(
             keras.layers.Dense(
@@ -316,16 +356,20 @@ def to_keras(model: Recurrent | SequenceModel, return_sequences: bool = True) ->
     km = keras.Sequential(layers)
     src, dst = _GS_ORDER[arch], _KERAS_ORDER[arch]
     for k in range(c.num_layers):
-        p = rec.layer_params(k)
-        weights = [reorder(p["weight_ih"], src, dst).T, reorder(p["weight_hh"], src, dst).T]
-        if c.bias:
-            b = reorder(p["bias"], src, dst)
-            if arch == "gru" and c.reset_after:
-                b_rec = np.zeros_like(b)
-                b_rec[2 * H :] = p["bias_hn"]  # Keras' h block is last, as gatescope's n
-                b = np.stack([b, b_rec])  # (2, 3H)
-            weights.append(b)
-        km.layers[k].set_weights(weights)
+        for reverse in (False, True) if c.bidirectional else (False,):
+            p = rec.layer_params(k, reverse)
+            weights = [reorder(p["weight_ih"], src, dst).T, reorder(p["weight_hh"], src, dst).T]
+            if c.bias:
+                b = reorder(p["bias"], src, dst)
+                if arch == "gru" and c.reset_after:
+                    b_rec = np.zeros_like(b)
+                    b_rec[2 * H :] = p["bias_hn"]  # Keras' h block is last, as gatescope's n
+                    b = np.stack([b, b_rec])  # (2, 3H)
+                weights.append(b)
+            target = km.layers[k]
+            if c.bidirectional:
+                target = target.backward_layer if reverse else target.forward_layer
+            target.set_weights(weights)
     if head is not None:
         weights = [head.params["weight"].T]
         if "bias" in head.params:

@@ -33,9 +33,16 @@ plumbing between them (Transpose, Squeeze, Concat of the final states, the Shape
 ConstantOfShape/Expand arithmetic that builds zero initial states), and a Gemm or
 MatMul + Add head, optionally followed by Softmax. Anything gatescope cannot represent
 exactly is refused with a ValueError naming the operator or attribute: another operator on
-the data path, non-default activations (and activation_alpha/beta), clip, direction other
-than forward (gatescope has no bidirectional layers yet), input_forget, layout=1,
-sequence_lens, non-zero constant initial states, Gemm with alpha or beta other than 1.
+the data path, non-default activations (and activation_alpha/beta), clip,
+direction="reverse", input_forget, layout=1, sequence_lens, non-zero constant initial
+states, Gemm with alpha or beta other than 1.
+
+Bidirectional stacks use direction="bidirectional": W, R, B (and P) hold the forward
+direction at index 0 of the num_directions axis and the reverse one at index 1 (ONNX's
+order, gatescope's `_l{k}` and `_l{k}_reverse`); each layer's Y (T, 2, B, H) goes through
+Transpose(perm=[0, 2, 1, 3]) and Reshape([0, 0, -1]) to (T, B, 2H), forward units first
+(what torch.onnx.export writes for a bidirectional module), and h_n is (2L, B, H) in
+PyTorch's order. A head on a bidirectional stack is refused (a SequenceModel has none).
 """
 
 from __future__ import annotations
@@ -96,14 +103,13 @@ def to_onnx(
     if initial_state and head is not None:
         raise ValueError("initial_state: a SequenceModel starts from zero; export its .recurrent")
     c = rec.config
-    if getattr(c, "bidirectional", False):  # once gatescope has them: not exported yet
-        raise ValueError("to_onnx: bidirectional layers are not supported yet")
     if c.arch == "lstm" and c.variant not in ("vanilla", "peephole"):
         raise ValueError(
             f"to_onnx: ONNX's LSTM operator has no {c.variant!r} variant; only "
             "variant='vanilla' and 'peephole' LSTMs can be exported"
         )
     arch, H, L = c.arch, c.hidden_size, c.num_layers
+    nd = rec.num_directions  # ONNX's num_directions: [forward, reverse]
     if dtype not in (None, "float32", "float64"):
         raise ValueError(f"dtype must be 'float32', 'float64' or None, got {dtype!r}")
     fdt = np.dtype(dtype or c.dtype)
@@ -117,7 +123,7 @@ def to_onnx(
         inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    axes1 = const("axes1", np.array([1], np.int64))
+    axes1 = const("axes1", np.array([1], np.int64)) if nd == 1 else ""  # Squeeze's axes
     if initial_state or (head is not None and kind != "classify_steps"):
         const("axes0", np.array([0], np.int64))
     src, dst = _GS_ORDER[arch], _ONNX_ORDER[arch]
@@ -127,20 +133,21 @@ def to_onnx(
         x = "x_tbd"
     finals: dict[str, list[str]] = {"h": [], "c": []}
     for k in range(L):
-        p = rec.layer_params(k)
-        W = reorder(p["weight_ih"], src, dst)[None]  # (1, G*H, D)
-        R = reorder(p["weight_hh"], src, dst)[None]  # (1, G*H, H)
+        ps = [rec.layer_params(k, bool(d)) for d in range(nd)]
+        W = np.stack([reorder(p["weight_ih"], src, dst) for p in ps])  # (dirs, G*H, D)
+        R = np.stack([reorder(p["weight_hh"], src, dst) for p in ps])  # (dirs, G*H, H)
         inputs = [x, const(f"W_l{k}", W), const(f"R_l{k}", R)]
-        b = np.zeros((1, 2 * W.shape[1]), W.dtype)  # (1, 2*G*H): [Wb, Rb]
+        b = np.zeros((nd, 2 * W.shape[1]), W.dtype)  # (dirs, 2*G*H): [Wb, Rb]
         if c.bias:
-            b[0, : W.shape[1]] = reorder(p["bias"], src, dst)
-            if arch == "gru" and c.reset_after:
-                b[0, -H:] = p["bias_hn"]  # Rb_h, inside the reset product
+            for d, p in enumerate(ps):
+                b[d, : W.shape[1]] = reorder(p["bias"], src, dst)
+                if arch == "gru" and c.reset_after:
+                    b[d, -H:] = p["bias_hn"]  # Rb_h, inside the reset product
         inputs.append(const(f"B_l{k}", b) if c.bias else "")
-        if initial_state:  # layer k's slice of h0 / c0: (1, B, H)
-            starts, ends = const(f"k{k}", np.array([k], np.int64)), f"k{k + 1}"
+        if initial_state:  # layer k's slice of h0 / c0: (dirs, B, H)
+            starts, ends = const(f"k{nd * k}", np.array([nd * k], np.int64)), f"k{nd * (k + 1)}"
             if k == L - 1:
-                const(ends, np.array([k + 1], np.int64))
+                const(ends, np.array([nd * (k + 1)], np.int64))
             inputs.append("")  # sequence_lens
             for s in ("h", "c") if arch == "lstm" else ("h",):
                 nodes.append(
@@ -151,13 +158,23 @@ def to_onnx(
         if arch == "gru":
             attrs["linear_before_reset"] = int(c.reset_after)
         if arch == "rnn":
-            attrs["activations"] = ["Relu" if c.nonlinearity == "relu" else "Tanh"]
+            attrs["activations"] = ["Relu" if c.nonlinearity == "relu" else "Tanh"] * nd
+        if nd == 2:
+            attrs["direction"] = "bidirectional"
         outs = [f"Y_l{k}", f"Y_h_l{k}"] + ([f"Y_c_l{k}"] if arch == "lstm" else [])
         if arch == "lstm" and c.variant == "peephole":
-            P = reorder(p["peephole"], _PEEP_GS, _PEEP_ONNX)[None]  # (1, 3H)
+            P = np.stack([reorder(p["peephole"], _PEEP_GS, _PEEP_ONNX) for p in ps])  # (dirs, 3H)
             inputs += [""] * (7 - len(inputs)) + [const(f"P_l{k}", P)]
         nodes.append(helper.make_node(_ARCH_OP[arch], inputs, outs, name=f"{arch}_l{k}", **attrs))
-        nodes.append(helper.make_node("Squeeze", [f"Y_l{k}", axes1], [f"seq_l{k}"]))
+        if nd == 1:
+            nodes.append(helper.make_node("Squeeze", [f"Y_l{k}", axes1], [f"seq_l{k}"]))
+        else:  # (T, 2, B, H) -> (T, B, 2, H) -> (T, B, 2H), forward units first
+            nodes.append(
+                helper.make_node("Transpose", [f"Y_l{k}"], [f"Yt_l{k}"], perm=[0, 2, 1, 3])
+            )
+            if k == 0:
+                const("merge_dirs", np.array([0, 0, -1], np.int64))
+            nodes.append(helper.make_node("Reshape", [f"Yt_l{k}", "merge_dirs"], [f"seq_l{k}"]))
         x = f"seq_l{k}"
         finals["h"].append(f"Y_h_l{k}")
         if arch == "lstm":
@@ -171,10 +188,10 @@ def to_onnx(
             nodes.append(helper.make_node("Transpose", [x], ["y"], perm=[1, 0, 2]))
         else:
             nodes.append(helper.make_node("Identity", [x], ["y"]))
-        outputs.append(helper.make_tensor_value_info("y", elem, [*seq_shape, H]))
+        outputs.append(helper.make_tensor_value_info("y", elem, [*seq_shape, nd * H]))
         for s in ("h", "c") if arch == "lstm" else ("h",):
             nodes.append(helper.make_node("Concat", finals[s], [f"{s}_n"], axis=0))
-            outputs.append(helper.make_tensor_value_info(f"{s}_n", elem, [L, B_, H]))
+            outputs.append(helper.make_tensor_value_info(f"{s}_n", elem, [nd * L, B_, H]))
     else:
         Wh = head.params["weight"]  # (C, H)
         C = Wh.shape[0]
@@ -199,7 +216,7 @@ def to_onnx(
         "gatescope",
         [helper.make_tensor_value_info("x", elem, [*seq_shape, c.input_size])]
         + [
-            helper.make_tensor_value_info(f"{s}0", elem, [L, B_, H])
+            helper.make_tensor_value_info(f"{s}0", elem, [nd * L, B_, H])
             for s in (("h", "c") if arch == "lstm" else ("h",))
             if initial_state
         ],
@@ -229,8 +246,11 @@ class _Sym:
     tm: bool | None = None  # seq/lin: time-major (None: the graph input, not yet known)
     flipped: bool = False  # seq with n == 0: transposed from the graph input
     dirs: bool = False  # seq: still has ONNX's num_directions axis (T, 1, B, H)
+    ndirs: int = 1  # seq: 2 after a bidirectional operator (its dirs axis holds 2)
+    split: bool = False  # seq: bidirectional, transposed to (T, B, 2, H), not yet merged
     name: str = ""  # input/state_in: the graph input's name
     index: int | None = None  # state_in: the layer slice taken along axis 0
+    count: int = 1  # state_in: how many entries that slice takes (2: both directions)
     which: str = ""  # state: "h" or "c"
     layers: tuple[int, ...] = ()  # state: layers concatenated
     info: dict[str, Any] = field(default_factory=dict)  # lin: W (C, H), b, softmax, steps
@@ -239,10 +259,10 @@ class _Sym:
 @dataclass
 class _Layer:
     arch: str
-    W: np.ndarray  # (G*H, D), ONNX order
-    R: np.ndarray  # (G*H, H)
-    B: np.ndarray | None  # (2*G*H,)
-    P: np.ndarray | None  # (3H,)
+    W: np.ndarray  # (dirs, G*H, D), ONNX order
+    R: np.ndarray  # (dirs, G*H, H)
+    B: np.ndarray | None  # (dirs, 2*G*H)
+    P: np.ndarray | None  # (dirs, 3H)
     attrs: dict[str, Any]
     states: list[_Sym | None]  # initial_h, initial_c: None for zeros
 
@@ -356,7 +376,19 @@ class _Reader:
         raise _refuse(node, "gatescope reads this operator only on shapes and states")
 
     op_Gather = op_Unsqueeze = op_Slice = op_Cast = _shape_op
-    op_Mul = op_Sub = op_Div = op_Range = op_Reshape = _shape_op
+    op_Mul = op_Sub = op_Div = op_Range = _shape_op
+
+    def op_Reshape(self, node, ins, attrs):
+        v = ins[0]
+        if isinstance(v, _Sym) and v.tag == "seq" and v.split:  # (T, B, 2, H) -> (T, B, 2H)
+            shape = self.const(ins[1], node, "the shape").ravel()
+            H = self.layers[-1].R.shape[-1]
+            if len(shape) != 3 or list(shape[:2]) != [0, 0] or int(shape[2]) not in (-1, 2 * H):
+                raise _refuse(
+                    node, "gatescope reads Reshape of a bidirectional Y only as [0, 0, -1]"
+                )
+            return [_Sym("seq", n=v.n, tm=True)]
+        return self._shape_op(node, ins, attrs)
 
     def op_Identity(self, node, ins, attrs):
         return [ins[0]]
@@ -393,11 +425,12 @@ class _Reader:
         steps = ins[4] if len(ins) > 4 else None
         if (
             list(axes) != [0]
-            or int(ends[0]) != int(starts[0]) + 1
+            or int(ends[0]) - int(starts[0]) not in (1, 2)
             or (steps is not None and int(np.ravel(steps)[0]) != 1)
         ):
             raise _refuse(node, "a state must be sliced one layer at a time along axis 0")
-        return [_Sym("state_in", name=v.name, index=int(starts[0]))]
+        count = int(ends[0]) - int(starts[0])
+        return [_Sym("state_in", name=v.name, index=int(starts[0]), count=count)]
 
     def last_step(self, node, ins, attrs):
         s = ins[0]
@@ -415,6 +448,8 @@ class _Reader:
                 raise _refuse(node, "only perm=[1, 0, 2] (time <-> batch) is supported")
             return [_Sym("lin", n=v.n, tm=not v.tm, info=v.info)]
         s = self.as_seq(v, node)
+        if s.dirs and s.ndirs == 2 and not s.split and list(attrs.get("perm", [])) == [0, 2, 1, 3]:
+            return [_Sym("seq", n=s.n, tm=True, dirs=True, ndirs=2, split=True)]
         if s.dirs or list(attrs.get("perm", [])) != [1, 0, 2]:
             raise _refuse(node, "only perm=[1, 0, 2] (time <-> batch) is supported")
         if s.n == 0:
@@ -426,7 +461,13 @@ class _Reader:
         axes = attrs.get("axes")
         if axes is None and len(ins) > 1:
             axes = list(self.const(ins[1], node, "the axes").ravel())
-        if isinstance(v, _Sym) and v.tag == "seq" and v.dirs and list(axes or []) == [1]:
+        if (
+            isinstance(v, _Sym)
+            and v.tag == "seq"
+            and v.dirs
+            and v.ndirs == 1
+            and list(axes or []) == [1]
+        ):
             return [_Sym("seq", n=v.n, tm=True)]
         if isinstance(v, _Sym) and v.tag == "state" and list(axes or []) == [0]:
             if v.which == "h" and len(v.layers) == 1:
@@ -463,7 +504,7 @@ class _Reader:
             raise _refuse(node, "its input must be time-major (T, B, H)")
         for name, ok in (
             ("clip", lambda v: v is None),
-            ("direction", lambda v: v in (None, "forward")),
+            ("direction", lambda v: v in (None, "forward", "bidirectional")),
             ("input_forget", lambda v: not v),
             ("layout", lambda v: not v),
             ("activation_alpha", lambda v: v is None),
@@ -471,12 +512,18 @@ class _Reader:
         ):
             if not ok(attrs.get(name)):
                 extra = (
-                    " (gatescope has no bidirectional layers yet)" if name == "direction" else ""
+                    " (run the reversed sequence forward instead)" if name == "direction" else ""
                 )
                 raise _refuse(
                     node, f"attribute {name}={attrs[name]!r} has no gatescope equivalent{extra}"
                 )
+        nd = 2 if attrs.get("direction") == "bidirectional" else 1
         acts = attrs.get("activations")
+        if acts is not None and nd == 2:  # one list per direction, concatenated: the same twice
+            half = len(acts) // 2
+            if acts[:half] != acts[half:]:
+                raise _refuse(node, f"activations={acts!r}: the two directions differ")
+            acts = acts[:half]
         if arch == "rnn":
             if acts not in (None, ["Tanh"], ["Relu"]):
                 raise _refuse(node, f"activations={acts!r}: gatescope's RNN has Tanh or Relu")
@@ -486,13 +533,13 @@ class _Reader:
             )
         W = self.const(ins[1], node, "W")
         R = self.const(ins[2], node, "R")
-        if W.ndim != 3 or W.shape[0] != 1 or R.ndim != 3 or R.shape[0] != 1:
+        if W.ndim != 3 or W.shape[0] != nd or R.ndim != 3 or R.shape[0] != nd:
             raise _refuse(
-                node, f"W and R must be [1, G*H, .], got {list(W.shape)}, {list(R.shape)}"
+                node, f"W and R must be [{nd}, G*H, .], got {list(W.shape)}, {list(R.shape)}"
             )
         if attrs.get("hidden_size", R.shape[-1]) != R.shape[-1]:
             raise _refuse(node, f"hidden_size={attrs['hidden_size']} but R is {list(R.shape)}")
-        B = self.const(ins[3], node, "B")[0] if len(ins) > 3 and ins[3] is not None else None
+        B = self.const(ins[3], node, "B") if len(ins) > 3 and ins[3] is not None else None
         if len(ins) > 4 and ins[4] is not None:
             raise _refuse(node, "sequence_lens (per-sequence lengths) has no gatescope equivalent")
         states: list[_Sym | None] = []
@@ -515,10 +562,13 @@ class _Reader:
                 raise _refuse(node, "its initial state must be zeros or a graph input")
         P = None
         if arch == "lstm" and len(ins) > 7 and ins[7] is not None:
-            P = self.const(ins[7], node, "P")[0]
+            P = self.const(ins[7], node, "P")
         k = len(self.layers)
-        self.layers.append(_Layer(arch, W[0], R[0], B, P, attrs, states))
-        outs = [_Sym("seq", n=k + 1, tm=True, dirs=True), _Sym("state", which="h", layers=(k,))]
+        self.layers.append(_Layer(arch, W, R, B, P, attrs, states))
+        outs = [
+            _Sym("seq", n=k + 1, tm=True, dirs=True, ndirs=nd),
+            _Sym("state", which="h", layers=(k,)),
+        ]
         if arch == "lstm":
             outs.append(_Sym("state", which="c", layers=(k,)))
         return outs
@@ -601,7 +651,8 @@ def _config(reader: _Reader) -> RecurrentConfig:
     first = layers[0]
     arch = first.arch
     G = {"lstm": 4, "gru": 3, "rnn": 1}[arch]
-    H = first.R.shape[1]
+    H = first.R.shape[2]
+    nd = first.W.shape[0]
     lbr = [int(la.attrs.get("linear_before_reset", 0)) for la in layers]
     acts = [tuple(la.attrs.get("activations") or ["Tanh"]) for la in layers]
     for k, la in enumerate(layers):
@@ -609,10 +660,15 @@ def _config(reader: _Reader) -> RecurrentConfig:
             raise ValueError(
                 f"from_onnx: layer {k} is {la.arch.upper()} but layer 0 is {arch.upper()}"
             )
-        if la.R.shape != (G * H, H) or la.W.shape[0] != G * H:
-            raise ValueError(f"from_onnx: layer {k} has hidden size {la.R.shape[1]}, layer 0 {H}")
-        if k and la.W.shape[1] != H:
-            raise ValueError(f"from_onnx: layer {k} reads {la.W.shape[1]} features, not H={H}")
+        if la.W.shape[0] != nd:
+            raise ValueError(f"from_onnx: layer {k} has {la.W.shape[0]} directions, layer 0 {nd}")
+        if la.R.shape != (nd, G * H, H) or la.W.shape[1] != G * H:
+            raise ValueError(f"from_onnx: layer {k} has hidden size {la.R.shape[2]}, layer 0 {H}")
+        if k and la.W.shape[2] != nd * H:
+            raise ValueError(
+                f"from_onnx: layer {k} reads {la.W.shape[2]} features, not {nd * H} (the "
+                "layer below's output)"
+            )
         if la.W.dtype != first.W.dtype:
             raise ValueError("from_onnx: the layers' weights have different dtypes")
     if arch == "gru" and len(set(lbr)) > 1:
@@ -625,7 +681,7 @@ def _config(reader: _Reader) -> RecurrentConfig:
     peephole = any(la.P is not None and np.any(la.P) for la in layers)
     return RecurrentConfig(
         arch=arch,
-        input_size=first.W.shape[1],
+        input_size=first.W.shape[2],
         hidden_size=H,
         num_layers=len(layers),
         bias=any(la.B is not None for la in layers),
@@ -634,6 +690,7 @@ def _config(reader: _Reader) -> RecurrentConfig:
         reset_after=arch == "gru" and bool(lbr[0]),
         nonlinearity="relu" if arch == "rnn" and acts[0] == ("Relu",) else "tanh",
         variant="peephole" if peephole else "vanilla",
+        bidirectional=nd == 2,
     )
 
 
@@ -642,22 +699,23 @@ def _fill(reader: _Reader, model: Recurrent) -> None:
     arch, H = c.arch, c.hidden_size
     src, dst = _ONNX_ORDER[arch], _GS_ORDER[arch]
     for k, la in enumerate(reader.layers):
-        p = model.layer_params(k)
-        p["weight_ih"][...] = reorder(la.W, src, dst)
-        p["weight_hh"][...] = reorder(la.R, src, dst)
-        if c.bias:
-            GH = la.W.shape[0]
-            B = la.B if la.B is not None else np.zeros(2 * GH, la.W.dtype)
-            wb, rb = reorder(B[:GH], src, dst), reorder(B[GH:], src, dst)
-            if arch == "gru" and c.reset_after:
-                p["bias"][...] = wb
-                p["bias"][: 2 * H] += rb[: 2 * H]
-                p["bias_hn"][...] = rb[2 * H :]
-            else:
-                p["bias"][...] = wb + rb
-        if c.variant == "peephole":
-            P = la.P if la.P is not None else np.zeros(3 * H, la.W.dtype)
-            p["peephole"][...] = reorder(P, _PEEP_ONNX, _PEEP_GS)
+        for d in range(model.num_directions):  # ONNX's order: forward, reverse
+            p = model.layer_params(k, bool(d))
+            p["weight_ih"][...] = reorder(la.W[d], src, dst)
+            p["weight_hh"][...] = reorder(la.R[d], src, dst)
+            if c.bias:
+                GH = la.W.shape[1]
+                B = la.B[d] if la.B is not None else np.zeros(2 * GH, la.W.dtype)
+                wb, rb = reorder(B[:GH], src, dst), reorder(B[GH:], src, dst)
+                if arch == "gru" and c.reset_after:
+                    p["bias"][...] = wb
+                    p["bias"][: 2 * H] += rb[: 2 * H]
+                    p["bias_hn"][...] = rb[2 * H :]
+                else:
+                    p["bias"][...] = wb + rb
+            if c.variant == "peephole":
+                P = la.P[d] if la.P is not None else np.zeros(3 * H, la.W.dtype)
+                p["peephole"][...] = reorder(P, _PEEP_ONNX, _PEEP_GS)
 
 
 def read_onnx(path: str | os.PathLike[str]) -> tuple[Recurrent | SequenceModel, dict[str, Any]]:
@@ -673,6 +731,7 @@ def read_onnx(path: str | os.PathLike[str]) -> tuple[Recurrent | SequenceModel, 
     reader = _Reader(onnx, model_proto)
     config = _config(reader)
     L = config.num_layers
+    nd = 2 if config.bidirectional else 1
     for k, la in enumerate(reader.layers):
         for st in la.states:
             if st is None:
@@ -681,8 +740,11 @@ def read_onnx(path: str | os.PathLike[str]) -> tuple[Recurrent | SequenceModel, 
                 raise ValueError(
                     f"from_onnx: layer {k} reads a whole graph input as its initial state"
                 )
-            if st.index is not None and st.index != k:
-                raise ValueError(f"from_onnx: layer {k} starts from layer {st.index}'s state")
+            if st.index is not None and (st.index != nd * k or st.count != nd):
+                raise ValueError(
+                    f"from_onnx: layer {k} starts from entries {st.index}..{st.index + st.count - 1}"
+                    f" of the state, not layer {k}'s"
+                )
     heads, described = [], {}
     for name, v in reader.outputs:
         if isinstance(v, _Sym) and v.tag == "lin":
@@ -716,6 +778,11 @@ def read_onnx(path: str | os.PathLike[str]) -> tuple[Recurrent | SequenceModel, 
         return model, meta
     if len(heads) > 1:
         raise ValueError("from_onnx: the graph has more than one head")
+    if config.bidirectional:
+        raise ValueError(
+            "from_onnx: a head on a bidirectional stack: a gatescope SequenceModel has no "
+            "bidirectional stack (export the recurrent layers alone)"
+        )
     h = heads[0]
     if h.n != L:
         raise ValueError(f"from_onnx: the head reads layer {h.n - 1}, not the top layer")

@@ -409,6 +409,7 @@ class GRU(Recurrent):
         batch_first: bool = True,
         reset_after: bool = False,
         update_bias: float = 0.0,
+        bidirectional: bool = False,
         seed: Seed = 0,
         dtype: object = np.float64,
     ) -> None:
@@ -422,6 +423,7 @@ class GRU(Recurrent):
             dtype=as_float_dtype(dtype).name,
             reset_after=bool(reset_after),
             update_bias=float(update_bias),
+            bidirectional=bool(bidirectional),
         )
         super().__init__(config, as_generator(seed))
 

@@ -317,6 +317,7 @@ class LSTM(Recurrent):
         batch_first: bool = True,
         forget_bias: float = 1.0,
         variant: str = "vanilla",
+        bidirectional: bool = False,
         seed: Seed = 0,
         dtype: object = np.float64,
     ) -> None:
@@ -330,6 +331,7 @@ class LSTM(Recurrent):
             dtype=as_float_dtype(dtype).name,
             forget_bias=float(forget_bias),
             variant=variant,
+            bidirectional=bool(bidirectional),
         )
         super().__init__(config, as_generator(seed))
 

@@ -8,13 +8,27 @@ Everything else (batch-first layout, state packing, checks, the trace) lives her
 Shapes: B batch, T time, D input features, H hidden units, L layers, G gates.
 The public state of one layer is `h` (B, H) (GRU, RNN) or `(h, c)` (LSTM). With
 `num_layers > 1` each array gains a leading layer axis: (L, B, H), as in PyTorch.
+
+Bidirectional stacks (`bidirectional=True`, PyTorch's semantics) run every layer twice: a
+forward direction over x_1..x_T and a reverse direction, with its own parameters (keys with
+PyTorch's `_reverse` suffix), over x_T..x_1, by the same single-direction layer functions on
+the time-reversed sequence. Their outputs are concatenated, forward units first::
+
+    y_t = [h^fwd_t, h^rev_t]   (B, 2H)      h^rev_t = the reverse direction after reading x_T..x_t
+
+and layer k > 0 reads those 2H features. The state is then always (2L, B, H), ordered as
+PyTorch's (layer-major, direction-minor: l0 forward, l0 reverse, l1 forward, ...), and every
+trace entry is (B, T, 2H) ((L, B, T, 2H) stacked) in real time, forward units first: index t
+of the reverse half is the reverse direction's gate or state at step t. Backward splits
+dL/dy the same way, runs each direction's backward (the reverse one on reversed time) and
+sums the two dL/dx.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,6 +57,7 @@ class RecurrentConfig:
     reset_after: bool = False  # GRU: reset gate after the recurrent product (PyTorch, cuDNN)
     nonlinearity: str = "tanh"  # RNN: "tanh" or "relu"
     variant: str = "vanilla"  # LSTM: one of LSTM_VARIANTS (see nn/lstm_variants.py)
+    bidirectional: bool = False  # a forward and a reverse direction per layer, outputs 2H
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -97,12 +112,14 @@ class Recurrent:
         rng = as_generator(seed)
         self.params: dict[str, np.ndarray] = {}
         for k in range(config.num_layers):
-            d_in = config.input_size if k == 0 else config.hidden_size
-            for name, value in self._init_layer(d_in, rng).items():
-                self.params[f"{name}_l{k}"] = value.astype(self.dtype)
+            d_in = config.input_size if k == 0 else self.output_size
+            for suffix in self._direction_suffixes:
+                for name, value in self._init_layer(d_in, rng).items():
+                    self.params[f"{name}_l{k}{suffix}"] = value.astype(self.dtype)
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         self.dstate0: Any = None
-        self._caches: list[Any] | None = None  # one per layer, from the last forward
+        # one per layer and direction (layer-major), from the last forward
+        self._caches: list[Any] | None = None
         self._edit_plans: Sequence[EditPlan | None] | None = None  # set by `edited` only
 
     # -- what each architecture supplies ------------------------------------------------------
@@ -145,14 +162,52 @@ class Recurrent:
     def num_layers(self) -> int:
         return self.config.num_layers
 
+    @property
+    def num_directions(self) -> int:
+        """2 for a bidirectional stack, else 1."""
+        return 2 if self.config.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """Features of y per step: H, or 2H when bidirectional."""
+        return self.num_directions * self.hidden_size
+
+    @property
+    def _direction_suffixes(self) -> tuple[str, ...]:
+        return ("", "_reverse") if self.config.bidirectional else ("",)
+
     def num_params(self) -> int:
         """Total number of scalar parameters."""
         return sum(p.size for p in self.params.values())
 
-    def layer_params(self, k: int) -> dict[str, np.ndarray]:
-        """Layer k's parameters by short name ("weight_ih", ...), sharing memory with params."""
-        suffix = f"_l{k}"
+    def layer_params(self, k: int, reverse: bool = False) -> dict[str, np.ndarray]:
+        """Layer k's parameters by short name ("weight_ih", ...), sharing memory with params.
+
+        `reverse=True`: those of its reverse direction (bidirectional stacks only).
+        """
+        if reverse and not self.config.bidirectional:
+            raise ValueError("reverse: only a bidirectional layer has a reverse direction")
+        suffix = f"_l{k}_reverse" if reverse else f"_l{k}"
         return {n[: -len(suffix)]: p for n, p in self.params.items() if n.endswith(suffix)}
+
+    def direction(self, k: int = 0, reverse: bool = False) -> Recurrent:
+        """Layer k's forward (or, `reverse=True`, reverse) direction as a single-layer,
+        unidirectional copy with the same weights (copied) and layout.
+
+        The reverse direction computes on the time-reversed input: its y at own step j is
+        the bidirectional layer's reverse half at real step T-1-j. gatescope.inspect's
+        step-by-step instruments measure one direction at a time this way.
+        """
+        c = self.config
+        if not (isinstance(k, int | np.integer) and 0 <= k < c.num_layers):
+            raise ValueError(f"k must be a layer index in [0, {c.num_layers}), got {k!r}")
+        d_in = c.input_size if k == 0 else self.output_size
+        config = replace(c, input_size=d_in, num_layers=1, bidirectional=False)
+        twin = type(self).__new__(type(self))
+        Recurrent.__init__(twin, config, 0)
+        for name, p in self.layer_params(int(k), reverse).items():
+            twin.params[f"{name}_l0"][...] = p
+        return twin
 
     def __call__(self, x: np.ndarray, state0: Any = None) -> tuple[np.ndarray, Any]:
         return self.forward(x, state0)
@@ -165,12 +220,22 @@ class Recurrent:
         self._caches = None  # free the last step's caches (the trace) before making new ones
         caches, finals = [], []
         inp = xt
+        nd = self.num_directions
         plans = getattr(self, "_edit_plans", None) or [None] * self.num_layers
         for k in range(self.num_layers):
-            final, cache = self._layer_forward(self.layer_params(k), inp, states[k], plans[k])
+            final, cache = self._layer_forward(self.layer_params(k), inp, states[nd * k], plans[k])
             caches.append(cache)
             finals.append(final)
-            inp = cache.hs[1:]  # (T, B, H): this layer's outputs feed the next
+            if nd == 1:
+                inp = cache.hs[1:]  # (T, B, H): this layer's outputs feed the next
+                continue
+            rev = np.ascontiguousarray(inp[::-1])  # (T, B, D_in): x_T first
+            final_r, cache_r = self._layer_forward(
+                self.layer_params(k, True), rev, states[2 * k + 1]
+            )
+            caches.append(cache_r)
+            finals.append(final_r)
+            inp = np.concatenate([cache.hs[1:], cache_r.hs[:0:-1]], axis=2)  # (T, B, 2H)
         self._caches = caches
         return self._from_time_major(inp), self._pack_state(finals)
 
@@ -185,21 +250,32 @@ class Recurrent:
                 "backward() called before forward(): run the layer on an input first"
             )
         T, B = self._caches[0].hs.shape[0] - 1, self._caches[0].hs.shape[1]
-        H = self.hidden_size
+        H, nd = self.hidden_size, self.num_directions
         dyt = None
         if dy is not None:
-            shape = (B, T, H) if self.config.batch_first else (T, B, H)
-            dy = check_array("dy", dy, shape, self.dtype, legend=self._layout("H"))
+            shape = (B, T, nd * H) if self.config.batch_first else (T, B, nd * H)
+            legend = self._layout("2H" if nd == 2 else "H")
+            dy = check_array("dy", dy, shape, self.dtype, legend=legend)
             dyt = dy.transpose(1, 0, 2) if self.config.batch_first else dy  # a view, no copy
         dstates = self._check_state("dstate", dstate, B)
-        dstate0 = [None] * self.num_layers
+        dstate0: list[Any] = [None] * (nd * self.num_layers)
         for k in reversed(range(self.num_layers)):
-            dx, dstate0[k], g = self._layer_backward(
-                self.layer_params(k), self._caches[k], dyt, dstates[k]
-            )
-            for name, value in g.items():
-                self.grads[f"{name}_l{k}"][...] = value
-            dyt = dx
+            dxs = []
+            for d, suffix in enumerate(self._direction_suffixes):
+                dy_d = None
+                if dyt is not None and nd == 1:
+                    dy_d = dyt
+                elif dyt is not None:  # this direction's half, in its own time order
+                    half = dyt[:, :, d * H : (d + 1) * H]
+                    dy_d = np.ascontiguousarray(half[::-1] if d else half)  # (T, B, H)
+                i = nd * k + d
+                dx, dstate0[i], g = self._layer_backward(
+                    self.layer_params(k, bool(d)), self._caches[i], dy_d, dstates[i]
+                )
+                for name, value in g.items():
+                    self.grads[f"{name}_l{k}{suffix}"][...] = value
+                dxs.append(dx)
+            dyt = dxs[0] if nd == 1 else dxs[0] + dxs[1][::-1]  # (T, B, D_in)
         self.dstate0 = self._pack_state(dstate0)
         return self._from_time_major(dyt)
 
@@ -214,6 +290,11 @@ class Recurrent:
             raise ValueError(
                 f"plans must have one entry per layer ({self.num_layers}), got {len(plans)}"
             )
+        if self.num_directions == 2 and any(p is not None for p in plans):
+            raise ValueError(
+                "interventions on a bidirectional layer are not supported: edit one direction, "
+                "layer.direction(k, reverse=...)"
+            )
         previous = getattr(self, "_edit_plans", None)
         self._edit_plans = list(plans)
         try:
@@ -225,14 +306,23 @@ class Recurrent:
     def trace(self) -> dict[str, np.ndarray]:
         """Gates and states of every step of the last forward, each (B, T, H).
 
-        With num_layers > 1 each array is (L, B, T, H). Empty before the first forward.
+        With num_layers > 1 each array is (L, B, T, H). Bidirectional: (B, T, 2H) (or
+        (L, B, T, 2H)) in real time, the forward direction's units first, then the reverse
+        direction's (its value at step t is the one it computed reading x_t). Empty before
+        the first forward.
         """
         if self._caches is None:
             return {}
-        per_layer = [self._layer_trace(c) for c in self._caches]
+        per_cache = [self._layer_trace(c) for c in self._caches]
+        nd = self.num_directions
         out = {}
         for name in self.trace_names:
-            arrays = [t[name].transpose(1, 0, 2) for t in per_layer]  # each (B, T, H)
+            arrays = []
+            for k in range(self.num_layers):
+                a = per_cache[nd * k][name]  # (T, B, H)
+                if nd == 2:
+                    a = np.concatenate([a, per_cache[2 * k + 1][name][::-1]], axis=2)  # (T, B, 2H)
+                arrays.append(a.transpose(1, 0, 2))  # (B, T, H or 2H)
             out[name] = arrays[0] if self.num_layers == 1 else np.stack(arrays)
         return out
 
@@ -240,13 +330,14 @@ class Recurrent:
         """The all-zero state for a batch, in the public structure."""
         B = check_positive_int("batch_size", batch_size)
         zero = tuple(np.zeros((B, self.hidden_size), self.dtype) for _ in self.state_names)
-        return self._pack_state([zero] * self.num_layers)
+        return self._pack_state([zero] * (self.num_directions * self.num_layers))
 
     def __repr__(self) -> str:
         c = self.config
+        bidir = ", bidirectional=True" if c.bidirectional else ""
         return (
             f"{type(self).__name__}(input_size={c.input_size}, hidden_size={c.hidden_size}, "
-            f"num_layers={c.num_layers}, dtype={c.dtype}, params={self.num_params():,})"
+            f"num_layers={c.num_layers}{bidir}, dtype={c.dtype}, params={self.num_params():,})"
         )
 
     # -- layout and state plumbing -------------------------------------------------------------
@@ -266,12 +357,13 @@ class Recurrent:
         return a.transpose(1, 0, 2) if self.config.batch_first else a
 
     def _state_shape(self, B: int) -> tuple[int, ...]:
-        H, L = self.hidden_size, self.num_layers
-        return (B, H) if L == 1 else (L, B, H)
+        H, n = self.hidden_size, self.num_directions * self.num_layers
+        return (B, H) if n == 1 else (n, B, H)
 
     def _check_state(self, name: str, state: Any, B: int) -> list[tuple[np.ndarray, ...]]:
-        """Public state (or None for zeros) -> per-layer tuples of (B, H) arrays."""
-        H, L = self.hidden_size, self.num_layers
+        """Public state (or None for zeros) -> per layer and direction (layer-major) tuples
+        of (B, H) arrays."""
+        H, L = self.hidden_size, self.num_directions * self.num_layers
         if state is None:
             zero = tuple(np.zeros((B, H), self.dtype) for _ in self.state_names)
             return [zero] * L
@@ -290,8 +382,9 @@ class Recurrent:
         return [tuple(a[k] for a in arrays) for k in range(L)]
 
     def _pack_state(self, per_layer: list[tuple[np.ndarray, ...]]) -> Any:
-        """Per-layer tuples of (B, H) -> the public structure (see the module docstring)."""
-        if self.num_layers == 1:
+        """Per layer (and direction) tuples of (B, H) -> the public structure (see the module
+        docstring)."""
+        if len(per_layer) == 1:
             arrays = list(per_layer[0])
         else:
             arrays = [np.stack([s[i] for s in per_layer]) for i in range(len(self.state_names))]

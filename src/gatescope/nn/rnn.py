@@ -212,6 +212,7 @@ class RNN(Recurrent):
         bias: bool = True,
         batch_first: bool = True,
         nonlinearity: str = "tanh",
+        bidirectional: bool = False,
         seed: Seed = 0,
         dtype: object = np.float64,
     ) -> None:
@@ -224,6 +225,7 @@ class RNN(Recurrent):
             batch_first=batch_first,
             dtype=as_float_dtype(dtype).name,
             nonlinearity=nonlinearity,
+            bidirectional=bool(bidirectional),
         )
         super().__init__(config, as_generator(seed))
 
