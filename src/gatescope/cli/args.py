@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from gatescope import pretrained
+
 
 def _number(text: str, kind: type, what: str) -> float:
     try:
@@ -59,3 +61,32 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or action.default is False or action.default == "":
             return action.help
         return super()._get_help_string(action)
+
+
+def add_checkpoint_or_pretrained(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """A positional CKPT that `--pretrained [NAME]` may replace (see `checkpoint_or_pretrained`)."""
+    parser.add_argument("checkpoint", nargs="?", metavar="CKPT", help=help)
+    parser.add_argument(
+        "--pretrained",
+        nargs="?",
+        const=pretrained.DEFAULT,
+        choices=pretrained.NAMES,
+        metavar="NAME",
+        help=f"instead of CKPT, the char LM shipped with gatescope (NAME: "
+        f"{', '.join(pretrained.NAMES)}; default {pretrained.DEFAULT})",
+    )
+
+
+def checkpoint_or_pretrained(args: argparse.Namespace) -> str:
+    """The file named by CKPT or --pretrained; exactly one of them must be given."""
+    from . import CLIError  # here: the package's __init__ imports this module
+
+    if args.pretrained and args.checkpoint:
+        raise CLIError("give a checkpoint CKPT or --pretrained, not both")
+    if args.pretrained:
+        return str(pretrained.path(args.pretrained))
+    if not args.checkpoint:
+        raise CLIError(
+            "give a checkpoint CKPT, or --pretrained for the model shipped with gatescope"
+        )
+    return args.checkpoint

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from . import CLIError
-from .args import HelpFormatter, positive_int
+from .args import (
+    HelpFormatter,
+    add_checkpoint_or_pretrained,
+    checkpoint_or_pretrained,
+    positive_int,
+)
 
 GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
 
@@ -24,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "often each gate saturates.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="CKPT")
+    add_checkpoint_or_pretrained(p)
     p.add_argument("--text", nargs="+", required=True, metavar="PATH", help="files or folders")
     p.add_argument("--glob", help="only take files matching this from folders, e.g. '*.py'")
     p.add_argument("--max-chars", type=positive_int, default=50_000, help="read at most this much")
@@ -126,7 +131,7 @@ def summary(result: dict[str, Any], top: int) -> dict[str, Any]:
 
 def handler(args: argparse.Namespace) -> int:
     files, texts = _read(args.text, args.glob)
-    result = analyse(args.checkpoint, texts, args.max_chars)
+    result = analyse(checkpoint_or_pretrained(args), texts, args.max_chars)
     written = write_pictures(Path(args.out), result, args.top) if args.out else []
     report = summary(result, args.top)
     report["files"] = [os.fspath(f) for f in files]

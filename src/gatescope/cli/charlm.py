@@ -11,6 +11,8 @@ from typing import Any
 from . import CLIError
 from .args import (
     HelpFormatter,
+    add_checkpoint_or_pretrained,
+    checkpoint_or_pretrained,
     fraction,
     nonnegative_float,
     nonnegative_int,
@@ -116,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(handler=train_handler)
 
     s = cmds.add_parser("sample", help="generate text from a checkpoint", formatter_class=fmt)
-    s.add_argument("checkpoint", metavar="CKPT")
+    add_checkpoint_or_pretrained(s)
     s.add_argument(
         "--prime", default="", help="text the model reads first, printed too (default: a newline)"
     )
@@ -128,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(handler=sample_handler)
 
     e = cmds.add_parser("eval", help="bits per character on a text", formatter_class=fmt)
-    e.add_argument("checkpoint", metavar="CKPT")
+    add_checkpoint_or_pretrained(e)
     e.add_argument("--text", nargs="+", required=True, metavar="PATH", help="files or folders")
     e.add_argument("--glob", help="only take files matching this from folders")
     e.add_argument("--json", action="store_true", help="print a JSON object")
@@ -321,7 +323,7 @@ def train_handler(args: argparse.Namespace) -> int:
 def sample_handler(args: argparse.Namespace) -> int:
     from gatescope import charlm as cl
 
-    model, vocab, _ = cl.load_charlm(args.checkpoint)
+    model, vocab, _ = cl.load_charlm(checkpoint_or_pretrained(args))
     text = cl.sample(
         model,
         vocab,
@@ -337,7 +339,7 @@ def sample_handler(args: argparse.Namespace) -> int:
 def eval_handler(args: argparse.Namespace) -> int:
     from gatescope import charlm as cl
 
-    model, vocab, meta = cl.load_charlm(args.checkpoint)
+    model, vocab, meta = cl.load_charlm(checkpoint_or_pretrained(args))
     files = cl.find_text_files(args.text, args.glob)
     parts = []
     for f in files:

@@ -19,7 +19,13 @@ from typing import Any
 from gatescope.tasks import TASKS
 
 from . import CLIError
-from .args import HelpFormatter, nonnegative_int, positive_int
+from .args import (
+    HelpFormatter,
+    add_checkpoint_or_pretrained,
+    checkpoint_or_pretrained,
+    nonnegative_int,
+    positive_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,9 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=HelpFormatter,
     )
-    p.add_argument(
-        "checkpoint",
-        metavar="CKPT",
+    add_checkpoint_or_pretrained(
+        p,
         help="a model file from `gatescope train` or `gatescope charlm train`, or a .onnx / "
         ".keras / .h5 task model (with --task)",
     )
@@ -154,7 +159,7 @@ def handler(args: argparse.Namespace) -> int:
 
     from .export import task_for
 
-    path = args.checkpoint
+    path = checkpoint_or_pretrained(args)
     if not os.path.isfile(path):
         raise CLIError(f"{path}: no such file")
     if args.length and not args.task:
