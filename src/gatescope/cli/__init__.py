@@ -21,7 +21,17 @@ import os
 import sys
 
 # modules under gatescope.cli that contribute commands, in the order --help lists them
-COMMAND_MODULES = ("demo", "train", "plot", "charlm", "cells", "explore", "sweep", "export")
+COMMAND_MODULES = (
+    "demo",
+    "train",
+    "plot",
+    "charlm",
+    "cells",
+    "explore",
+    "sweep",
+    "export",
+    "seq2seq",
+)
 
 
 class CLIError(Exception):
