@@ -78,35 +78,21 @@ def test_gradients_match_central_differences(cfg):
 # ------------------------------------------------------------------------------ PyTorch
 
 
-def _torch_loss_and_grads(model: Seq2Seq, src: np.ndarray, tgt: np.ndarray):
+def _torch_twin(model: Seq2Seq):
     """The same model written in PyTorch (float64), weights copied from `model`: packed
-    sequences for the encoder, nn.LSTM / nn.GRU or their cells for the decoder."""
+    sequences for the encoder, nn.LSTM / nn.GRU or their cells for the decoder.
+
+    Returns (loss_fn, named): loss_fn(src, tgt) -> torch loss; named: our parameter name ->
+    (torch tensor, slice of it). PyTorch's second bias (bias_hh) stays 0 (its gradient is
+    masked), except a GRU's n part, which is our bias_hn."""
     torch = pytest.importorskip("torch")
     nn = torch.nn
     c = model.config
+    H, L = c.hidden_size, c.num_layers
     P = {
         k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in model.params.items()
     }
-    H, L = c.hidden_size, c.num_layers
-    B, S = src.shape
-    lengths = (src != PAD).sum(1)
-    src_t = torch.tensor(src)
-    if c.reverse_source:
-        idx = np.tile(np.arange(S), (B, 1))
-        for b in range(B):
-            idx[b, : lengths[b]] = idx[b, : lengths[b]][::-1]
-        src_t = src_t[torch.arange(B)[:, None], torch.tensor(idx)]
-
-    def embed(side, ids):
-        if c.encoding == "one_hot":
-            V = c.src_vocab if side == "src" else c.tgt_vocab
-            return torch.nn.functional.one_hot(ids, V).double()
-        return P[f"{side}_embed"][ids]
-
-    Rec = nn.LSTM if c.arch == "lstm" else nn.GRU
-    E = model.embed_size("src")
-    enc = Rec(E, H, L, batch_first=True, bidirectional=c.bidirectional).double()
-    tensors = {}  # torch parameter -> (our name, slice of our grad)
+    named = {}  # our name -> (torch tensor, slice)
 
     def copy_layer(module, suffix, prefix, k):
         """Our layer k of `prefix` into the torch parameters ending in `suffix`."""
@@ -116,6 +102,7 @@ def _torch_loss_and_grads(model: Seq2Seq, src: np.ndarray, tgt: np.ndarray):
 
         w_ih, w_hh = getattr(module, "weight_ih" + suffix), getattr(module, "weight_hh" + suffix)
         b_ih, b_hh = getattr(module, "bias_ih" + suffix), getattr(module, "bias_hh" + suffix)
+        keep = torch.zeros_like(b_hh)
         with torch.no_grad():
             w_ih.copy_(P[ours("weight_ih")])
             w_hh.copy_(P[ours("weight_hh")])
@@ -123,80 +110,112 @@ def _torch_loss_and_grads(model: Seq2Seq, src: np.ndarray, tgt: np.ndarray):
             b_hh.zero_()
             if c.arch == "gru":
                 b_hh[2 * H :] = P[ours("bias_hn")]  # the bias inside the reset product
-        tensors[ours("weight_ih")] = (w_ih, slice(None))
-        tensors[ours("weight_hh")] = (w_hh, slice(None))
-        tensors[ours("bias")] = (b_ih, slice(None))
+                keep[2 * H :] = 1
+        b_hh.register_hook(lambda g: g * keep)
+        named[ours("weight_ih")] = (w_ih, slice(None))
+        named[ours("weight_hh")] = (w_hh, slice(None))
+        named[ours("bias")] = (b_ih, slice(None))
         if c.arch == "gru":
-            tensors[ours("bias_hn")] = (b_hh, slice(2 * H, None))
+            named[ours("bias_hn")] = (b_hh, slice(2 * H, None))
 
+    Rec = nn.LSTM if c.arch == "lstm" else nn.GRU
+    enc = Rec(model.embed_size("src"), H, L, batch_first=True, bidirectional=c.bidirectional)
+    enc = enc.double()
     for k in range(L):
         copy_layer(enc, f"_l{k}", "enc", k)
         if c.bidirectional:
             copy_layer(enc, f"_l{k}_reverse", "enc_rev", k)
-    packed = nn.utils.rnn.pack_padded_sequence(
-        embed("src", src_t), torch.tensor(lengths), batch_first=True, enforce_sorted=False
-    )
-    out, hn = enc(packed)
-    mem, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=S)
-    if c.reverse_source:
-        mem = mem[torch.arange(B)[:, None], torch.tensor(idx)]
-    D = 2 if c.bidirectional else 1
-
-    def finals(h):  # (L*D, B, H) -> (L, B, H), directions summed
-        return h.view(L, D, B, H).sum(1)
-
-    state = (finals(hn[0]), finals(hn[1])) if c.arch == "lstm" else finals(hn)
-    smask = torch.tensor(src != PAD)
-    y_in = torch.tensor(np.concatenate([np.full((B, 1), BOS), tgt[:, :-1]], axis=1))
-    x = embed("tgt", y_in)  # (B, T, E)
-    T = tgt.shape[1]
-
-    def softmax_masked(score):
-        return torch.softmax(score.masked_fill(~smask[:, None, :], -torch.inf), dim=-1)
-
+    E_t = model.embed_size("tgt")
+    Dm = model.memory_size
     if c.attention == "bahdanau":
         Cell = nn.LSTMCell if c.arch == "lstm" else nn.GRUCell
-        Dm = mem.shape[-1]
-        cells = [Cell((x.shape[-1] + Dm) if k == 0 else H, H).double() for k in range(L)]
+        cells = [Cell((E_t + Dm) if k == 0 else H, H).double() for k in range(L)]
         for k, cell in enumerate(cells):
             copy_layer(cell, "", "dec", k)
-        if c.arch == "lstm":
-            st = [(state[0][k], state[1][k]) for k in range(L)]
-        else:
-            st = [state[k] for k in range(L)]
-        keys = mem @ P["attn.W_k"].T
-        outs = []
-        for t in range(T):
-            q = st[-1][0] if c.arch == "lstm" else st[-1]
-            score = torch.tanh(keys + (q @ P["attn.W_q"].T)[:, None, :]) @ P["attn.v"]
-            alpha = softmax_masked(score[:, None, :])[:, 0]
-            ctx = (alpha[:, :, None] * mem).sum(1)
-            inp = torch.cat([x[:, t], ctx], dim=1)
-            for k, cell in enumerate(cells):
-                st[k] = cell(inp, st[k])
-                inp = st[k][0] if c.arch == "lstm" else st[k]
-            outs.append(torch.cat([inp, ctx], dim=1))
-        O = torch.stack(outs, 1)
     else:
-        dec = Rec(x.shape[-1], H, L, batch_first=True).double()
+        dec = Rec(E_t, H, L, batch_first=True).double()
         for k in range(L):
             copy_layer(dec, f"_l{k}", "dec", k)
-        Sd, _ = dec(x, state)
-        if c.attention == "none":
-            O = Sd
+    for name, t in P.items():
+        if name not in named:
+            named[name] = (t, slice(None))
+
+    def embed(side, ids):
+        if c.encoding == "one_hot":
+            V = c.src_vocab if side == "src" else c.tgt_vocab
+            return torch.nn.functional.one_hot(ids, V).double()
+        return P[f"{side}_embed"][ids]
+
+    def loss_fn(src, tgt):
+        B, S = src.shape
+        lengths = (src != PAD).sum(1)
+        src_t = torch.tensor(src)
+        if c.reverse_source:
+            idx = np.tile(np.arange(S), (B, 1))
+            for b in range(B):
+                idx[b, : lengths[b]] = idx[b, : lengths[b]][::-1]
+            src_t = src_t[torch.arange(B)[:, None], torch.tensor(idx)]
+        packed = nn.utils.rnn.pack_padded_sequence(
+            embed("src", src_t), torch.tensor(lengths), batch_first=True, enforce_sorted=False
+        )
+        out, hn = enc(packed)
+        mem, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=S)
+        if c.reverse_source:
+            mem = mem[torch.arange(B)[:, None], torch.tensor(idx)]
+        D = 2 if c.bidirectional else 1
+
+        def finals(h):  # (L*D, B, H) -> (L, B, H), directions summed
+            return h.view(L, D, B, H).sum(1)
+
+        state = (finals(hn[0]), finals(hn[1])) if c.arch == "lstm" else finals(hn)
+        smask = torch.tensor(src != PAD)
+        y_in = torch.tensor(np.concatenate([np.full((B, 1), BOS), tgt[:, :-1]], axis=1))
+        x = embed("tgt", y_in)  # (B, T, E)
+        T = tgt.shape[1]
+
+        def softmax_masked(score):
+            return torch.softmax(score.masked_fill(~smask[:, None, :], -torch.inf), dim=-1)
+
+        if c.attention == "bahdanau":
+            if c.arch == "lstm":
+                st = [(state[0][k], state[1][k]) for k in range(L)]
+            else:
+                st = [state[k] for k in range(L)]
+            keys = mem @ P["attn.W_k"].T
+            outs = []
+            for t in range(T):
+                q = st[-1][0] if c.arch == "lstm" else st[-1]
+                score = torch.tanh(keys + (q @ P["attn.W_q"].T)[:, None, :]) @ P["attn.v"]
+                alpha = softmax_masked(score[:, None, :])[:, 0]
+                ctx = (alpha[:, :, None] * mem).sum(1)
+                inp = torch.cat([x[:, t], ctx], dim=1)
+                for k, cell in enumerate(cells):
+                    st[k] = cell(inp, st[k])
+                    inp = st[k][0] if c.arch == "lstm" else st[k]
+                outs.append(torch.cat([inp, ctx], dim=1))
+            O = torch.stack(outs, 1)
         else:
-            Q = Sd @ P["attn.W_a"] if c.score == "general" else Sd
-            alpha = softmax_masked(Q @ mem.transpose(1, 2))
-            ctx = alpha @ mem
-            O = torch.tanh(torch.cat([ctx, Sd], -1) @ P["attn.W_c"].T)
-    logits = O @ P["out.weight"].T + P["out.bias"]
-    loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, c.tgt_vocab), torch.tensor(tgt).reshape(-1), ignore_index=PAD
-    )
+            Sd, _ = dec(x, state)
+            if c.attention == "none":
+                O = Sd
+            else:
+                Q = Sd @ P["attn.W_a"] if c.score == "general" else Sd
+                alpha = softmax_masked(Q @ mem.transpose(1, 2))
+                ctx = alpha @ mem
+                O = torch.tanh(torch.cat([ctx, Sd], -1) @ P["attn.W_c"].T)
+        logits = O @ P["out.weight"].T + P["out.bias"]
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, c.tgt_vocab), torch.tensor(tgt).reshape(-1), ignore_index=PAD
+        )
+
+    return loss_fn, named
+
+
+def _torch_loss_and_grads(model: Seq2Seq, src: np.ndarray, tgt: np.ndarray):
+    loss_fn, named = _torch_twin(model)
+    loss = loss_fn(src, tgt)
     loss.backward()
-    grads = {name: t.grad for name, t in P.items() if t.grad is not None}
-    for name, (tensor, part) in tensors.items():
-        grads[name] = tensor.grad[part]
+    grads = {name: t.grad[part] for name, (t, part) in named.items() if t.grad is not None}
     return float(loss.detach()), grads
 
 
@@ -419,3 +438,42 @@ def test_save_and_read_back(tmp_path):
     assert back.config == model.config
     src, tgt = _batch(np.random.default_rng(0))
     assert back.loss(src, tgt) == model.loss(src, tgt)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(attention="bahdanau"),
+        dict(attention="luong", arch="gru", bidirectional=True),
+        dict(attention="none", num_layers=2),
+    ],
+    ids=_name,
+)
+def test_trains_like_pytorch(cfg):
+    """100 steps of Adam with gradient clipping on the same batches (the loop's own
+    train_step against torch.optim.Adam): float64 weights within 1e-9."""
+    torch = pytest.importorskip("torch")
+    from gatescope.tasks.seq2seq import ReverseTask
+    from gatescope.train import TrainConfig, train_step
+
+    task = ReverseTask(length=6, min_length=2, symbols=4)
+    model = Seq2Seq(task.input_size, task.output_size, 6, seed=0, dtype="float64", **cfg)
+    loss_fn, named = _torch_twin(model)
+    tensors = list({id(t): t for t, _ in named.values()}.values())
+    opt_t = torch.optim.Adam(tensors, lr=1e-2)
+    config = TrainConfig(lr=1e-2, clip_norm=1.0)
+    opt = config.make_optimizer(model.params)
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        batch = task.make_batch(8, rng)
+        loss, bad = train_step(model, opt, batch, config)
+        assert bad is None
+        opt_t.zero_grad()
+        loss_t = loss_fn(batch.x, batch.y)
+        loss_t.backward()
+        torch.nn.utils.clip_grad_norm_(tensors, 1.0)
+        opt_t.step()
+        assert abs(loss - float(loss_t.detach())) < 1e-9
+    for name, p in model.params.items():
+        t, part = named[name]
+        np.testing.assert_allclose(p, t.detach()[part].numpy(), rtol=0, atol=1e-9, err_msg=name)

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
         description="Train a Seq2Seq and write a checkpoint (atomically, every "
         "--checkpoint-every steps and at the end); stops when the held-out exact match "
-        "reaches 0.99. Exit codes: 0 done, 1 diverged, 2 bad input.",
+        "reaches 0.995. Exit codes: 0 done, 1 diverged, 2 bad input.",
     )
     t.add_argument("--task", choices=sorted(SEQ2SEQ_TASKS), help="required unless --resume")
     t.add_argument(

@@ -18,7 +18,8 @@ is held out. Training batches never contain a held-out pair; `make_heldout_batch
 Metrics: ``exact_match``, the fraction of outputs equal to the whole target, and
 ``token_accuracy``, the fraction of target tokens (EOS included) predicted at their
 position. Each task's ``baseline`` is the exact match of the best guess that ignores the
-input (stated per task). Solved at exact match >= 0.99.
+input (stated per task). Solved at exact match >= 0.995 on the held-out set (stopping
+at the first evaluation over 0.99 left fresh test sets at about 0.98).
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ class Seq2SeqTask(Task):
 
     @property
     def threshold(self) -> float:
-        return 0.99
+        # stricter than the 99% aimed at: early stopping picks the first evaluation over it,
+        # and a fresh test set then scores a little lower (selection on a noisy estimate)
+        return 0.995
 
     # -- pairs ---------------------------------------------------------------------------------
     def pairs(self, n: int, rng: Seed, heldout: bool = False) -> list[tuple[str, str]]:
