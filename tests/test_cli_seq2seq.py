@@ -176,3 +176,10 @@ def test_a_trained_file_loads_as_a_seq2seq(trained):
 
     model, meta, _ = read_model_file(trained)
     assert isinstance(model, Seq2Seq) and meta["step"] == 10
+
+
+def test_other_commands_refuse_a_seq2seq_file_in_one_line(trained, capsys):
+    code, _, err = run(capsys, "evaluate", trained)
+    assert code == 2 and "seq2seq" in err and "Traceback" not in err
+    code, _, err = run(capsys, "train", "--resume", trained, "--steps", "20")
+    assert code == 2 and "seq2seq" in err

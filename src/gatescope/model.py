@@ -664,4 +664,9 @@ def load_model(path: str | os.PathLike[str]) -> tuple[SequenceModel, dict[str, A
     disagree with) raises CheckpointError naming the file.
     """
     model, meta, _ = read_model_file(path)
+    if isinstance(model, Seq2Seq):  # the commands that take a SequenceModel come here
+        raise CheckpointError(
+            f"{os.fspath(path)}: a sequence-to-sequence model (type {SEQ2SEQ_FILE_TYPE!r}); "
+            "use `gatescope seq2seq` (translate, evaluate, plot) or read_model_file"
+        )
     return model, meta
