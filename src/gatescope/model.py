@@ -52,6 +52,8 @@ import numpy as np
 from gatescope.checkpoint import CheckpointError, check_tensors, load_checkpoint, save_checkpoint
 from gatescope.nn import Linear, Recurrent, RecurrentConfig, build_recurrent, cross_entropy, mse
 from gatescope.nn.checks import Seed, as_float_dtype, as_generator, check_positive_int
+from gatescope.seq2seq import MODEL_FILE_TYPE as SEQ2SEQ_FILE_TYPE
+from gatescope.seq2seq import Seq2Seq, Seq2SeqConfig
 from gatescope.tasks.base import KINDS, Batch
 
 __all__ = [
@@ -476,8 +478,8 @@ def save_model(
     or ``"carry."``. Raises ValueError for bad arguments, CheckpointError when the file
     cannot be written.
     """
-    if not isinstance(model, SequenceModel):
-        raise ValueError(f"model must be a SequenceModel, got {type(model).__name__}")
+    if not isinstance(model, SequenceModel | Seq2Seq):
+        raise ValueError(f"model must be a SequenceModel or Seq2Seq, got {type(model).__name__}")
     meta = dict(meta or {})
     for reserved in ("type", "model"):
         if reserved in meta:
@@ -490,9 +492,8 @@ def save_model(
                 f"got {name!r}"
             )
         tensors[name] = arr
-    save_checkpoint(
-        path, tensors, {"type": MODEL_FILE_TYPE, "model": model.config.to_dict(), **meta}
-    )
+    kind = SEQ2SEQ_FILE_TYPE if isinstance(model, Seq2Seq) else MODEL_FILE_TYPE
+    save_checkpoint(path, tensors, {"type": kind, "model": model.config.to_dict(), **meta})
 
 
 LN2 = math.log(2.0)
@@ -594,12 +595,18 @@ def upgrade_charlm_v1(
 def read_model_file(
     path: str | os.PathLike[str],
 ) -> tuple[SequenceModel, dict[str, Any], dict[str, np.ndarray]]:
-    """Like :func:`load_model`, also returning the extra (``"optim."``, ``"carry."``) tensors."""
+    """Like :func:`load_model`, also returning the extra (``"optim."``, ``"carry."``) tensors.
+
+    The one reader of model files: a file of type ``"gatescope.Seq2Seq"`` (written by
+    `save_model` from a `gatescope.seq2seq.Seq2Seq`) gives a Seq2Seq.
+    """
     path_str = os.fspath(path)
     tensors, meta = load_checkpoint(path_str)
     if meta.get("kind") == LEGACY_CHARLM_KIND and "type" not in meta:
         tensors, meta = upgrade_charlm_v1(path_str, tensors, meta)
     kind = meta.get("type")
+    if kind == SEQ2SEQ_FILE_TYPE and isinstance(meta.get("model"), dict):
+        return _read_seq2seq(path_str, tensors, meta)
     if kind != MODEL_FILE_TYPE or not isinstance(meta.get("model"), dict):
         what = f"type {kind!r}" if kind is not None else "no 'type'"
         raise CheckpointError(
@@ -626,6 +633,27 @@ def read_model_file(
     return model, meta, extra
 
 
+def _read_seq2seq(
+    path: str, tensors: dict[str, np.ndarray], meta: dict[str, Any]
+) -> tuple[Seq2Seq, dict[str, Any], dict[str, np.ndarray]]:
+    """`read_model_file` for a file of type ``"gatescope.Seq2Seq"``."""
+    try:
+        model = Seq2Seq.from_config(Seq2SeqConfig.from_dict(meta["model"]))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: invalid Seq2Seq description in the metadata: {e}") from None
+    weights = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIXES)}
+    extra = {k: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIXES)}
+    check_tensors(path, weights, model.expected_shapes())
+    for k, v in weights.items():
+        if v.dtype != model.dtype:
+            raise CheckpointError(
+                f"{path}: tensor {k!r} is {v.dtype} but the metadata says the model is "
+                f"{model.dtype}"
+            )
+    model.load_params(weights)
+    return model, meta, extra
+
+
 def load_model(path: str | os.PathLike[str]) -> tuple[SequenceModel, dict[str, Any]]:
     """Rebuild a model from a file written by :func:`save_model` (or a gatescope 0.1.0
     char-LM file); return ``(model, meta)``.
@@ -636,4 +664,9 @@ def load_model(path: str | os.PathLike[str]) -> tuple[SequenceModel, dict[str, A
     disagree with) raises CheckpointError naming the file.
     """
     model, meta, _ = read_model_file(path)
+    if isinstance(model, Seq2Seq):  # the commands that take a SequenceModel come here
+        raise CheckpointError(
+            f"{os.fspath(path)}: a sequence-to-sequence model (type {SEQ2SEQ_FILE_TYPE!r}); "
+            "use `gatescope seq2seq` (translate, evaluate, plot) or read_model_file"
+        )
     return model, meta

@@ -70,6 +70,7 @@ from gatescope.model import (
 from gatescope.nn.checks import check_positive_int
 from gatescope.optim import OPTIMIZERS, Optimizer, clip_grad_norm, clip_grad_value, make_optimizer
 from gatescope.progress import Progress
+from gatescope.seq2seq import Seq2Seq
 from gatescope.tasks import Batch, Task, task_from_dict
 from gatescope.tasks.text import TextTask, corpus_from_meta
 
@@ -244,7 +245,12 @@ def train_rng(seed: int) -> np.random.Generator:
 
 def heldout_batch(task: Task, n: int, seed: int) -> Batch:
     """The fixed held-out set of ``fit`` (``n`` sequences drawn from ``seed``'s stream)."""
-    return task.make_batch(n, _rng(seed, _HELDOUT_STREAM))
+    return _eval_batch(task, n, _rng(seed, _HELDOUT_STREAM))
+
+
+def _eval_batch(task: Task, n: int, rng: np.random.Generator) -> Batch:
+    # a task with pairs that training never draws (the seq2seq tasks) evaluates on those
+    return getattr(task, "make_heldout_batch", task.make_batch)(n, rng)
 
 
 def _evaluate_on(task: Task, model: SequenceModel, batch: Batch | np.ndarray) -> dict[str, float]:
@@ -268,7 +274,7 @@ def evaluate_model(
     n = check_positive_int("n", n)
     if isinstance(task, TextTask):  # a text has one validation set: its windows
         return _evaluate_on(task, model, task.validation_ids())
-    batch = task.make_batch(n, _rng(seed, _TEST_STREAM))
+    batch = _eval_batch(task, n, _rng(seed, _TEST_STREAM))
     return _evaluate_on(task, model, batch)
 
 
@@ -559,6 +565,12 @@ def train_step(
     ``state0``: the carried initial state (truncated BPTT), a constant for backward; the
     final state is ``model.final_state`` afterwards."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if isinstance(model, Seq2Seq):  # teacher forcing: the model reads the targets too
+            loss = model.loss(batch.x, batch.y)
+            if not math.isfinite(loss):
+                return loss, f"the loss ({loss})"
+            model.backward()
+            return _clip_and_step(model, optimizer, config, loss)
         out = model.forward(batch.x, state0)
         if not np.isfinite(out).all():
             return math.nan, "the model output"
@@ -566,6 +578,13 @@ def train_step(
         if not math.isfinite(loss):
             return loss, f"the loss ({loss})"
         model.backward(dout)
+        return _clip_and_step(model, optimizer, config, loss)
+
+
+def _clip_and_step(
+    model: Any, optimizer: Optimizer, config: TrainConfig, loss: float
+) -> tuple[float, str | None]:
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if config.clip_value is not None:
             clip_grad_value(model.grads, config.clip_value)
         if config.clip_norm is not None:
@@ -633,6 +652,9 @@ def _divergence_message(
 def _check_model_fits(task: Task, model: SequenceModel) -> None:
     if not isinstance(task, Task):
         raise ValueError(f"task must be a gatescope.tasks.Task, got {type(task).__name__}")
+    if isinstance(model, Seq2Seq):
+        model.check_fits(task)
+        return
     if not isinstance(model, SequenceModel):
         raise ValueError(f"model must be a SequenceModel, got {type(model).__name__}")
     c = model.config

@@ -33,6 +33,7 @@ from gatescope.tasks.base import KINDS, Batch, Task
 from gatescope.tasks.copy_memory import CopyTask
 from gatescope.tasks.order import OrderTask
 from gatescope.tasks.recall import RecallTask
+from gatescope.tasks.seq2seq import SEQ2SEQ_TASKS, get_seq2seq_task
 from gatescope.tasks.text import TextTask
 
 __all__ = [
@@ -80,4 +81,6 @@ def task_from_dict(d: Mapping[str, Any]) -> Task:
     if not isinstance(d, Mapping) or "name" not in d:
         raise ValueError(f"d must be a mapping with a 'name' key, got {d!r}")
     options = {k: v for k, v in d.items() if k != "name"}
+    if d["name"] in SEQ2SEQ_TASKS:  # reverse, addition, dates (gatescope.tasks.seq2seq)
+        return get_seq2seq_task(d["name"], **options)
     return get_task(d["name"], **options)

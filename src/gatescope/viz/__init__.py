@@ -46,7 +46,17 @@ __all__ = [
     "training_curves_figure",
 ]
 # the modules beside the figures, imported when first named (`viz.explorer`, ...)
-_SUBMODULES = ("capacity", "demo_page", "explorer", "figures", "page", "patching", "style", "units")
+_SUBMODULES = (
+    "capacity",
+    "demo_page",
+    "explorer",
+    "figures",
+    "page",
+    "patching",
+    "seq2seq",
+    "style",
+    "units",
+)
 
 
 def __getattr__(name: str) -> Any:
