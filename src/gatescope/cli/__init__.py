@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "sweep",
     "export",
     "patch",
+    "seq2seq",
 )
 
 
