@@ -113,7 +113,8 @@ def _print_table(console, summary: dict) -> None:
         ("grad. 1st step / loss", "right"),
     ):
         table.add_column(col, justify=just)
-    names = {"lstm": "LSTM", "gru": "GRU", "rnn": "vanilla RNN"}
+    from gatescope.viz.style import ARCH_NAMES as names
+
     for arch in ("lstm", "gru", "rnn"):
         m = summary["models"][arch]
         ratio = summary["gradient_flow"][arch]["untrained"].get("h_ratio")

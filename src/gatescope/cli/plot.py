@@ -151,6 +151,7 @@ def plot_figure(
     from gatescope.demo import float64_copy
     from gatescope.model import SequenceModel
     from gatescope.tasks import Batch
+    from gatescope.viz.style import ARCH_NAMES
 
     model = float64_copy(model)
     arch = model.config.arch
@@ -160,7 +161,7 @@ def plot_figure(
         probe = Batch(model.encode(probe.x), probe.y, probe.mask)
         model = model.as_dense()
         layer = model.recurrent
-    label = {"lstm": "LSTM", "gru": "GRU", "rnn": "vanilla RNN"}[arch]
+    label = ARCH_NAMES[arch]
     where = f"{name + ': ' if name else ''}{label}, {task.name} T={task.length}"
     if what == "gates":
         acts = gi.gate_activations(layer, probe.x[index])
