@@ -90,3 +90,13 @@ def checkpoint_or_pretrained(args: argparse.Namespace) -> str:
             "give a checkpoint CKPT, or --pretrained for the model shipped with gatescope"
         )
     return args.checkpoint
+
+
+def add_task_arguments(parser: argparse.ArgumentParser, help: str) -> None:
+    """--task NAME and --length T: the task a model from elsewhere (.onnx, .keras) is for."""
+    from gatescope.tasks import TASKS
+
+    parser.add_argument("--task", choices=sorted(TASKS), help=help)
+    parser.add_argument(
+        "--length", type=positive_int, metavar="T", help="--task: its sequence length"
+    )

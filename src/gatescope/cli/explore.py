@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gatescope.tasks import TASKS
-
 from . import CLIError
 from .args import (
     HelpFormatter,
     add_checkpoint_or_pretrained,
+    add_task_arguments,
     checkpoint_or_pretrained,
     nonnegative_int,
     positive_int,
@@ -98,12 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--top-k", metavar="K", type=positive_int, default=5, help="predictions shown on hover"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the task samples")
-    p.add_argument(
-        "--task",
-        choices=sorted(TASKS),
-        help="task models: the task to sample (needed for .onnx / .keras files)",
-    )
-    p.add_argument("--length", type=positive_int, metavar="T", help="--task: its sequence length")
+    add_task_arguments(p, "task models: the task to sample (needed for .onnx / .keras files)")
     p.add_argument(
         "--title", default=None, help="the page title (default: the checkpoint's file name)"
     )

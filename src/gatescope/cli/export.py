@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from gatescope.tasks import TASKS
-
 from . import CLIError
-from .args import HelpFormatter, positive_int
+from .args import HelpFormatter, add_task_arguments
 
 CHECK_ATOL = 1e-4  # --check: onnxruntime runs float32; gatescope's float64 differs by ~1e-7
 
@@ -57,12 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="OUT.safetensors",
         help="write a gatescope model file (keeps MODEL's task, or --task)",
     )
-    p.add_argument(
-        "--task",
-        choices=sorted(TASKS),
-        help="--checkpoint: the task the model is for (its probe data for plot/explore)",
+    add_task_arguments(
+        p, "--checkpoint: the task the model is for (its probe data for plot/explore)"
     )
-    p.add_argument("--length", type=positive_int, metavar="T", help="--task: its sequence length")
     p.set_defaults(handler=handler)
 
 

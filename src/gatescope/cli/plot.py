@@ -19,10 +19,8 @@ import argparse
 import os
 import sys
 
-from gatescope.tasks import TASKS
-
 from . import CLIError
-from .args import nonnegative_int, positive_int
+from .args import add_task_arguments, nonnegative_int, positive_int
 
 KINDS = ("gates", "traces", "gradflow", "saturation")
 
@@ -56,12 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--index", type=nonnegative_int, default=0, help="which probe sequence `gates` shows"
     )
-    p.add_argument(
-        "--task",
-        choices=sorted(TASKS),
-        help="the task whose sequences probe the model (needed for .onnx / .keras files)",
+    add_task_arguments(
+        p, "the task whose sequences probe the model (needed for .onnx / .keras files)"
     )
-    p.add_argument("--length", type=positive_int, metavar="T", help="--task: its sequence length")
     p.set_defaults(handler=handler)
 
 
