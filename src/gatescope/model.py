@@ -620,27 +620,12 @@ def read_model_file(
             f"{path_str}: invalid model description in the metadata: {e}"
         ) from None
     model = SequenceModel(config, seed=0)
-    weights = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIXES)}
-    extra = {k: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIXES)}
-    check_tensors(path_str, weights, model.expected_shapes())
-    for k, v in weights.items():
-        if v.dtype != model.dtype:
-            raise CheckpointError(
-                f"{path_str}: tensor {k!r} is {v.dtype} but the metadata says the model is "
-                f"{model.dtype}"
-            )
-    model.load_params(weights)
-    return model, meta, extra
+    return model, meta, _load_weights(path_str, model, tensors)
 
 
-def _read_seq2seq(
-    path: str, tensors: dict[str, np.ndarray], meta: dict[str, Any]
-) -> tuple[Seq2Seq, dict[str, Any], dict[str, np.ndarray]]:
-    """`read_model_file` for a file of type ``"gatescope.Seq2Seq"``."""
-    try:
-        model = Seq2Seq.from_config(Seq2SeqConfig.from_dict(meta["model"]))
-    except ValueError as e:
-        raise CheckpointError(f"{path}: invalid Seq2Seq description in the metadata: {e}") from None
+def _load_weights(path: str, model: Any, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Check the file's weights against `model` (names, shapes, dtype), copy them in, and
+    return the extra tensors (optimizer state, carried state) for the caller."""
     weights = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIXES)}
     extra = {k: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIXES)}
     check_tensors(path, weights, model.expected_shapes())
@@ -651,7 +636,18 @@ def _read_seq2seq(
                 f"{model.dtype}"
             )
     model.load_params(weights)
-    return model, meta, extra
+    return extra
+
+
+def _read_seq2seq(
+    path: str, tensors: dict[str, np.ndarray], meta: dict[str, Any]
+) -> tuple[Seq2Seq, dict[str, Any], dict[str, np.ndarray]]:
+    """`read_model_file` for a file of type ``"gatescope.Seq2Seq"``."""
+    try:
+        model = Seq2Seq.from_config(Seq2SeqConfig.from_dict(meta["model"]))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: invalid Seq2Seq description in the metadata: {e}") from None
+    return model, meta, _load_weights(path, model, tensors)
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[SequenceModel, dict[str, Any]]:
