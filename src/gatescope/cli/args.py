@@ -100,3 +100,9 @@ def add_task_arguments(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument(
         "--length", type=positive_int, metavar="T", help="--task: its sequence length"
     )
+
+
+def resume_overrides(args: argparse.Namespace) -> dict[str, int]:
+    """The TrainConfig fields a `--resume` may change: --steps and --checkpoint-every."""
+    names = ("steps", "checkpoint_every")
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}

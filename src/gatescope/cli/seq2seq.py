@@ -28,7 +28,7 @@ from gatescope.tasks.seq2seq import SEQ2SEQ_TASKS, Seq2SeqTask, get_seq2seq_task
 from gatescope.train import DEFAULT_TEST_SEED, TrainConfig, evaluate_model, fit, resume_state
 
 from . import CLIError
-from .args import HelpFormatter, nonnegative_int, positive_float, positive_int
+from .args import HelpFormatter, nonnegative_int, positive_float, positive_int, resume_overrides
 from .train import _check_out
 
 # Defaults of `gatescope seq2seq train`, found by experiment (docs/seq2seq.md, "Results")
@@ -269,11 +269,7 @@ def handle_train(args: argparse.Namespace) -> int:
             raise CLIError(
                 f"--resume continues the saved run; drop {', '.join(given)} (or start a new run)"
             )
-        overrides = {}
-        if args.steps is not None:
-            overrides["steps"] = args.steps
-        if args.checkpoint_every is not None:
-            overrides["checkpoint_every"] = args.checkpoint_every
+        overrides = resume_overrides(args)
         task, model, config, state = resume_state(args.out, **overrides)
         if not isinstance(model, Seq2Seq):
             raise CLIError(f"{args.out} is not a seq2seq checkpoint")

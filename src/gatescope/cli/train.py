@@ -24,7 +24,7 @@ from gatescope.tasks import TASKS, get_task, task_from_dict
 from gatescope.train import DEFAULT_TEST_SEED, TrainConfig, evaluate_model, fit, resume_state
 
 from . import CLIError
-from .args import nonnegative_int, positive_float, positive_int
+from .args import nonnegative_int, positive_float, positive_int, resume_overrides
 
 # Model defaults of `gatescope train` (training defaults are TrainConfig's).
 DEFAULT_LENGTH = 100
@@ -375,11 +375,7 @@ def _resumed_run(
             f"--resume {source} continues the saved run, which these flags would change: "
             f"{'; '.join(clashes)}; drop them, or start a new run"
         )
-    overrides = {}
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    if args.checkpoint_every is not None:
-        overrides["checkpoint_every"] = args.checkpoint_every
+    overrides = resume_overrides(args)
     config = TrainConfig(**{**config.to_dict(), **overrides})
     return task, model, config, state
 
