@@ -255,6 +255,145 @@ def _round_list(a: np.ndarray, digits: int = 3) -> list:
     return [[None if not np.isfinite(v) else round(float(v), digits) for v in row] for row in a]
 
 
+def _check_quantities(wanted: Sequence[str], names: Sequence[str], arch: str) -> None:
+    unknown = sorted(set(wanted) - set(names))
+    if unknown or not wanted:
+        raise ValueError(
+            f"quantities must be some of {', '.join(names)} (this {arch}), "
+            f"got {', '.join(wanted) or 'none'}"
+        )
+
+
+def _units_data(
+    trace: Mapping[str, np.ndarray],
+    tokens: str,
+    *,
+    wanted: Sequence[str],
+    kind: str,
+    arch: str,
+    nonlinearity: str = "tanh",
+    seq_len: int,
+    sequences: int,
+    starts: Sequence[int] | None = None,
+    features: Mapping[str, Any] | None = None,
+    token_info: Sequence[str] | None = None,
+    emphasis: np.ndarray | None = None,
+    bits: int | None = None,
+    title: str = "gatescope explorer",
+    details: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The unit views' part of a data object, from a trace already computed.
+
+    ``trace``: quantity -> (L, N, H), the N steps of the document one after another.
+    ``starts``: where each sequence begins (sequences of different lengths; the page breaks
+    lines there), else every ``seq_len`` steps. Quantised per unit (``bits``; None: 16 up
+    to `MAX_16BIT_VALUES` values, else 8), correlated with ``features`` (name -> (N,)).
+    No predictions and no influence: `build_data` adds those.
+    """
+    first = next(iter(trace.values()))
+    L, N, H = first.shape
+    if bits is None:
+        bits = 16 if len(set(wanted)) * L * H * N <= MAX_16BIT_VALUES else 8
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits!r}")
+
+    # --- features and correlations
+    feats: dict[str, np.ndarray] = {}
+    for name, values in (features or {}).items():
+        v = np.asarray(values, np.float64).reshape(-1)
+        if v.shape != (N,):
+            raise ValueError(f"feature {name!r} must have one value per step ({N}), got {v.shape}")
+        feats[str(name)] = v
+    fmat = np.stack(list(feats.values()), axis=1) if feats else np.zeros((N, 0))
+
+    quantities: dict[str, Any] = {}
+    order = [q for q in QUANTITY_ORDER if q in wanted] + [
+        q for q in trace if q in wanted and q not in QUANTITY_ORDER
+    ]
+    for q in order:
+        per_layer, domains, corr = [], [], []
+        for k in range(L):
+            v = trace[q][k]  # (N, H): sequences one after another
+            cmap, lo, hi = _domain(q, v, nonlinearity)
+            per_layer.append(_quantise(v, bits))
+            domains.append({"lo": [float(a) for a in lo], "hi": [float(a) for a in hi]})
+            corr.append(_round_list(pearson_matrix(v, fmat)) if feats else [])
+        quantities[q] = {
+            "label": QUANTITY_LABELS.get(q, q),
+            "cmap": cmap,
+            "layers": per_layer,
+            "domains": domains,
+            "corr": corr,
+        }
+
+    if token_info is not None and len(token_info) != N:
+        raise ValueError(f"token_info must give one string per step ({N}), got {len(token_info)}")
+    if emphasis is not None and np.asarray(emphasis).shape != (N,):
+        raise ValueError(f"emphasis must have one flag per step ({N})")
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "title": str(title),
+        "details": {str(k): str(v) for k, v in (details or {}).items()},
+        "notes": [str(n) for n in notes],
+        "kind": kind,
+        "arch": arch,
+        "n": N,
+        "seq_len": seq_len,
+        "sequences": sequences,
+        "layers": L,
+        "units": H,
+        "bits": bits,
+        "tokens": tokens,
+        "token_info": list(token_info) if token_info is not None else None,
+        "emphasis": _b64(np.asarray(emphasis, bool), "u1") if emphasis is not None else None,
+        "features": list(feats),
+        "quantities": quantities,
+        "luts": {name: colour_lut(name).reshape(-1).tolist() for name in ("div", "seq", "grad")},
+    }
+    if starts is not None:
+        data["starts"] = [int(s) for s in starts]
+    return data
+
+
+def _predictions(
+    probs: np.ndarray,
+    at: np.ndarray,
+    N: int,
+    labels: Sequence[str],
+    targets: np.ndarray | None,
+    top_k: int,
+) -> dict[str, Any]:
+    """The page's predictions: probs (n, C) of the n steps ``at`` among the N of the
+    document, their top-``top_k`` classes, and p(target) where ``targets`` (N,) is >= 0."""
+    idx, p = top_classes(probs, top_k)  # (n, K) each
+    k = idx.shape[1]
+    full_idx = np.zeros((N, k), np.int64)
+    full_p = np.zeros((N, k))
+    full_idx[at], full_p[at] = idx, p
+    has = np.zeros(N, bool)
+    has[at] = True
+    pred: dict[str, Any] = {
+        "k": k,
+        "labels": [str(s) for s in labels],
+        "idx": _b64(full_idx, "u2"),
+        "p": _b64(np.round(full_p * 65535), "u2"),
+        "has": _b64(has, "u1"),
+        "target_p": None,
+    }
+    if targets is not None:
+        tg = np.asarray(targets, np.int64).reshape(-1)
+        if tg.shape != (N,):
+            raise ValueError(f"targets must have one entry per step ({N}), got {tg.shape}")
+        tp = np.full(N, -1.0)
+        ok = has & (tg >= 0)
+        rows = np.searchsorted(at, np.flatnonzero(ok))
+        tp[ok] = probs[rows, tg[ok]]
+        pred["target"] = _b64(np.where(ok, tg, 65535), "u2")
+        pred["target_p"] = _b64(np.where(ok, np.round(tp * 65535), 65535), "u2")
+    return pred
+
+
 def build_data(
     layer: Recurrent,
     x: np.ndarray,
@@ -313,109 +452,33 @@ def build_data(
         raise ValueError("labels need a head and must name each of its outputs")
     L, H = layer.num_layers, layer.hidden_size
     wanted = [str(q) for q in (layer.trace_names if quantities is None else quantities)]
-    unknown = sorted(set(wanted) - set(layer.trace_names))
-    if unknown or not wanted:
-        raise ValueError(
-            f"quantities must be some of {', '.join(layer.trace_names)} (this {layer.config.arch}), "
-            f"got {', '.join(wanted) or 'none'}"
-        )
-    if bits is None:
-        n_q = len(set(wanted))
-        bits = 16 if n_q * L * H * N <= MAX_16BIT_VALUES else 8
-    if bits not in (8, 16):
-        raise ValueError(f"bits must be 8 or 16, got {bits!r}")
+    _check_quantities(wanted, layer.trace_names, layer.config.arch)
     trace, states = trace_with_states(layer, x)
-    nonlin = getattr(layer.config, "nonlinearity", "tanh")
-
-    # --- features and correlations
-    feats: dict[str, np.ndarray] = {}
-    for name, values in (features or {}).items():
-        v = np.asarray(values, np.float64).reshape(-1)
-        if v.shape != (N,):
-            raise ValueError(f"feature {name!r} must have one value per step ({N}), got {v.shape}")
-        feats[str(name)] = v
-    fmat = np.stack(list(feats.values()), axis=1) if feats else np.zeros((N, 0))
-
-    quantities: dict[str, Any] = {}
-    order = [q for q in QUANTITY_ORDER if q in wanted] + [
-        q for q in trace if q in wanted and q not in QUANTITY_ORDER
-    ]
-    for q in order:
-        per_layer, domains, corr = [], [], []
-        for k in range(L):
-            v = trace[q][k].reshape(N, H)  # (N, H): sequences one after another
-            cmap, lo, hi = _domain(q, v, nonlin)
-            per_layer.append(_quantise(v, bits))
-            domains.append({"lo": [float(a) for a in lo], "hi": [float(a) for a in hi]})
-            corr.append(_round_list(pearson_matrix(v, fmat)) if feats else [])
-        quantities[q] = {
-            "label": QUANTITY_LABELS.get(q, q),
-            "cmap": cmap,
-            "layers": per_layer,
-            "domains": domains,
-            "corr": corr,
-        }
-
-    data: dict[str, Any] = {
-        "format": FORMAT,
-        "title": str(title),
-        "details": {str(k): str(v) for k, v in (details or {}).items()},
-        "notes": [str(n) for n in notes],
-        "kind": kind,
-        "arch": layer.config.arch,
-        "n": N,
-        "seq_len": T,
-        "sequences": B,
-        "layers": L,
-        "units": H,
-        "bits": bits,
-        "tokens": tokens,
-        "token_info": list(token_info) if token_info is not None else None,
-        "emphasis": _b64(np.asarray(emphasis, bool), "u1") if emphasis is not None else None,
-        "features": list(feats),
-        "quantities": quantities,
-        "luts": {name: colour_lut(name).reshape(-1).tolist() for name in ("div", "seq", "grad")},
-    }
-    if token_info is not None and len(token_info) != N:
-        raise ValueError(f"token_info must give one string per step ({N}), got {len(token_info)}")
-    if emphasis is not None and np.asarray(emphasis).shape != (N,):
-        raise ValueError(f"emphasis must have one flag per step ({N})")
+    data = _units_data(
+        {q: np.asarray(trace[q]).reshape(L, N, H) for q in trace},  # (L, N, H) each
+        tokens,
+        wanted=wanted,
+        kind=kind,
+        arch=layer.config.arch,
+        nonlinearity=getattr(layer.config, "nonlinearity", "tanh"),
+        seq_len=T,
+        sequences=B,
+        features=features,
+        token_info=token_info,
+        emphasis=emphasis,
+        bits=bits,
+        title=title,
+        details=details,
+        notes=notes,
+    )
 
     # --- predictions
     top = states["h"][-1]  # (B, T, H) top layer's hidden state
     data["predictions"] = None
     if head is not None and labels is not None:
-        if readout == "steps":
-            at = np.arange(N)
-        else:
-            at = np.arange(B) * T + T - 1
+        at = np.arange(N) if readout == "steps" else np.arange(B) * T + T - 1
         probs = head_probabilities(top.reshape(N, H)[at], head)  # (n, C)
-        idx, p = top_classes(probs, top_k)  # (n, K) each
-        k = idx.shape[1]
-        full_idx = np.zeros((N, k), np.int64)
-        full_p = np.zeros((N, k))
-        full_idx[at], full_p[at] = idx, p
-        has = np.zeros(N, bool)
-        has[at] = True
-        pred: dict[str, Any] = {
-            "k": k,
-            "labels": [str(s) for s in labels],
-            "idx": _b64(full_idx, "u2"),
-            "p": _b64(np.round(full_p * 65535), "u2"),
-            "has": _b64(has, "u1"),
-            "target_p": None,
-        }
-        if targets is not None:
-            tg = np.asarray(targets, np.int64).reshape(-1)
-            if tg.shape != (N,):
-                raise ValueError(f"targets must have one entry per step ({N}), got {tg.shape}")
-            tp = np.full(N, -1.0)
-            ok = has & (tg >= 0)
-            rows = np.searchsorted(at, np.flatnonzero(ok))
-            tp[ok] = probs[rows, tg[ok]]
-            pred["target"] = _b64(np.where(ok, tg, 65535), "u2")
-            pred["target_p"] = _b64(np.where(ok, np.round(tp * 65535), 65535), "u2")
-        data["predictions"] = pred
+        data["predictions"] = _predictions(probs, at, N, labels, targets, top_k)
 
     # --- influence
     if readout == "last" and head is not None:
