@@ -4,7 +4,9 @@ A character language model (from `gatescope charlm train`) reads a text: --text 
 by default the start of the validation text of the corpus it was trained on. A task model
 (from `gatescope train`) reads --task-samples fresh samples of its task. A task model from
 elsewhere (.onnx, .keras or .h5: a recurrent stack and a dense head) names no task: give
---task NAME (and --length T).
+--task NAME (and --length T). A sequence-to-sequence model (from `gatescope seq2seq train`)
+translates each --text TEXT (the text itself; repeat --text for several, one page with a
+selector), by default --task-samples held-out sources of its task (4).
 """
 
 from __future__ import annotations
@@ -47,17 +49,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument(
         "--text",
-        metavar="PATH",
-        help="language models: the UTF-8 text to read (default: the start of the model's validation text)",
+        metavar="PATH|TEXT",
+        action="append",
+        help="language models: the UTF-8 text file to read (default: the start of the model's "
+        "validation text); seq2seq models: a text to translate (repeat for several)",
     )
     src.add_argument(
         "--task-samples",
         metavar="N",
         type=positive_int,
-        help="task models: how many fresh samples of the task to show (default 6)",
+        help="task models: how many fresh samples of the task to show (default 6; seq2seq: "
+        "held-out sources, default 4)",
     )
     p.add_argument(
-        "-o", "--output", metavar="PATH", default="explorer.html", help="the HTML file to write"
+        "-o",
+        "--output",
+        "--out",
+        dest="output",
+        metavar="PATH",
+        default="explorer.html",
+        help="the HTML file to write",
     )
     p.add_argument(
         "--max-chars",
@@ -149,6 +160,7 @@ def handler(args: argparse.Namespace) -> int:
     from gatescope.checkpoint import load_checkpoint
     from gatescope.interop import SUFFIXES, load_model_file
     from gatescope.model import LEGACY_CHARLM_KIND, MODEL_FILE_TYPE, load_model
+    from gatescope.seq2seq import MODEL_FILE_TYPE as SEQ2SEQ_FILE_TYPE
     from gatescope.viz import explorer
 
     from .export import task_for
@@ -169,6 +181,8 @@ def handler(args: argparse.Namespace) -> int:
             )
     else:
         _, meta = load_checkpoint(path)  # raises CheckpointError (a ValueError) with the reason
+        if meta.get("type") == SEQ2SEQ_FILE_TYPE:
+            return _seq2seq(args, path)
         if meta.get("type") != MODEL_FILE_TYPE and meta.get("kind") != LEGACY_CHARLM_KIND:
             raise CLIError(
                 f"{path}: not a model file gatescope can explore (neither `gatescope train` nor "
@@ -195,9 +209,11 @@ def handler(args: argparse.Namespace) -> int:
             )
         model, vocab, meta = load_charlm(path)
         notes = []
+        if args.text and len(args.text) > 1:
+            raise CLIError(f"{path} is a language model: it reads one text (one --text PATH)")
         if args.text:
-            text, total = _read_text(args.text, args.max_chars)
-            source = Path(args.text).name
+            text, total = _read_text(args.text[0], args.max_chars)
+            source = Path(args.text[0]).name
             if total > len(text):
                 notes.append(
                     f"The text is the first {len(text):,} of {total:,} characters of {source} (--max-chars)."
@@ -238,4 +254,45 @@ def handler(args: argparse.Namespace) -> int:
     size = explorer.write_html(args.output, data)
     seconds = time.perf_counter() - started
     print(f"wrote {args.output} ({size / 1e6:.1f} MB, {seconds:.1f} s): {explorer.summary(data)}")
+    return 0
+
+
+def _seq2seq(args: argparse.Namespace, path: str) -> int:
+    """The page of a `gatescope seq2seq train` checkpoint: --text TEXT (repeatable) or
+    --task-samples held-out sources of its task."""
+    from gatescope.viz import explorer
+
+    from .seq2seq import load
+
+    if args.task or args.length:
+        raise CLIError(f"{path} is a seq2seq model: it names its task; --task is not needed")
+    model, task, meta = load(path)
+    notes = []
+    if args.text:
+        texts = list(args.text)
+    else:
+        n = args.task_samples or 4
+        texts = [s for s, _ in task.pairs(n, args.seed, heldout=True)]
+        notes.append(
+            f"The texts are {n} held-out sources of the {task.name} task (--seed {args.seed})."
+        )
+    title = args.title or Path(path).name
+    details = {"trained": f"{meta['step']:,} steps"} if isinstance(meta.get("step"), int) else {}
+    started = time.perf_counter()
+    data = explorer.from_seq2seq(
+        model,
+        task,
+        texts,  # ValueError naming characters outside the source vocabulary
+        top_k=args.top_k,
+        bits=args.bits,
+        quantities=[q.strip() for q in args.quantities.split(",") if q.strip()]
+        if args.quantities
+        else None,
+        title=title,
+        details=details,
+        notes=notes,
+    )
+    size = explorer.write_html(args.output, data)
+    seconds = time.perf_counter() - started
+    print(f"wrote {args.output} ({size / 1e6:.2f} MB, {seconds:.1f} s): {explorer.summary(data)}")
     return 0

@@ -9,11 +9,11 @@
 (function () {
   'use strict';
   const t0 = performance.now();
-  const D = JSON.parse(document.getElementById('gs-data').textContent);
-  const N = D.n, H = D.units, L = D.layers, T = D.seq_len;
+  const BLOB = JSON.parse(document.getElementById('gs-data').textContent);
   const tParsed = performance.now();
   const $ = (id) => document.getElementById(id);
-  const QS = Object.keys(D.quantities);
+  // the page's body, as written: a seq2seq page re-creates it to show another part
+  const APP = $('gs-app'), TEMPLATE = APP.innerHTML;
 
   // ------------------------------------------------------------------ decoding
   function bytes(s) {
@@ -25,6 +25,36 @@
   const i32 = (s) => new Int32Array(bytes(s));
   const u16 = (s) => new Uint16Array(bytes(s));
   const u8 = (s) => new Uint8Array(bytes(s));
+
+  // colour tables: 256 entries, as typed arrays, CSS colours and a readable ink for each
+  function tables(luts) {
+    const LUT = {}, CSS = {}, FG = {};
+    for (const name of Object.keys(luts)) {
+      const a = luts[name];
+      LUT[name] = Uint8Array.from(a);
+      CSS[name] = []; FG[name] = [];
+      for (let i = 0; i < 256; i++) {
+        const r = a[3 * i], g = a[3 * i + 1], b = a[3 * i + 2];
+        CSS[name].push('rgb(' + r + ', ' + g + ', ' + b + ')');
+        const lum = (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+        FG[name].push(lum < 0.5 ? '#ffffff' : '#131722');
+      }
+    }
+    return { LUT, CSS, FG };
+  }
+  // index = round(255 * (v - lo) / (hi - lo)), clipped (explorer.colour_index in Python)
+  function cindex(v, lo, hi) {
+    const w = hi - lo;
+    const f = w > 0 ? (v - lo) / w : 0.5;
+    const i = Math.floor(f * 255 + 0.5);
+    return i < 0 ? 0 : i > 255 ? 255 : i;
+  }
+
+  // ------------------------------------------------------------------ the unit views of one document
+  // D: a document's data object; signal: aborts the listeners it puts on document and window
+  function mount(D, signal) {
+  const N = D.n, H = D.units, L = D.layers, T = D.seq_len;
+  const QS = Object.keys(D.quantities);
 
   const cache = new Map();
   function series(q, layer) {
@@ -60,19 +90,7 @@
     return s.mean;
   }
 
-  // colour tables: 256 entries; index = round(255 * (v - lo) / (hi - lo)), clipped
-  const LUT = {}, CSS = {}, FG = {};
-  for (const name of Object.keys(D.luts)) {
-    const a = D.luts[name];
-    LUT[name] = Uint8Array.from(a);
-    CSS[name] = []; FG[name] = [];
-    for (let i = 0; i < 256; i++) {
-      const r = a[3 * i], g = a[3 * i + 1], b = a[3 * i + 2];
-      CSS[name].push('rgb(' + r + ', ' + g + ', ' + b + ')');
-      const lum = (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
-      FG[name].push(lum < 0.5 ? '#ffffff' : '#131722');
-    }
-  }
+  const { LUT, CSS, FG } = tables(D.luts);
   const LEVELS = D.bits === 8 ? 255 : 65535;
   // colour range of unit u: "fixed" is the data's nominal range (gates 0..1, tanh -1..1,
   // otherwise the unit's largest |value|); "unit" stretches to the unit's own values:
@@ -82,12 +100,6 @@
     const a = s.lo[u], b = s.lo[u] + LEVELS * s.step[u];
     if (s.cmap === 'div') { const m = Math.max(Math.abs(a), Math.abs(b)) || 1; return [-m, m]; }
     return b > a ? [a, b] : [a - 0.5, a + 0.5];
-  }
-  function cindex(v, lo, hi) {
-    const w = hi - lo;
-    const f = w > 0 ? (v - lo) / w : 0.5;
-    const i = Math.floor(f * 255 + 0.5);
-    return i < 0 ? 0 : i > 255 ? 255 : i;
   }
 
   const pred = D.predictions ? {
@@ -140,9 +152,15 @@
     if (text !== undefined) e.textContent = text;
     return e;
   }
+  // sequences: D.starts (sequences of different lengths, e.g. seq2seq texts) or every T steps
+  const seqOf = new Int32Array(N), seqStart = D.starts ? Int32Array.from(D.starts) : null;
+  for (let t = 0, k = 0; t < N; t++) {
+    if (seqStart) { while (k + 1 < seqStart.length && seqStart[k + 1] <= t) k++; seqOf[t] = k; } else seqOf[t] = Math.floor(t / T);
+  }
+  const firstOf = (k) => seqStart ? seqStart[k] : k * T;
   function where(t) {  // "line 3, col 7" for texts, "sample 2, step 5" for task samples
     if (D.kind === 'text') return 'line ' + int(lineOf[t]) + ', col ' + (t - lineStart[lineOf[t] - 1] + 1);
-    return 'sample ' + (Math.floor(t / T) + 1) + ', step ' + (t % T);
+    return (seqStart ? 'text ' : 'sample ') + (seqOf[t] + 1) + ', step ' + (t - firstOf(seqOf[t]));
   }
   function halfStep(q, layer, u) { return series(q, layer).step[u] / 2; }
 
@@ -384,11 +402,11 @@
     labels.push(text ? '1' : '#1');
     let len = 0;
     for (let t = 0; t < N; t++) {
-      const newSeq = t > 0 && t % T === 0;
+      const newSeq = t > 0 && seqOf[t] !== seqOf[t - 1];
       const afterNl = text && t > 0 && tokens[t - 1] === '\n';
       if (t > 0 && (newSeq || afterNl || len === cols)) {
         starts.push(t);
-        labels.push(newSeq && !text ? '#' + (t / T + 1) : (afterNl || newSeq) ? String(lineOf[t]) : '');
+        labels.push(newSeq && !text ? '#' + (seqOf[t] + 1) : (afterNl || newSeq) ? String(lineOf[t]) : '');
         len = 0;
       }
       len++;
@@ -834,6 +852,7 @@
   }
 
   document.addEventListener('keydown', (e) => {
+    if (e.defaultPrevented) return;  // taken by a control of its own (the seq2seq output)
     const tag = (e.target.tagName || '').toLowerCase();
     if (e.target === $('search')) { if (e.key === 'Escape') e.target.blur(); return; }
     if (tag === 'input' || tag === 'select' || tag === 'textarea' || e.ctrlKey || e.metaKey || e.altKey) return;
@@ -846,7 +865,7 @@
     else if (k === 'r') { setRange(S.range === 'unit' ? 'fixed' : 'unit'); e.preventDefault(); }
     else if (k === '/') { $('search').focus(); e.preventDefault(); }
     else if (/^[1-9]$/.test(k) && +k <= QS.length) { setQuantity(QS[+k - 1]); e.preventDefault(); }
-  });
+  }, { signal });
 
   // ------------------------------------------------------------------ notes, start
   {
@@ -857,11 +876,12 @@
     if (grad) notes.push('Influence: ' + grad.measure + ' for each earlier step t within ' + grad.window + ' steps of the position p, measured by the backward pass, at ' + grad.pos.length + ' positions (after Madsen 2019, \u201cVisualizing memorization in RNNs\u201d).');
     for (const n of D.notes) notes.push(n);
     for (const n of notes) $('notes').appendChild(el('p', null, n));
-    $('text-heading').textContent = D.kind === 'text' ? 'Text' : 'Samples';
+    $('text-heading').textContent = D.heading || (D.kind === 'text' ? 'Text' : 'Samples');
   }
   const api = {
     data: D, state: S, timings: { parse: tParsed - t0 },
     value, series, selectUnit, setQuantity, setLayer, setColourBy, setRange, pin, stepUnit, stepGrad,
+    scrollToPos, showTip, hideTip,
     domain: (q, layer, u) => domain(series(q, layer), u),
     colourIndex: cindex, lut: (name) => Array.from(LUT[name]),
     visibleSpans: () => spans.length, rows: () => R, render: () => renderText(true),
@@ -898,6 +918,222 @@
       tv.scrollTop = rowOf(t) * LH;
       renderText(true); drawHeat(); drawGrad();
     });
-  });
+  }, { signal });
   start();
+  return api;
+  }
+
+
+  // ------------------------------------------------------------------ sequence to sequence
+  // B.texts: per text its source, the greedy output, the attention (T x S float32 or null)
+  // and where it starts in each part's document; B.parts: the unit views' documents.
+  // Switching the part re-creates the unit views from the page's template; the state of
+  // the translation panel (text, selected step, scale) lives here and is drawn again.
+  function seq2seq(B) {
+    const names = Object.keys(B.parts);
+    const { CSS, FG } = tables(B.luts);
+    const att = B.texts.map((r) => (r.attention ? f32(r.attention) : null));
+    for (const p of names) {  // what the parts share: title, details, colour tables, notes
+      const D = B.parts[p];
+      D.title = B.title; D.details = B.details; D.luts = B.luts;
+      D.notes = [...B.notes, ...D.notes];
+    }
+    const P = { part: names[0], text: 0, pinned: 0, hover: -1, scale: 'fixed' };
+    let api = null, controller = null;
+    const srcSpans = [], outButtons = [];
+    const esc = (ch) => (ch === ' ' ? '\u2423' : ch);  // a visible space
+
+    function show(part) {
+      const keep = api ? { q: api.state.q, layer: api.state.layer } : null;
+      if (controller) controller.abort();
+      controller = new AbortController();
+      APP.innerHTML = TEMPLATE;
+      P.part = part;
+      api = mount(B.parts[part], controller.signal);
+      if (keep && api.data.quantities[keep.q]) api.setQuantity(keep.q);
+      if (keep && keep.layer < api.data.layers) api.setLayer(keep.layer);
+      panel();
+      api.s2s = { state: P, setPart, setText, select, hover, setScale, attention: (k) => row(k) };
+      window.gatescope = api;
+    }
+    function setPart(p) { if (B.parts[p] && p !== P.part) show(p); }
+    function setText(i) {
+      P.text = Math.max(0, Math.min(B.texts.length - 1, i));
+      P.pinned = 0; P.hover = -1;
+      $('s2s-text').value = String(P.text);
+      fillText();
+      const rec = B.texts[P.text];
+      api.pin(P.part === 'decoder' ? rec.dec_start : rec.enc_start);
+    }
+    function row(k) {  // attention of output step k of the current text (Float32Array S), or null
+      const a = att[P.text], S = Array.from(B.texts[P.text].source).length;
+      return a && k >= 0 ? a.subarray(k * S, (k + 1) * S) : null;
+    }
+    function shownStep() { return P.hover >= 0 ? P.hover : P.pinned; }
+    function colourSource() {
+      const k = shownStep(), w = row(k);
+      let hi = 1;
+      if (w && P.scale === 'row') { hi = 0; for (const v of w) hi = Math.max(hi, v); hi = hi || 1; }
+      srcSpans.forEach((sp, j) => {
+        if (!w) { sp.style.backgroundColor = ''; sp.style.color = ''; sp.removeAttribute('title'); return; }
+        const i = cindex(w[j], 0, hi);
+        sp.style.backgroundColor = CSS.seq[i];
+        sp.style.color = FG.seq[i];
+        sp.title = 'attention of output step ' + k + ': ' + w[j].toPrecision(6);
+      });
+      outButtons.forEach((b, j) => {
+        b.classList.toggle('on', j === k);
+        b.setAttribute('aria-pressed', String(j === P.pinned));
+      });
+      info(k, w);
+    }
+    function glyph(k) {
+      const rec = B.texts[P.text], out = Array.from(rec.output);
+      return k < out.length ? out[k] : '\u2404';
+    }
+    function info(k, w) {
+      const box = $('s2s-info');
+      box.replaceChildren();
+      if (k < 0) return;
+      const rec = B.texts[P.text], src = Array.from(rec.source);
+      box.appendChild(document.createTextNode('output step ' + k + ' emits '));
+      const g = document.createElement('code');
+      g.textContent = k < Array.from(rec.output).length ? glyph(k) : 'EOS';
+      box.appendChild(g);
+      if (!w) { box.appendChild(document.createTextNode(' · no attention weights (this model has no attention)')); return; }
+      let best = 0;
+      for (let j = 1; j < w.length; j++) if (w[j] > w[best]) best = j;
+      box.appendChild(document.createTextNode(' · strongest attention on source position ' + best + ' '));
+      const s = document.createElement('code');
+      s.textContent = esc(src[best]);
+      box.appendChild(s);
+      box.appendChild(document.createTextNode(' = ' + w[best].toFixed(4) + ' (the ' + w.length + ' weights sum to 1)'));
+    }
+    function tipFor(k) {  // the exact weights of output step k, the largest first
+      const w = row(k), rec = B.texts[P.text], src = Array.from(rec.source);
+      const box = document.createElement('div');
+      const head = document.createElement('div');
+      head.className = 't-head';
+      head.textContent = 'output step ' + k + ' · emits ' + (k < Array.from(rec.output).length ? glyph(k) : 'EOS');
+      box.appendChild(head);
+      if (!w) { const d = document.createElement('div'); d.className = 't-dim'; d.textContent = 'no attention weights: attention="none"'; box.appendChild(d); return box; }
+      const order = Array.from(w.keys()).sort((a, b) => w[b] - w[a] || a - b).slice(0, 6);
+      const table = document.createElement('table');
+      for (const j of order) {
+        const tr = document.createElement('tr');
+        const c1 = document.createElement('td'); c1.textContent = esc(src[j]);
+        const c2 = document.createElement('td'); c2.textContent = 'pos ' + j;
+        const c3 = document.createElement('td'); c3.textContent = w[j].toPrecision(6);
+        const c4 = document.createElement('td'); c4.className = 'bar';
+        const fill = document.createElement('div'); fill.className = 'barfill'; fill.style.width = (100 * w[j]).toFixed(1) + '%';
+        c4.appendChild(fill);
+        tr.append(c1, c2, c3, c4);
+        table.appendChild(tr);
+      }
+      box.appendChild(table);
+      if (w.length > order.length) {
+        let rest = 0;
+        for (let j = 0; j < w.length; j++) if (!order.includes(j)) rest += w[j];
+        const d = document.createElement('div'); d.className = 't-dim';
+        d.textContent = 'the other ' + (w.length - order.length) + ' positions: ' + rest.toPrecision(3) + ' together';
+        box.appendChild(d);
+      }
+      return box;
+    }
+    function hover(k, e) { P.hover = k; colourSource(); if (k >= 0 && e) api.showTip(tipFor(k), e); else api.hideTip(); }
+    function select(k) {
+      const n = B.texts[P.text].steps;
+      P.pinned = Math.max(0, Math.min(n - 1, k));
+      colourSource();
+      if (P.part === 'decoder') api.pin(B.texts[P.text].dec_start + P.pinned);
+    }
+    function setScale(v) {
+      P.scale = v === 'row' ? 'row' : 'fixed';
+      for (const b of $('s2s-scale').querySelectorAll('button')) b.setAttribute('aria-pressed', String(b.dataset.v === P.scale));
+      colourSource();
+    }
+    function panel() {
+      $('s2s-panel').hidden = false;
+      $('grad-panel').hidden = true;  // no influence measurements for seq2seq parts
+      $('colour-ctl').hidden = true;
+      $('part-ctl').hidden = false;
+      const parts = $('parts');
+      parts.replaceChildren();
+      for (const p of names) {
+        const b = document.createElement('button');
+        b.type = 'button'; b.dataset.part = p; b.textContent = B.part_labels[p];
+        b.setAttribute('aria-pressed', String(p === P.part));
+        b.addEventListener('click', () => setPart(p));
+        parts.appendChild(b);
+      }
+      const pick = $('s2s-text');
+      if (B.texts.length > 1) {
+        $('s2s-pick').hidden = false;
+        B.texts.forEach((r, i) => {
+          const o = document.createElement('option');
+          o.value = String(i); o.textContent = (i + 1) + ': ' + r.source + '  \u2192  ' + r.output;
+          pick.appendChild(o);
+        });
+        pick.value = String(P.text);
+        pick.addEventListener('change', (e) => setText(+e.target.value));
+      }
+      for (const b of $('s2s-scale').querySelectorAll('button')) b.addEventListener('click', () => setScale(b.dataset.v));
+      fillText();
+    }
+    function fillText() {  // the source and output characters of the current text
+      const rec = B.texts[P.text];
+      const src = $('s2s-src'), out = $('s2s-out');
+      src.replaceChildren(); out.replaceChildren();
+      srcSpans.length = 0; outButtons.length = 0;
+      Array.from(rec.source).forEach((ch, j) => {
+        const sp = document.createElement('span');
+        sp.className = 's2s-c' + (ch === ' ' ? ' sp' : ''); sp.dataset.j = String(j); sp.textContent = esc(ch);
+        sp.addEventListener('mousemove', (e) => {
+          const w = row(shownStep());
+          const box = document.createElement('div');
+          const head = document.createElement('div'); head.className = 't-head';
+          head.textContent = 'source position ' + j + ' \u00b7 ' + esc(ch);
+          box.appendChild(head);
+          const v = document.createElement('div'); v.className = 't-val';
+          v.textContent = w ? 'attention of output step ' + shownStep() + ': ' + w[j].toPrecision(6) : 'no attention weights';
+          box.appendChild(v);
+          api.showTip(box, e);
+        });
+        sp.addEventListener('mouseleave', () => api.hideTip());
+        src.appendChild(sp); srcSpans.push(sp);
+      });
+      for (let k = 0; k < rec.steps; k++) {
+        const b = document.createElement('button');
+        const g = glyph(k), eos = k >= Array.from(rec.output).length;
+        b.type = 'button'; b.className = 's2s-o' + (eos ? ' eos' : '') + (g === ' ' ? ' sp' : ''); b.dataset.k = String(k);
+        b.textContent = eos ? 'EOS' : esc(g);
+        b.setAttribute('aria-label', 'output step ' + k + ': ' + (eos ? 'end of output' : g));
+        b.tabIndex = k === P.pinned ? 0 : -1;  // one tab stop; arrows move inside
+        b.addEventListener('mouseenter', (e) => hover(k, e));
+        b.addEventListener('mousemove', (e) => api.showTip(tipFor(k), e));
+        b.addEventListener('mouseleave', () => hover(-1));
+        b.addEventListener('click', () => select(k));
+        b.addEventListener('focus', () => { outButtons.forEach((o) => { o.tabIndex = -1; }); b.tabIndex = 0; select(k); });
+        b.addEventListener('keydown', (e) => {
+          const n = outButtons.length;
+          const to = { ArrowRight: k + 1, ArrowLeft: k - 1, Home: 0, End: n - 1 }[e.key];
+          if (to === undefined) return;
+          e.preventDefault();
+          outButtons[Math.max(0, Math.min(n - 1, to))].focus();
+        });
+        out.appendChild(b); outButtons.push(b);
+      }
+      for (const b of $('s2s-scale').querySelectorAll('button')) b.setAttribute('aria-pressed', String(b.dataset.v === P.scale));
+      $('s2s-scale').hidden = !att[P.text];
+      const note = $('s2s-note');
+      note.textContent = B.attention === 'none'
+        ? 'This model has no attention (attention="none"): the decoder sees the source only through the encoder\u2019s final state, so there are no attention weights to colour the source by. The encoder and decoder units are below.'
+        : 'Colours: the attention weight of the selected output step on each source character, on 0\u20261 (or per row: 0 to the row\u2019s largest weight). Hover a source character for its exact weight.';
+      note.classList.toggle('warn', B.attention === 'none');
+      colourSource();
+    }
+    show(P.part);
+  }
+
+  if (BLOB.mode === 'seq2seq') seq2seq(BLOB); else mount(BLOB, undefined);
 })();

@@ -80,7 +80,9 @@ __all__ = [
     "colour_range",
     "dequantised",
     "expected_colour",
+    "attention_weights",
     "from_charlm",
+    "from_seq2seq",
     "from_sequence_model",
     "page",
     "render_html",
@@ -181,7 +183,22 @@ def colour_range(
 def expected_colour(
     data: Mapping[str, Any], q: str, layer: int, unit: int, value: Any, mode: str = "fixed"
 ) -> np.ndarray:
-    """The (..., 3) RGB the page gives ``value`` of ``q``, ``layer``, ``unit`` (for tests)."""
+    """The (..., 3) RGB the page gives ``value`` of ``q``, ``layer``, ``unit`` (for tests).
+
+    On seq2seq data (`from_seq2seq`) with ``q="attention"``: ``layer`` is the text and
+    ``unit`` the output step; the weights colour the source on the "seq" table over 0..1
+    ("fixed") or over 0..the row's largest weight ("unit", the page's "per row").
+    """
+    if q == "attention" and data.get("mode") == "seq2seq":
+        if mode not in ("fixed", "unit"):
+            raise ValueError(f"mode must be 'fixed' or 'unit', got {mode!r}")
+        hi = 1.0
+        if mode == "unit":
+            row = attention_weights(data, layer)
+            if row is None:
+                raise ValueError("this model has no attention weights")
+            hi = float(row[unit].max()) or 1.0
+        return colour_lut("seq")[colour_index(value, 0.0, hi)]
     lo, hi = colour_range(data, q, layer, unit, mode)
     return colour_lut(data["quantities"][q]["cmap"])[colour_index(value, lo, hi)]
 
@@ -614,7 +631,7 @@ class ExplorerPage:
         if not isinstance(data, Mapping) or data.get("format") != FORMAT:
             raise ValueError(
                 "data must be an explorer data object (from explorer.build_data, "
-                "from_sequence_model or from_charlm)"
+                "from_sequence_model, from_charlm or from_seq2seq)"
             )
         self.data = data
         self.width = _css_length("width", width)
@@ -651,13 +668,29 @@ class ExplorerPage:
 
 
 def page(
-    data: Mapping[str, Any], *, width: int | str = "100%", height: int | str = 760
+    data: Any,
+    task: Any = None,
+    texts: str | Sequence[str] | None = None,
+    *,
+    width: int | str = "100%",
+    height: int | str = 760,
+    **options: Any,
 ) -> ExplorerPage:
     """The explorer page of ``data`` as an `ExplorerPage`: the last line of a notebook cell
     shows it inline; ``.save(path)`` writes it to a file.
 
         explorer.page(explorer.from_sequence_model(model, task, batch))
+        explorer.page(seq2seq_model, task, ["september 27, 1994", "9/27/94"])
+
+    ``data``: a data object, or a `gatescope.seq2seq.Seq2Seq` with its ``task`` and
+    ``texts`` (then ``options`` go to `from_seq2seq`).
     """
+    if not isinstance(data, Mapping):
+        if task is None or texts is None:
+            raise ValueError("page needs a data object, or a Seq2Seq model with its task and texts")
+        data = from_seq2seq(data, task, texts, **options)
+    elif task is not None or texts is not None or options:
+        raise ValueError("task, texts and options go with a Seq2Seq model, not a data object")
     return ExplorerPage(data, width=width, height=height)
 
 
@@ -852,8 +885,238 @@ def from_sequence_model(
     )
 
 
+# ---------------------------------------------------------------------------- seq2seq
+
+EOS_GLYPH = "\u2404"  # ␄: the decoder step that ends the output (it emits EOS)
+PART_LABELS = {
+    "encoder": "encoder",
+    "encoder_reverse": "encoder (backward direction)",
+    "decoder": "decoder",
+}
+
+
+def _char_features(chars: Sequence[str], positions: np.ndarray) -> dict[str, np.ndarray]:
+    """Features of a seq2seq document: the step within its text, and the character classes
+    (digit, letter, space, other) that occur in it without filling it."""
+    classes = {
+        "is_digit": lambda c: c.isdigit(),
+        "is_letter": lambda c: c.isalpha(),
+        "is_space": lambda c: c == " ",
+        "is_other": lambda c: not (c.isalnum() or c == " " or c == EOS_GLYPH),
+        "is_end": lambda c: c == EOS_GLYPH,
+    }
+    feats: dict[str, np.ndarray] = {"step": positions.astype(np.float64)}
+    for name, test in classes.items():
+        v = np.array([bool(test(c)) for c in chars], np.float64)
+        if 0 < v.sum() < len(v):
+            feats[name] = v
+    return feats
+
+
+def from_seq2seq(
+    model: Any,
+    task: Any,
+    texts: str | Sequence[str],
+    *,
+    top_k: int = 5,
+    bits: int | None = None,
+    quantities: Sequence[str] | None = None,
+    max_len: int | None = None,
+    title: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Explorer data for a sequence-to-sequence model (`gatescope.seq2seq.Seq2Seq`) on
+    ``texts`` (one string or several), written in ``task``'s source vocabulary.
+
+    For each text: the greedy decode (``model.translate``, ``beam=1``, at most ``max_len``
+    tokens, default the task's longest target + 5) and the attention weights of each of its
+    steps, as ``translate`` leaves them in ``model.attention``: row k (the step that emits
+    output character k, or EOS after the last) over the source characters, stored in
+    float32. Then the teacher-forced ``model.forward`` on that output gives the trace of
+    every encoder and decoder unit (`Seq2Seq.trace`), and the decoder's distribution at
+    each step (PAD and BOS excluded, as decoding does).
+
+    The data object has ``"mode": "seq2seq"``, ``"texts"`` (per text: ``source``,
+    ``output``, ``ended`` (EOS emitted), ``attention`` (base64 float32 (T_k, S_k), or None
+    without attention), and the first step of the text in each part) and ``"parts"``:
+    ``"encoder"`` (its document: the sources one after another, in source order even with
+    ``reverse_source``), ``"encoder_reverse"`` (bidirectional encoders) and ``"decoder"``
+    (the outputs, each followed by the step that emits EOS, drawn ␄), each a unit-view
+    data object in `build_data`'s format (no influence). Characters outside the source
+    vocabulary raise ValueError naming them (`task.encode`).
+    """
+    from gatescope.nn.functional import softmax
+    from gatescope.seq2seq import BOS, EOS, Seq2Seq
+
+    if not isinstance(model, Seq2Seq):
+        raise ValueError(f"model must be a gatescope.seq2seq.Seq2Seq, got {type(model).__name__}")
+    model.check_fits(task)
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) and t for t in texts):
+        raise ValueError("texts must be one non-empty string or a list of them")
+    ids = task.encode(texts)  # (B, S): ValueError naming characters outside the vocabulary
+    cfg = model.config
+    if max_len is None:
+        max_len = int(task.max_target_len) + 5
+    parts = ["encoder", *(["encoder_reverse"] if cfg.bidirectional else []), "decoder"]
+    traces: dict[str, dict[str, list[np.ndarray]]] = {p: {} for p in parts}
+    records, probs_all, emitted = [], [], []
+    enc_pos = dec_pos = 0
+    for b, text in enumerate(texts):
+        src = ids[b : b + 1, : len(text)]  # (1, S): this text alone, no padding
+        S = src.shape[1]
+        out = model.translate(src, beam=1, max_len=max_len)[0]
+        ended = len(out) < max_len  # else cut at max_len without EOS
+        att = None if model.attention is None else np.asarray(model.attention[0], np.float32)
+        tgt = np.array([[*out, EOS]] if ended else [out], np.int64)  # (1, T)
+        logits = model.forward(src, tgt)  # (1, T, V)
+        trace = model.trace
+        for part in parts:
+            flip = part.startswith("encoder") and (
+                cfg.reverse_source != (part == "encoder_reverse")
+            )
+            for q, a in trace[part].items():
+                a = np.asarray(a)[:, 0]  # (L, S or T, H)
+                traces[part].setdefault(q, []).append(a[:, ::-1] if flip else a)
+        z = np.array(logits[0], np.float64)  # (T, V)
+        z[:, : BOS + 1] = -np.inf  # decoding never emits PAD or BOS
+        probs_all.append(softmax(z))
+        emitted.append(tgt[0])
+        T = tgt.shape[1]
+        if att is not None and att.shape != (T, S):
+            raise ValueError(f"attention of text {b} has shape {att.shape}, expected {(T, S)}")
+        records.append(
+            {
+                "source": text,
+                "output": task.decode(out),
+                "ended": bool(ended),
+                "steps": int(T),
+                "attention": None if att is None else _b64(att, "f4"),
+                "enc_start": enc_pos,
+                "dec_start": dec_pos,
+            }
+        )
+        enc_pos += S
+        dec_pos += T
+
+    title = title or "gatescope explorer"
+    part_data: dict[str, Any] = {}
+    for part in parts:
+        full = {q: np.concatenate(v, axis=1) for q, v in traces[part].items()}  # (L, N, H)
+        available = list(full)
+        wanted = [str(q) for q in (available if quantities is None else quantities)]
+        _check_quantities(wanted, available, cfg.arch)
+        if part == "decoder":
+            tokens, info, starts, pos = [], [], [], []
+            for b, rec in enumerate(records):
+                starts.append(rec["dec_start"])
+                chars = list(rec["output"]) + ([EOS_GLYPH] if rec["ended"] else [])
+                for k, ch in enumerate(chars):
+                    tokens.append(ch)
+                    pos.append(k)
+                    reads = "BOS" if k == 0 else repr(chars[k - 1])
+                    emits = "EOS (the end)" if ch == EOS_GLYPH else repr(ch)
+                    info.append(f"text {b + 1}, decoder step {k}: reads {reads}, emits {emits}")
+        else:
+            tokens, info, starts, pos = [], [], [], []
+            for b, rec in enumerate(records):
+                starts.append(rec["enc_start"])
+                S = len(rec["source"])
+                for j, ch in enumerate(rec["source"]):
+                    tokens.append(ch)
+                    pos.append(j)
+                    read = j if (part == "encoder") != cfg.reverse_source else S - 1 - j
+                    info.append(
+                        f"text {b + 1}, source position {j}: read at this direction's step {read}"
+                    )
+        d = _units_data(
+            full,
+            "".join(tokens),
+            wanted=wanted,
+            kind="steps",
+            arch=cfg.arch,
+            seq_len=max(len(r["source"]) if part != "decoder" else r["steps"] for r in records),
+            sequences=len(records),
+            starts=starts,
+            features=_char_features(tokens, np.array(pos)),
+            token_info=info,
+            bits=bits,
+            title=title,
+        )
+        del d["luts"]  # one set for the page, at the top level
+        d["heading"] = {
+            "encoder": "Encoder: the source characters",
+            "encoder_reverse": "Encoder, backward direction: the source characters",
+            "decoder": "Decoder: one step per output character (␄: the step that emits EOS)",
+        }[part]
+        if part == "decoder":
+            probs = np.concatenate(probs_all)  # (N, V)
+            n = len(probs)
+            labels = ["PAD", "BOS", "EOS", *task.tgt_symbols]
+            d["predictions"] = _predictions(
+                probs, np.arange(n), n, labels, np.concatenate(emitted), top_k
+            )
+        else:
+            d["predictions"] = None
+        d["gradients"] = None
+        part_data[part] = d
+
+    att_note = (
+        'This model has no attention (attention="none"): the decoder sees the source only '
+        "through the encoder's final state, so there are no attention weights to show."
+        if cfg.attention == "none"
+        else f"Attention: {cfg.attention}"
+        + (f" ({cfg.score})" if cfg.attention == "luong" else "")
+        + "; the weights of each output step over the source characters, exact (float32), "
+        "from the greedy decode."
+    )
+    info_lines = {
+        "model": f"Seq2Seq {cfg.arch.upper()} · {cfg.num_layers} layer{'s' if cfg.num_layers > 1 else ''} × {cfg.hidden_size} units"
+        + (" · bidirectional" if cfg.bidirectional else "")
+        + (" · reversed source" if cfg.reverse_source else ""),
+        "attention": cfg.attention,
+        "task": str(getattr(task, "name", "?")),
+        "texts": str(len(records)),
+        **(details or {}),
+    }
+    return {
+        "format": FORMAT,
+        "mode": "seq2seq",
+        "title": str(title),
+        "details": {str(k): str(v) for k, v in info_lines.items()},
+        "notes": [att_note, *(str(n) for n in notes)],
+        "attention": cfg.attention,
+        "texts": records,
+        "parts": part_data,
+        "part_labels": {p: PART_LABELS[p] for p in parts},
+        "luts": {name: colour_lut(name).reshape(-1).tolist() for name in ("div", "seq", "grad")},
+    }
+
+
+def attention_weights(data: Mapping[str, Any], text: int = 0) -> np.ndarray | None:
+    """The (T, S) float32 attention weights the page holds for text ``text`` of seq2seq
+    ``data`` (row k: output step k over the source characters), or None without attention."""
+    rec = data["texts"][text]
+    if rec["attention"] is None:
+        return None
+    a = np.frombuffer(base64.b64decode(rec["attention"]), "<f4")
+    return a.reshape(rec["steps"], len(rec["source"]))
+
+
 def summary(data: Mapping[str, Any]) -> str:
     """One line describing a data object: steps, units, quantities, size of the gradients."""
+    if data.get("mode") == "seq2seq":
+        parts = data["parts"]
+        enc, dec = parts["encoder"], parts["decoder"]
+        att = "no attention" if data["attention"] == "none" else f"{data['attention']} attention"
+        return (
+            f"{len(data['texts'])} text(s) · {enc['n']:,} source and {dec['n']:,} output steps · "
+            f"{enc['layers']} layer(s) × {enc['units']} units · {att} · "
+            f"{', '.join(enc['quantities'])} at {enc['bits']} bits"
+        )
     g = data.get("gradients")
     n_pos = len(base64.b64decode(g["positions"])) // 4 if g else 0
     return (
