@@ -20,7 +20,13 @@ from test_explorer_browser import (
     rgb,
     text_colours,
 )
-from test_explorer_seq2seq import TEXTS, WANT, reference
+from test_explorer_seq2seq import (  # the trained models, shared (trained once)
+    TEXTS,
+    WANT,
+    dates,  # noqa: F401
+    dates_none,  # noqa: F401
+    reference,
+)
 
 from gatescope.viz import explorer as ex
 
@@ -50,24 +56,6 @@ def s2s(dates, tmp_path_factory):
 def s2s_none(dates_none, tmp_path_factory):
     model, task, _ = dates_none
     return S2SPage(model, task, tmp_path_factory.mktemp("s2s-page"), "none")
-
-
-@pytest.fixture(scope="session")
-def dates(tmp_path_factory):
-    from test_explorer_seq2seq import train_dates
-
-    folder = tmp_path_factory.getbasetemp() / "s2s-explorer"
-    folder.mkdir(exist_ok=True)
-    return train_dates("bahdanau", str(folder))
-
-
-@pytest.fixture(scope="session")
-def dates_none(tmp_path_factory):
-    from test_explorer_seq2seq import train_dates
-
-    folder = tmp_path_factory.getbasetemp() / "s2s-explorer"
-    folder.mkdir(exist_ok=True)
-    return train_dates("none", str(folder))
 
 
 def source_colours(driver) -> list[tuple[int, ...]]:
