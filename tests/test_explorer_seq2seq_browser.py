@@ -232,3 +232,21 @@ def test_a_model_without_attention_says_so(driver, s2s_none):
     assert len(text_colours(driver)) == s2s_none.data["parts"]["decoder"]["n"]
     logs = driver.get_log("browser")
     assert [e for e in logs if e["level"] in ("SEVERE", "WARNING")] == [], logs
+
+
+def test_a_text_shorter_than_the_heatmap_loads_in_both_parts(driver, dates, tmp_path):
+    """One date of 6 characters: fewer steps than the heatmap's 10 columns at least."""
+    model, task, _ = dates
+    data = ex.from_seq2seq(model, task, "1/2/03")
+    path = tmp_path / "short.html"
+    ex.write_html(path, data)
+    load(driver, path)
+    assert (
+        js(driver, "return document.querySelectorAll('#s2s-out button').length")
+        == (data["texts"][0]["steps"])
+    )
+    assert not driver.find_element(By.ID, "s2s-pick").is_displayed()  # one text: no selector
+    driver.find_element(By.CSS_SELECTOR, '#parts button[data-part="decoder"]').click()
+    assert len(text_colours(driver)) == data["parts"]["decoder"]["n"]
+    logs = driver.get_log("browser")
+    assert [e for e in logs if e["level"] in ("SEVERE", "WARNING")] == [], logs

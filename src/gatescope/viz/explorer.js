@@ -598,7 +598,7 @@
   function layoutHeat() {
     const dpr = window.devicePixelRatio || 1;
     const cssW = heat.parentElement.clientWidth || 800;
-    HM.cols = Math.max(10, Math.min(N, Math.floor((cssW - HM.left - 10) / HM.cw)));
+    HM.cols = Math.min(N, Math.max(10, Math.floor((cssW - HM.left - 10) / HM.cw)));  // at most the N steps there are
     const cssH = HM.top + H * HM.rh + 6;
     heat.style.height = cssH + 'px';
     heat.width = Math.round(cssW * dpr); heat.height = Math.round(cssH * dpr);
