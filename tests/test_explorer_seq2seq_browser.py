@@ -10,6 +10,7 @@ switch moves the unit views between encoder and decoder.
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 import pytest
@@ -248,5 +249,35 @@ def test_a_text_shorter_than_the_heatmap_loads_in_both_parts(driver, dates, tmp_
     assert not driver.find_element(By.ID, "s2s-pick").is_displayed()  # one text: no selector
     driver.find_element(By.CSS_SELECTOR, '#parts button[data-part="decoder"]').click()
     assert len(text_colours(driver)) == data["parts"]["decoder"]["n"]
+    logs = driver.get_log("browser")
+    assert [e for e in logs if e["level"] in ("SEVERE", "WARNING")] == [], logs
+
+
+def test_the_notebook_frame_runs_the_seq2seq_page(driver, s2s, tmp_path):
+    """`explorer.page(model, task, texts)` in a notebook's output: the sandboxed srcdoc
+    frame runs the page, and hovering colours the source by the attention."""
+    frame_html = ex.page(s2s.model, s2s.task, TEXTS, height=900)._repr_html_()
+    notebook = tmp_path / "notebook.html"
+    notebook.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>notebook</title></head>"
+        f"<body>{frame_html}</body></html>",
+        encoding="utf-8",
+    )
+    driver.get_log("browser")
+    driver.get(notebook.as_uri())
+    frame = driver.find_element(By.TAG_NAME, "iframe")
+    driver.switch_to.frame(frame)
+    try:
+        for _ in range(600):
+            if js(driver, "return !!(window.gatescope && window.gatescope.ready)"):
+                break
+            time.sleep(0.05)
+        assert js(driver, "return window.origin") == "null"  # sandboxed
+        button = driver.find_elements(By.CSS_SELECTOR, "#s2s-out button")[2]
+        js(driver, "arguments[0].scrollIntoView({block: 'center'})", button)
+        ActionChains(driver).move_to_element(button).perform()
+        assert_source_is_row(s2s, driver, 0, 2)
+    finally:
+        driver.switch_to.default_content()
     logs = driver.get_log("browser")
     assert [e for e in logs if e["level"] in ("SEVERE", "WARNING")] == [], logs

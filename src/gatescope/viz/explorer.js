@@ -5,6 +5,9 @@
  * unit: value = lo[u] + code * step[u]. They are decoded lazily, on first use.
  * The text view draws only the rows in sight (a few thousand spans at most), so a long
  * text scrolls and recolours quickly; the heatmap and the gradient view are canvases.
+ * A seq2seq page (D.mode === 'seq2seq') adds the translation panel and a part switch: each
+ * part (encoder, decoder) is a document of the format above, mounted in a fresh copy of
+ * the page's body.
  */
 (function () {
   'use strict';

@@ -6,6 +6,7 @@ r"""The gate explorer: one self-contained HTML page to browse what every unit do
 
     explorer.from_charlm(model, vocab, text)            # a character language model
     explorer.from_sequence_model(model, task, batch)    # a task model on some samples
+    explorer.from_seq2seq(model, task, texts)           # a Seq2Seq: attention, encoder, decoder
 
     explorer.page(data)                                 # in Jupyter: the page, inline
     explorer.page(data, height=900).save("explorer.html")
@@ -37,6 +38,12 @@ within ``grad_window`` steps, measured by the layers' own backward pass in
 prediction of a regression head, or without a head the Frobenius norm of d h_p / d x_t).
 Positions: a set spread evenly over the document (``grad_positions``), or the last step of
 every sample for models that read out only there.
+
+Sequence-to-sequence models (`from_seq2seq`): a data object with ``"mode": "seq2seq"``
+holds, per text, the source, the greedy output and its attention weights (T, S), and one
+unit-view document per part (encoder, its backward direction, decoder) in the format
+above; the page shows the translation with the source coloured by the attention of the
+selected output character, and a switch between the parts.
 
 This module computes nothing itself: the trace, the influence, the head's probabilities and
 the correlations come from `gatescope.inspect`; here they are quantised, encoded and put
