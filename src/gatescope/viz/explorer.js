@@ -978,11 +978,11 @@
       let hi = 1;
       if (w && P.scale === 'row') { hi = 0; for (const v of w) hi = Math.max(hi, v); hi = hi || 1; }
       srcSpans.forEach((sp, j) => {
-        if (!w) { sp.style.backgroundColor = ''; sp.style.color = ''; sp.removeAttribute('title'); return; }
+        if (!w) { sp.style.backgroundColor = ''; sp.style.color = ''; sp.removeAttribute('aria-label'); return; }
         const i = cindex(w[j], 0, hi);
         sp.style.backgroundColor = CSS.seq[i];
         sp.style.color = FG.seq[i];
-        sp.title = 'attention of output step ' + k + ': ' + w[j].toPrecision(6);
+        sp.setAttribute('aria-label', sp.textContent + ': attention of output step ' + k + ' = ' + w[j].toPrecision(6));  // for screen readers; the mouse gets the tooltip
       });
       outButtons.forEach((b, j) => {
         b.classList.toggle('on', j === k);
