@@ -213,9 +213,12 @@ def attention_alignment(model: Seq2Seq, task: Seq2SeqTask, texts: Sequence[str])
         wd = [r["weekday"] for r in rows if r["weekday"] is not None]
         return {
             "n": len(rows),
-            "fields": {f: float(np.nanmean([r["fields"][f] for r in rows])) for f in ISO_FIELDS},
+            "fields": {
+                f: float(_mean_of_finite([r["fields"][f] for r in rows])) for f in ISO_FIELDS
+            },
             "fields_or_next": {
-                f: float(np.nanmean([r["fields_or_next"][f] for r in rows])) for f in ISO_FIELDS
+                f: float(_mean_of_finite([r["fields_or_next"][f] for r in rows]))
+                for f in ISO_FIELDS
             },
             "weekday": float(np.mean(wd)) if wd else None,
         }
@@ -230,6 +233,13 @@ def attention_alignment(model: Seq2Seq, task: Seq2SeqTask, texts: Sequence[str])
         "exact": float(np.mean([d.output == i for d, i in zip(decoded, iso, strict=True)])),
         "per_text": per,
     }
+
+
+def _mean_of_finite(values: list[float]) -> float:
+    """The mean of the values that are not NaN (a field a short decode never reached); NaN
+    if there are none."""
+    ok = [v for v in values if not np.isnan(v)]
+    return float(np.mean(ok)) if ok else float("nan")
 
 
 def _iso_of(text: str) -> str | None:
