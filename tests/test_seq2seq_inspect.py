@@ -88,6 +88,9 @@ def test_field_attention_and_reverse_alignment_on_known_weights():
     n = 6
     anti = np.eye(n)[::-1]
     assert gis.reverse_alignment(np.vstack([anti, np.full((1, n), 1 / n)]), n) == (1.0, 1.0)
+    right = np.vstack([np.eye(n)[-1:], np.eye(n)[:0:-1]])  # row t on n - t (row 0 on n - 1)
+    assert gis.reverse_alignment(right, n, offset=1) == (1.0, 1.0)
+    assert gis.reverse_alignment(right, n) == (1 / n, 1 / n)  # only row 0 on the diagonal
     assert gis.reverse_alignment(np.full((n + 1, n), 1 / n), n)[0] == pytest.approx(1 / n)
     with pytest.raises(ValueError, match="alpha"):
         gis.reverse_alignment(np.ones((3, 2)), 4)
@@ -145,7 +148,12 @@ def test_attention_alignment_summarises_the_per_text_numbers():
         for d in gis.decode_attention(rmodel, rev, texts)
     ]
     assert res["anti_diagonal"] == pytest.approx(np.mean([w[0] for w in want]))
-    assert res["argmax_on_anti_diagonal"] == pytest.approx(np.mean([w[1] for w in want]))
+    assert res["argmax_anti_diagonal"] == pytest.approx(np.mean([w[1] for w in want]))
+    right = [
+        gis.reverse_alignment(d.alpha, len(d.source), 1)
+        for d in gis.decode_attention(rmodel, rev, texts)
+    ]
+    assert res["anti_diagonal_right"] == pytest.approx(np.mean([w[0] for w in right]))
     with pytest.raises(ValueError, match="task must be"):
         add = get_seq2seq_task("addition")
         gis.attention_alignment(_model(add), add, ["1+2"])

@@ -17,8 +17,10 @@ field is, for each of its output steps t, sum_{j in field} alpha_tj, averaged ov
 the weekday's mass is the same sum over the weekday's characters, averaged over every
 output step (EOS included).
 
-Reverse. Output step t of a source of n characters should read source position n - 1 - t:
-the anti-diagonal. Its mass is alpha_{t, n-1-t}, averaged over t < n (EOS excluded).
+Reverse. Output step t of a source of n characters writes source character n - 1 - t: the
+anti-diagonal. Its mass is alpha_{t, n-1-t}, averaged over t < n (EOS excluded); the same
+one position to the right (n - t) is reported too, because a forward encoder's state at
+position j has read every character up to j: a model may read character j - 1 there.
 """
 
 from __future__ import annotations
@@ -153,16 +155,21 @@ def field_attention(
     return out
 
 
-def reverse_alignment(alpha: np.ndarray, n: int) -> tuple[float, float]:
-    """(mean alpha_{t, n-1-t} over t < n, fraction of those rows whose largest weight is on
-    the anti-diagonal) for one decode of a source of n characters (EOS row excluded)."""
+def reverse_alignment(alpha: np.ndarray, n: int, offset: int = 0) -> tuple[float, float]:
+    """(mean alpha_{t, n-1-t+offset}, fraction of those rows whose largest weight is there)
+    over the output steps t < n of one decode of a source of n characters (EOS row
+    excluded) where n-1-t+offset is a source position. offset 0: the anti-diagonal (the
+    character written at step t); offset 1: one to its right (the character written at step
+    t-1, whose forward encoder state has read the one to write)."""
     alpha = np.asarray(alpha, dtype=np.float64)
-    rows = min(n, alpha.shape[0])
-    if alpha.ndim != 2 or alpha.shape[1] < n or rows == 0:
+    if alpha.ndim != 2 or alpha.shape[1] < n or min(n, alpha.shape[0]) == 0:
         raise ValueError(f"alpha must be (T, S >= {n}) weights of one decode, got {alpha.shape}")
-    t = np.arange(rows)
-    diag = alpha[t, n - 1 - t]  # (rows,)
-    return float(diag.mean()), float(np.mean(alpha[:rows].argmax(axis=1) == n - 1 - t))
+    t = np.arange(min(n, alpha.shape[0]))
+    j = n - 1 - t + offset
+    t, j = t[(j >= 0) & (j < n)], j[(j >= 0) & (j < n)]
+    if t.size == 0:
+        raise ValueError(f"offset {offset} leaves no output step on a source of {n}")
+    return float(alpha[t, j].mean()), float(np.mean(alpha[t].argmax(axis=1) == j))
 
 
 def attention_alignment(model: Seq2Seq, task: Seq2SeqTask, texts: Sequence[str]) -> dict[str, Any]:
@@ -175,23 +182,26 @@ def attention_alignment(model: Seq2Seq, task: Seq2SeqTask, texts: Sequence[str])
     over texts that have one (None if none), "families": {family: {"fields", "weekday", "n"}},
     "exact": fraction of outputs equal to the ISO date, "per_text": [...]}``.
 
-    reverse: ``{"anti_diagonal": mean alpha_{t, n-1-t}, "argmax_on_anti_diagonal": fraction
-    of output steps whose largest weight is there, "exact": fraction reversed right,
-    "per_text": [...]}``. Other tasks: ValueError.
+    reverse: ``{"anti_diagonal": mean alpha_{t, n-1-t}, "argmax_anti_diagonal": fraction of
+    output steps whose largest weight is there, "anti_diagonal_right" and
+    "argmax_anti_diagonal_right": the same one position to the right (offset 1 of
+    `reverse_alignment`), "exact": fraction reversed right, "per_text": [...]}``.
+    Other tasks: ValueError.
     """
     decoded = decode_attention(model, task, texts)
     if task.name == "reverse":
         per = []
         for d in decoded:
-            diag, hit = reverse_alignment(d.alpha, len(d.source))
-            per.append(
-                {"input": d.source, "output": d.output, "anti_diagonal": diag, "argmax": hit}
-            )
+            row = {"input": d.source, "output": d.output}
+            for key, offset in (("anti_diagonal", 0), ("anti_diagonal_right", 1)):
+                row[key], row[f"argmax_{key}"] = reverse_alignment(d.alpha, len(d.source), offset)
+            per.append(row)
+        keys = ("anti_diagonal", "anti_diagonal_right")
         return {
             "task": "reverse",
             "n": len(per),
-            "anti_diagonal": float(np.mean([p["anti_diagonal"] for p in per])),
-            "argmax_on_anti_diagonal": float(np.mean([p["argmax"] for p in per])),
+            **{k: float(np.mean([p[k] for p in per])) for k in keys},
+            **{f"argmax_{k}": float(np.mean([p[f"argmax_{k}"] for p in per])) for k in keys},
             "exact": float(np.mean([d.output == d.source[::-1] for d in decoded])),
             "per_text": per,
         }
