@@ -8,6 +8,9 @@ r"""Sequence to sequence: a stacked LSTM or GRU encoder-decoder, with or without
     m.translate(src, beam=1)     # list of id lists (greedy, or beam search)
     m.attention                  # (B, T, S) weights of the last forward (or greedy decode)
     m.trace["encoder"]["f"]      # (L, B, S, H) every gate of every layer; "decoder": (L, B, T, H)
+    gi.intervene(m, (src, tgt), [gi.Edit("c", part="encoder", steps=-1, value=0.0)])
+                                 # an edited forward (gatescope.inspect); m.backward() after it
+                                 # differentiates the edited model (see `Seq2Seq.edited`)
 
 Shape legend: B batch, S source steps, T target steps, E embedding, H hidden units,
 Dm memory features (H, or 2H with a bidirectional encoder), A attention units, V vocabulary.
