@@ -8,6 +8,9 @@ r"""Sequence to sequence: a stacked LSTM or GRU encoder-decoder, with or without
     m.translate(src, beam=1)     # list of id lists (greedy, or beam search)
     m.attention                  # (B, T, S) weights of the last forward (or greedy decode)
     m.trace["encoder"]["f"]      # (L, B, S, H) every gate of every layer; "decoder": (L, B, T, H)
+    gi.intervene(m, (src, tgt), [gi.Edit("c", part="encoder", steps=-1, value=0.0)])
+                                 # an edited forward (gatescope.inspect); m.backward() after it
+                                 # differentiates the edited model (see `Seq2Seq.edited`)
 
 Shape legend: B batch, S source steps, T target steps, E embedding, H hidden units,
 Dm memory features (H, or 2H with a bidirectional encoder), A attention units, V vocabulary.
@@ -76,13 +79,16 @@ into the encoder outputs and back through the encoder.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
 from gatescope.nn.checks import Seed, as_float_dtype, as_generator, check_positive_int
-from gatescope.nn.functional import log_softmax, tanh
+from gatescope.nn.edits import EditPlan
+from gatescope.nn.functional import log_softmax, sigmoid, tanh
 from gatescope.nn.gru import GRU, gru_cell_backward, gru_cell_forward
 from gatescope.nn.losses import cross_entropy
 from gatescope.nn.lstm import LSTM, lstm_cell_backward, lstm_cell_forward
@@ -185,6 +191,8 @@ def _cell_forward(arch: str, p: dict, x: np.ndarray, state: tuple) -> tuple[tupl
 
 def _cell_backward(arch: str, p: dict, g: dict, dstate: tuple, cache: Any) -> tuple:
     """One step back: dstate -> dx (B, D), dstate_prev; adds the weight gradients into g."""
+    if isinstance(cache, _EditedStep):
+        return _edited_backward(arch, p, g, dstate, cache)
     if arch == "lstm":
         dx, dh, dc, dw_ih, dw_hh, db = lstm_cell_backward(
             dstate[0], dstate[1], cache, p["weight_ih"], p["weight_hh"]
@@ -203,8 +211,126 @@ def _cell_backward(arch: str, p: dict, g: dict, dstate: tuple, cache: Any) -> tu
     return dx, (dh,)
 
 
+@dataclass
+class _EditedStep:
+    """The cache of one cell step run with an edit plan (`nn.edits.EditPlan`, see
+    `gatescope.inspect.intervene`): the cell's cache tuple as the nn cell lays it out, with
+    the *edited* gates (LSTM (x, h_prev, c_prev, i, f, g, o, c), c the edited state; GRU
+    (x, h_prev, r, z, n, hn)), the step's PAD mask and the plan (which kept the values
+    computed before each edit)."""
+
+    cell: tuple
+    m: np.ndarray | None  # (B, 1) 1 where the row is real at this step; None: all real
+    plan: EditPlan
+    t: int  # the step, as the plan indexes it
+
+
+def _edited_step(
+    arch: str, p: dict, x: np.ndarray, state: tuple, m: np.ndarray | None, plan: EditPlan, t: int
+) -> tuple[tuple, _EditedStep]:
+    """One step with `plan`'s edits at step t, each applied where its quantity is computed::
+
+        LSTM: i f g o <- edit;  c = f c_prev + i g;  c <- m c + (1 - m) c_prev;  c <- edit(c)
+              h = o tanh(c);  h <- m h + (1 - m) h_prev;  h <- edit(h)
+        GRU:  r z <- edit;  n = tanh(a_n + r hn) <- edit;  h = (1 - z) n + z h_prev;
+              h <- m h + (1 - m) h_prev;  h <- edit(h)
+
+    The states are edited after the PAD mask, so an edit of c or h at a skipped (PAD) step
+    changes the state carried on. With no entry for step t the values equal `_cell_forward`
+    (and its masked blend) bit for bit: the same operations in the same order.
+    """
+    if arch == "lstm":
+        h_prev, c_prev = state
+        _, _, (_, _, _, i, f, g, o, _) = lstm_cell_forward(
+            x, h_prev, c_prev, p["weight_ih"], p["weight_hh"], p["bias"]
+        )  # the gates depend on x and the previous state only: the nn cell computes them
+        for name, gate in zip("ifgo", (i, f, g, o), strict=True):
+            plan.apply(t, name, gate)
+        c = f * c_prev + i * g  # (B, H)
+        if m is not None:
+            c = m * c + (1 - m) * c_prev
+        plan.apply(t, "c", c)
+        h = o * tanh(c)  # (B, H)
+        if m is not None:
+            h = m * h + (1 - m) * h_prev
+        plan.apply(t, "h", h)
+        return (h, c), _EditedStep((x, h_prev, c_prev, i, f, g, o, c), m, plan, t)
+    (h_prev,) = state
+    w_ih, w_hh, H = p["weight_ih"], p["weight_hh"], h_prev.shape[1]
+    # gru_cell_forward's lines (reset_after), with the edits between them
+    ax = x @ w_ih.T + p["bias"]  # (B, 3H)
+    ah = h_prev @ w_hh[: 2 * H].T  # (B, 2H)
+    r = sigmoid(ax[:, :H] + ah[:, :H])
+    z = sigmoid(ax[:, H : 2 * H] + ah[:, H:])
+    plan.apply(t, "r", r)
+    plan.apply(t, "z", z)
+    hn = h_prev @ w_hh[2 * H :].T + p["bias_hn"]  # (B, H)
+    n = tanh(ax[:, 2 * H :] + r * hn)
+    plan.apply(t, "n", n)
+    h = (1 - z) * n + z * h_prev  # (B, H)
+    if m is not None:
+        h = m * h + (1 - m) * h_prev
+    plan.apply(t, "h", h)
+    return (h,), _EditedStep((x, h_prev, r, z, n, hn), m, plan, t)
+
+
+def _edited_backward(arch: str, p: dict, g: dict, dstate: tuple, step: _EditedStep) -> tuple:
+    """Back through `_edited_step`: dstate (of the edited state) -> dx, dstate_prev, weight
+    gradients added into g. Each quantity's gradient passes its edit (`EditPlan.grad`:
+    times mul, so a set entry passes nothing) before reaching what computed it; each gate's
+    derivative is taken at the value it computed (`EditPlan.original`). With the mask m::
+
+        dh' = edit'(dh);  dh_cell = m dh';  ...  dh_prev += (1 - m) dh'  (likewise c)
+    """
+    ed, t, m = step.plan, step.t, step.m
+    w_ih, w_hh = p["weight_ih"], p["weight_hh"]
+    dh = ed.grad(t, "h", dstate[0])  # dL/dh_t before its edit
+    dh_cell = dh if m is None else dh * m
+    if arch == "lstm":
+        x, h_prev, c_prev, i, f, gg, o, c = step.cell
+        i0, f0, g0, o0 = (ed.original(t, n, a) for n, a in zip("ifgo", (i, f, gg, o)))
+        tc = tanh(c)
+        do = ed.grad(t, "o", dh_cell * tc)
+        dc = ed.grad(t, "c", dstate[1] + dh_cell * o * (1 - tc**2))  # before the c edit
+        dc_cell = dc if m is None else dc * m
+        di = ed.grad(t, "i", dc_cell * gg)
+        df = ed.grad(t, "f", dc_cell * c_prev)
+        dg = ed.grad(t, "g", dc_cell * i)
+        da = np.concatenate(
+            [di * i0 * (1 - i0), df * f0 * (1 - f0), dg * (1 - g0**2), do * o0 * (1 - o0)],
+            axis=1,
+        )  # (B, 4H)
+        dh_prev, dc_prev = da @ w_hh, dc_cell * f
+        if m is not None:
+            dh_prev = dh_prev + (1 - m) * dh
+            dc_prev = dc_prev + (1 - m) * dc
+        g["weight_ih"] += da.T @ x
+        g["weight_hh"] += da.T @ h_prev
+        g["bias"] += da.sum(axis=0)
+        return da @ w_ih, (dh_prev, dc_prev)
+    x, h_prev, r, z, n, hn = step.cell
+    H = h_prev.shape[1]
+    r0, z0, n0 = (ed.original(t, q, a) for q, a in zip("rzn", (r, z, n)))
+    da_n = ed.grad(t, "n", dh_cell * (1 - z)) * (1 - n0**2)  # (B, H)
+    da_z = ed.grad(t, "z", dh_cell * (h_prev - n)) * z0 * (1 - z0)
+    da_r = ed.grad(t, "r", da_n * hn) * r0 * (1 - r0)
+    dhn = da_n * r  # dL/d(h_prev W_hn^T + b_hn)
+    da_rz = np.concatenate([da_r, da_z], axis=1)  # (B, 2H)
+    dh_prev = dh_cell * z + dhn @ w_hh[2 * H :] + da_rz @ w_hh[: 2 * H]
+    if m is not None:
+        dh_prev = dh_prev + (1 - m) * dh
+    dax = np.concatenate([da_rz, da_n], axis=1)  # (B, 3H)
+    g["weight_ih"] += dax.T @ x
+    g["weight_hh"] += np.concatenate([da_rz.T @ h_prev, dhn.T @ h_prev], axis=0)
+    g["bias"] += dax.sum(axis=0)
+    g["bias_hn"] += dhn.sum(axis=0)
+    return dax @ w_ih, (dh_prev,)
+
+
 def _cell_gates(arch: str, cache: Any) -> dict[str, np.ndarray]:
     """The gates of one cell step (each (B, H)) from its cache."""
+    if isinstance(cache, _EditedStep):
+        cache = cache.cell
     if arch == "lstm":
         _, _, _, i, f, g, o, c = cache
         return {"i": i, "f": f, "g": g, "o": o, "c": c}
@@ -212,16 +338,20 @@ def _cell_gates(arch: str, cache: Any) -> dict[str, np.ndarray]:
     return {"r": r, "z": z, "n": n}
 
 
-def _layer_forward(arch, p, X, state0, mask):
+def _layer_forward(arch, p, X, state0, mask, plan=None):
     """A layer over a sequence: X (S, B, D), mask (S, B, 1) float or None -> Y (S, B, H),
-    final state, caches. Where mask is 0 the state is kept (a skipped PAD step)."""
+    final state, caches. Where mask is 0 the state is kept (a skipped PAD step). With an
+    edit `plan` every step runs `_edited_step` (edits where each quantity is computed)."""
     S = X.shape[0]
     state, caches, ys = state0, [], []
     for t in range(S):
-        new, cache = _cell_forward(arch, p, X[t], state)
-        if mask is not None:
-            m = mask[t]  # (B, 1)
-            new = tuple(m * a + (1 - m) * b for a, b in zip(new, state, strict=True))
+        m = None if mask is None else mask[t]  # (B, 1)
+        if plan is not None:
+            new, cache = _edited_step(arch, p, X[t], state, m, plan, t)
+        else:
+            new, cache = _cell_forward(arch, p, X[t], state)
+            if m is not None:
+                new = tuple(m * a + (1 - m) * b for a, b in zip(new, state, strict=True))
         ys.append(new)
         caches.append(cache)
         state = new
@@ -248,7 +378,7 @@ def _layer_backward(arch, p, g, caches, dY, dstate, mask):
     dxs = [None] * S
     for t in reversed(range(S)):
         d = dstate if dY is None else (dstate[0] + dY[t], *dstate[1:])
-        if mask is None:
+        if mask is None or isinstance(caches[t], _EditedStep):  # an edited step masks itself
             dxs[t], dstate = _cell_backward(arch, p, g, d, caches[t])
             continue
         m = mask[t]  # (B, 1)
@@ -275,6 +405,21 @@ def _masked_softmax(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
     score = score - score.max(axis=-1, keepdims=True)
     e = np.exp(score)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def _attention_edit_backward(
+    plan: EditPlan | None, alpha: np.ndarray, dalpha: np.ndarray
+) -> np.ndarray:
+    """Luong's weights (B, T, S) after an edit `plan`: dalpha (dL/d alpha as used) becomes,
+    in place, dL/d(alpha as computed) (times mul); returns alpha as computed (before the
+    edits), where the softmax's Jacobian is taken. Without a plan: alpha unchanged."""
+    if plan is None:
+        return alpha
+    computed = alpha.copy()  # (B, T, S)
+    for t in range(alpha.shape[1]):
+        dalpha[:, t] = plan.grad(t, "attention", dalpha[:, t])
+        computed[:, t] = plan.original(t, "attention", alpha[:, t])
+    return computed
 
 
 # ------------------------------------------------------------------------------ the model
@@ -329,6 +474,8 @@ class Seq2Seq:
         self.attention: np.ndarray | None = None  # (B, T, S) of the last forward / decode
         self.logits: np.ndarray | None = None  # (B, T, V) of the last forward
         self._ctx: dict[str, Any] | None = None
+        # (part, layer) -> EditPlan, set by `edited` only (gatescope.inspect.intervene)
+        self._edit_plans: Mapping[tuple[str, int], EditPlan] | None = None
 
     @classmethod
     def from_config(cls, config: Seq2SeqConfig, seed: Seed = 0) -> Seq2Seq:
@@ -454,6 +601,14 @@ class Seq2Seq:
             raise ValueError("src: every row needs at least one token that is not PAD (0)")
         return src
 
+    def check_pair(self, src: Any, tgt: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(src (B, S), tgt (B, T)) as int64 ids, checked as `forward` takes them."""
+        src = self._check_src(src)
+        tgt = self._check_ids("tgt", tgt, self.config.tgt_vocab)
+        if tgt.shape[0] != src.shape[0]:
+            raise ValueError(f"tgt must have {src.shape[0]} rows as src, got {tgt.shape[0]}")
+        return src, tgt
+
     # -- embedding -----------------------------------------------------------------------------
 
     def _embed(self, side: str, ids: np.ndarray) -> np.ndarray:
@@ -470,9 +625,13 @@ class Seq2Seq:
 
     # -- encoder -------------------------------------------------------------------------------
 
-    def _encode(self, src: np.ndarray) -> dict[str, Any]:
-        """src (B, S) -> memory (B, S, Dm), per-layer final states, everything backward needs."""
+    def _encode(
+        self, src: np.ndarray, plans: Mapping[tuple[str, int], EditPlan] | None = None
+    ) -> dict[str, Any]:
+        """src (B, S) -> memory (B, S, Dm), per-layer final states, everything backward needs.
+        `plans`: edit plans by ("encoder" | "encoder_reverse", layer) (see `edited`)."""
         c = self.config
+        plans = plans or {}
         B, S = src.shape
         smask = src != PAD  # (B, S)
         rev = _within_length_reversal(smask)  # (B, S)
@@ -485,14 +644,24 @@ class Seq2Seq:
         finals, caches, rcaches, hs, rhs = [], [], [], [], []
         for k in range(c.num_layers):
             Yf, sf, cf = _layer_forward(
-                c.arch, self._layer_p("enc", k), X, self._zero_state(B), mask_t
+                c.arch,
+                self._layer_p("enc", k),
+                X,
+                self._zero_state(B),
+                mask_t,
+                plans.get(("encoder", k)),
             )
             caches.append(cf)
             hs.append(Yf)
             if c.bidirectional:
                 Xr = X[rev_t, cols]  # (S, B, D) reversed within length
                 Yr, sr, cr = _layer_forward(
-                    c.arch, self._layer_p("enc_rev", k), Xr, self._zero_state(B), mask_t
+                    c.arch,
+                    self._layer_p("enc_rev", k),
+                    Xr,
+                    self._zero_state(B),
+                    mask_t,
+                    plans.get(("encoder_reverse", k)),
                 )
                 rcaches.append(cr)
                 rhs.append(Yr)
@@ -568,10 +737,21 @@ class Seq2Seq:
         Q = Sd @ self.params["attn.W_a"] if self.config.score == "general" else Sd  # (B, T, Dm)
         return Q @ memory.transpose(0, 2, 1)
 
-    def _additive(self, q: np.ndarray, keys: np.ndarray, memory: np.ndarray, smask: np.ndarray):
-        """q (B, H), keys = memory W_k^T (B, S, A) -> alpha (B, S), context (B, Dm), tanh (B, S, A)."""
+    def _additive(
+        self,
+        q: np.ndarray,
+        keys: np.ndarray,
+        memory: np.ndarray,
+        smask: np.ndarray,
+        plan: EditPlan | None = None,
+        t: int = 0,
+    ):
+        """q (B, H), keys = memory W_k^T (B, S, A) -> alpha (B, S), context (B, Dm), tanh (B, S, A).
+        An edit `plan` changes alpha (at step t) before the context is formed."""
         z = tanh(keys + (q @ self.params["attn.W_q"].T)[:, None, :])  # (B, S, A)
         alpha = _masked_softmax(z @ self.params["attn.v"], smask)  # (B, S)
+        if plan is not None:
+            plan.apply(t, "attention", alpha)  # as set: not renormalised
         ctx = np.einsum("bs,bsd->bd", alpha, memory)  # (B, Dm)
         return alpha, ctx, z
 
@@ -580,23 +760,27 @@ class Seq2Seq:
     def forward(self, src: Any, tgt: Any) -> np.ndarray:
         """Teacher-forced logits (B, T, V) of tgt given src; kept for `backward`."""
         c = self.config
-        src = self._check_src(src)
-        tgt = self._check_ids("tgt", tgt, c.tgt_vocab)
-        if tgt.shape[0] != src.shape[0]:
-            raise ValueError(f"tgt must have {src.shape[0]} rows as src, got {tgt.shape[0]}")
+        src, tgt = self.check_pair(src, tgt)
         B, T = tgt.shape
-        enc = self._encode(src)
+        plans = self._edit_plans or {}
+        enc = self._encode(src, plans)
         y_in = np.concatenate([np.full((B, 1), BOS), tgt[:, :-1]], axis=1)  # (B, T)
         Xd = self._embed("tgt", y_in.T)  # (T, B, E)
         ctx: dict[str, Any] = {"enc": enc, "y_in": y_in, "tgt": tgt}
+        ctx["attn_plan"] = plans.get(("attention", 0))
         memory, smask = enc["memory"], enc["smask"]
         if c.attention == "bahdanau":
-            O = self._bahdanau_forward(ctx, Xd, memory, smask)  # (B, T, H + Dm)
+            O = self._bahdanau_forward(ctx, Xd, memory, smask, plans)  # (B, T, H + Dm)
         else:
             caches, dec_hs, X = [], [], Xd
             for k in range(c.num_layers):
                 X, _, ck = _layer_forward(
-                    c.arch, self._layer_p("dec", k), X, enc["finals"][k], None
+                    c.arch,
+                    self._layer_p("dec", k),
+                    X,
+                    enc["finals"][k],
+                    None,
+                    plans.get(("decoder", k)),
                 )
                 caches.append(ck)
                 dec_hs.append(X)
@@ -608,6 +792,9 @@ class Seq2Seq:
                 self.attention = None
             else:
                 alpha = _masked_softmax(self._luong_scores(Sd, memory), smask[:, None, :])
+                if ctx["attn_plan"] is not None:
+                    for t in range(T):  # each alpha_t as set: not renormalised
+                        ctx["attn_plan"].apply(t, "attention", alpha[:, t])
                 C = alpha @ memory  # (B, T, Dm)
                 cat = np.concatenate([C, Sd], axis=-1)  # (B, T, Dm + H)
                 O = tanh(cat @ self.params["attn.W_c"].T)  # (B, T, H)
@@ -619,7 +806,7 @@ class Seq2Seq:
         self._ctx = ctx
         return logits
 
-    def _bahdanau_forward(self, ctx, Xd, memory, smask) -> np.ndarray:
+    def _bahdanau_forward(self, ctx, Xd, memory, smask, plans) -> np.ndarray:
         c = self.config
         T = Xd.shape[0]
         keys = memory @ self.params["attn.W_k"].T  # (B, S, A)
@@ -628,11 +815,15 @@ class Seq2Seq:
         outs, alphas = [], []
         for t in range(T):
             q = states[-1][0]  # (B, H): s_{t-1}
-            alpha, cvec, z = self._additive(q, keys, memory, smask)
+            alpha, cvec, z = self._additive(q, keys, memory, smask, ctx["attn_plan"], t)
             x = np.concatenate([Xd[t], cvec], axis=1)  # (B, E + Dm)
             caches, hs = [], []
             for k in range(c.num_layers):
-                states[k], ck = _cell_forward(c.arch, self._layer_p("dec", k), x, states[k])
+                p, plan = self._layer_p("dec", k), plans.get(("decoder", k))
+                if plan is None:
+                    states[k], ck = _cell_forward(c.arch, p, x, states[k])
+                else:
+                    states[k], ck = _edited_step(c.arch, p, x, states[k], None, plan, t)
                 caches.append(ck)
                 x = states[k][0]
                 hs.append(x)
@@ -689,7 +880,8 @@ class Seq2Seq:
                 Dm = memory.shape[-1]
                 dC, dSd = dcat[..., :Dm], dcat[..., Dm:].copy()
                 dalpha = dC @ memory.transpose(0, 2, 1)  # (B, T, S)
-                dmemory += alpha.transpose(0, 2, 1) @ dC
+                dmemory += alpha.transpose(0, 2, 1) @ dC  # alpha as used (edited)
+                alpha = _attention_edit_backward(ctx["attn_plan"], alpha, dalpha)
                 dscore = alpha * (dalpha - (alpha * dalpha).sum(axis=-1, keepdims=True))
                 dQ = dscore @ memory  # (B, T, Dm)
                 if c.score == "general":
@@ -745,7 +937,11 @@ class Seq2Seq:
                     dctx += dx[:, E:]
             # attention of step t (query s_{t-1})
             dalpha = np.einsum("bd,bsd->bs", dctx, memory)  # (B, S)
-            dmemory += alpha[:, :, None] * dctx[:, None, :]
+            dmemory += alpha[:, :, None] * dctx[:, None, :]  # alpha as used (edited)
+            plan = ctx["attn_plan"]
+            if plan is not None:  # through the edit, then softmax's Jacobian at alpha computed
+                dalpha = plan.grad(t, "attention", dalpha)
+                alpha = plan.original(t, "attention", alpha)
             dscore = alpha * (dalpha - (alpha * dalpha).sum(axis=1, keepdims=True))  # (B, S)
             dv += np.einsum("bsa,bs->a", z, dscore)
             dpre = dscore[:, :, None] * v * (1 - z**2)  # (B, S, A)
@@ -758,6 +954,23 @@ class Seq2Seq:
         self.grads["attn.W_k"][...] = dkeys.reshape(-1, A).T @ memory.reshape(-1, Dm)
         dmemory += dkeys @ W_k
         return dXd, dstates
+
+    # -- interventions -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def edited(self, plans: Mapping[tuple[str, int], EditPlan]) -> Iterator[None]:
+        """Within it, `forward` (and `loss`) apply edit `plans`, keyed (part, layer) with part
+        "encoder", "encoder_reverse", "decoder" (one `nn.edits.EditPlan` per layer: steps are
+        the part's time steps, units its hidden units) or "attention" (layer 0: steps are
+        target steps, units source positions); the caches keep them, so `backward`
+        differentiates the edited function. Decoding (`translate`) never applies them.
+        Build plans with `gatescope.inspect.intervene`, which validates them."""
+        previous = self._edit_plans
+        self._edit_plans = dict(plans)
+        try:
+            yield
+        finally:
+            self._edit_plans = previous
 
     # -- the trace -----------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@
     gatescope seq2seq translate dates.safetensors "september 27, 1994" "9/27/94" --beam 3
     gatescope seq2seq evaluate dates.safetensors --json
     gatescope seq2seq plot attention dates.safetensors "Sep 27, 1994" --out a.png
+    gatescope seq2seq plot attention dates.safetensors "9/27/94" "27.09.1994" --out grid.png
     gatescope seq2seq plot gates dates.safetensors "Sep 27, 1994" --out g.png
 
 Exit codes: 0 done, 1 training diverged (the last good checkpoint is kept), 2 bad input
@@ -170,8 +171,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl = s.add_parser("plot", help="figures: attention, gates")
     pl.add_argument("figure", choices=("attention", "gates"))
     pl.add_argument("checkpoint", metavar="CKPT")
-    pl.add_argument("text", metavar="TEXT")
+    pl.add_argument(
+        "texts",
+        nargs="+",
+        metavar="TEXT",
+        help="attention: one text (one heatmap) or several (a grid); gates: one text",
+    )
     pl.add_argument("--out", required=True, metavar="PNG")
+    pl.add_argument(
+        "--cols", type=positive_int, metavar="N", help="attention grid: panels a row (default 3)"
+    )
     pl.add_argument(
         "--part",
         choices=("encoder", "decoder"),
@@ -350,29 +359,40 @@ def handle_evaluate(args: argparse.Namespace) -> int:
 
 def handle_plot(args: argparse.Namespace) -> int:
     from gatescope import viz
-    from gatescope.viz.seq2seq import attention_figure
+    from gatescope.inspect.seq2seq import decode_attention
+    from gatescope.viz.seq2seq import attention_figure, attention_grid_figure
 
     model, task, _ = load(args.checkpoint)
-    ids = task.encode([args.text])
-    out = model.translate(ids, max_len=task.max_target_len + 5)[0]
-    out_text = task.decode(out)
+    texts = args.texts
+    ids = task.encode(texts)  # ValueError naming characters outside the vocabulary
     if args.figure == "attention":
-        if model.attention is None:
+        if model.config.attention == "none":
             raise CLIError(f"{args.checkpoint} has no attention (attention='none')")
-        tokens = [*out_text, "<eos>"][: model.attention.shape[1]]
-        fig = attention_figure(
-            model.attention[0, : len(tokens)],
-            list(args.text),
-            tokens,
-            title=f"{args.text!r} -> {out_text!r}",
-        )
+        decoded = decode_attention(model, task, texts)
+        labels = [[*d.output, "<eos>"][: d.alpha.shape[0]] for d in decoded]
+        titles = [f"{d.source!r} -> {d.output!r}" for d in decoded]
+        if len(decoded) == 1:
+            d = decoded[0]
+            fig = attention_figure(d.alpha, list(d.source), labels[0], title=titles[0])
+        else:
+            fig = attention_grid_figure(
+                [d.alpha for d in decoded],
+                [list(d.source) for d in decoded],
+                labels,
+                titles=titles,
+                ncols=args.cols,
+            )
     else:
+        if len(texts) != 1:
+            raise CLIError(f"plot gates takes one TEXT, got {len(texts)}")
+        out = model.translate(ids, max_len=task.max_target_len + 5)[0]
+        out_text = task.decode(out)
         tgt = np.array([[*out, EOS]])
         model.forward(ids, tgt)  # teacher-forced on its own output: the decode's gates
         tr = model.trace[args.part]
         acts = {k: v[0, 0].T for k, v in tr.items()}  # layer 0, the one sequence: (H, T)
         fig = viz.gate_heatmaps(
-            acts, model.config.arch, title=f"{args.part} gates: {args.text!r} -> {out_text!r}"
+            acts, model.config.arch, title=f"{args.part} gates: {texts[0]!r} -> {out_text!r}"
         )
     viz.save(fig, args.out)
     print(args.out)

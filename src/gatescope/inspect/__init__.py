@@ -10,7 +10,10 @@
     gi.cell_state_jacobian(lstm, x, cut_h=True)     # ... and the same from the backward pass
     gi.input_influence(lstm, x, [(0, 99)], window=50, head=head)  # ||dz_p/dx_t|| per step t
     y, state = gi.intervene(lstm, x, [gi.Edit("f", steps=[3], units=[0, 2], value=0.0)])
+    logits = gi.intervene(s2s, (src, tgt), [gi.Edit("attention", steps=[2], value=one_hot)])
+    gi.attention_alignment(s2s, task, texts)        # dates fields, reverse anti-diagonal
 
+`gatescope.inspect.seq2seq` reads a sequence-to-sequence model's attention on real examples.
 `gatescope.inspect.model` does the same for a trained `SequenceModel` and a task batch;
 `gatescope.inspect.units` finds interpretable units in a text, `gatescope.inspect.influence`
 measures the influence of earlier inputs, `gatescope.inspect.capacity` turns a sweep's
@@ -50,6 +53,7 @@ from .influence import (
 )
 from .interventions import Edit, intervene
 from .model import model_gradient_flow, model_state_gradients, output_gradient
+from .seq2seq import attention_alignment
 
 __all__ = [
     "GATES",
@@ -58,6 +62,7 @@ __all__ = [
     "CurvePoint",
     "Edit",
     "GradientFlow",
+    "attention_alignment",
     "capacity_curve",
     "cell_state_jacobian",
     "chapter_formula",

@@ -4,6 +4,9 @@ r"""Interventions: change a gate or a state at chosen steps and units, and run o
     y, state = gi.intervene(lstm, x, [gi.Edit("f", steps=[3], units=[0, 2], value=0.0)])
     out = gi.intervene(model, x, [gi.Edit("c", steps=5, source=clean_trace)])  # a SequenceModel
     lstm.backward(dy)        # differentiates the edited function; lstm.trace holds edited values
+    logits = gi.intervene(s2s, (src, tgt), [gi.Edit("c", part="encoder", steps=-1, value=0.0),
+                                            gi.Edit("attention", steps=[2], value=one_hot)])
+    s2s.backward(dlogits)    # a Seq2Seq: teacher-forced logits (B, T, V), then its backward
 
 An `Edit` names a quantity of the architecture (LSTM i f g o c h, GRU r z n h, RNN h), a
 layer, steps and units (an int, a list or a slice; default all) and one of
@@ -19,6 +22,19 @@ effect where the quantity is computed and propagates: a patched c_t feeds h_t an
 step. Backward: an entry set by value or source passes no gradient to what computed it; scale
 passes it scaled, add unchanged; everything else keeps its gradient.
 
+Sequence to sequence (`gatescope.seq2seq.Seq2Seq`): x is the pair (src, tgt) of int ids, the
+run is the teacher-forced `forward` and returns its logits (B, T, V). `Edit.part` names where:
+"encoder" (and "encoder_reverse" when bidirectional; steps: source steps in the order that
+direction reads them, as in `model.trace`; units: hidden units), "decoder" (steps: target
+steps) or "attention" (the quantity "attention", the weights alpha (B, T, S); steps: target
+steps, units: source positions). An edit of alpha takes effect before the context
+c_t = sum_j alpha_tj m_j is formed, and the edited rows are used as set: they are **not**
+renormalised (a row need not sum to 1; weight put on a PAD position reads that position's
+memory, the state kept after the last real token). Encoder c and h edits act on the state
+carried on, after the PAD mask: at a skipped PAD step they change the state kept.
+Backward: through an edited alpha the gradient is dL/dalpha * mul, then the softmax's
+Jacobian at the weights computed.
+
 Every edit is checked before anything runs: a quantity the architecture lacks, a layer, step
 or unit out of range, a source of the wrong shape, or two edits of one entry (one entry, one
 edit) are a ValueError naming it. The edited forward always runs the NumPy reference, so
@@ -29,18 +45,28 @@ GATESCOPE_BACKEND=numpy) is the unedited run, bit for bit.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from gatescope.nn import Recurrent
 from gatescope.nn.edits import EditPlan
+from gatescope.seq2seq import Seq2Seq
 
-__all__ = ["Edit", "compile_edits", "intervene", "recurrent_of", "run_edited"]
+__all__ = [
+    "SEQ2SEQ_PARTS",
+    "Edit",
+    "compile_edits",
+    "compile_seq2seq_edits",
+    "intervene",
+    "recurrent_of",
+    "run_edited",
+]
 
 Index = int | Sequence[int] | slice | None
 _KINDS = ("value", "scale", "add", "source")
+SEQ2SEQ_PARTS = ("encoder", "encoder_reverse", "decoder", "attention")  # Edit.part of a Seq2Seq
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +82,7 @@ class Edit:
     scale: Any = None  # multiply by it
     add: Any = None  # add it
     source: Any = None  # another run's trace (dict) or (B, T, H) array: patching
+    part: str | None = None  # a Seq2Seq only: "encoder", "encoder_reverse", "decoder", "attention"
 
     @property
     def kind(self) -> str:
@@ -69,8 +96,10 @@ class Edit:
         return given[0]
 
     def _name(self) -> str:
+        part = "" if self.part is None else f", part={self.part!r}"
         return (
-            f"Edit({self.quantity!r}, layer={self.layer}, steps={self.steps}, units={self.units})"
+            f"Edit({self.quantity!r}{part}, layer={self.layer}, steps={self.steps}, "
+            f"units={self.units})"
         )
 
 
@@ -97,10 +126,14 @@ def _indices(what: str, index: Index, n: int, edit: Edit) -> np.ndarray:
     return out.astype(np.intp)
 
 
-def _source_array(edit: Edit, layer: Recurrent, B: int, T: int) -> np.ndarray:
-    """The (B, T, H) values an Edit(source=...) patches in, checked against the run."""
-    H, L = layer.hidden_size, layer.num_layers
+def _source_array(
+    edit: Edit, B: int, T: int, H: int, L: int, axes: str = "(batch, time, hidden)"
+) -> np.ndarray:
+    """The (B, T, H) values an Edit(source=...) patches in, checked against the run: a trace
+    dict (a Seq2Seq's, by part, or one part's), (L, B, T, H) or (B, T, H) (B may be 1)."""
     src = edit.source
+    if isinstance(src, Mapping) and edit.part is not None and edit.part in src:
+        src = src[edit.part]  # a Seq2Seq trace: part -> (quantity -> array), or "attention"
     if isinstance(src, Mapping):
         if edit.quantity not in src:
             raise ValueError(f"{edit._name()}: source has no {edit.quantity!r} (has {sorted(src)})")
@@ -110,13 +143,13 @@ def _source_array(edit: Edit, layer: Recurrent, B: int, T: int) -> np.ndarray:
         if src.shape[0] != L:
             raise ValueError(
                 f"{edit._name()}: source {edit.quantity!r} has {src.shape[0]} layers, "
-                f"the layer has {L}"
+                f"the model has {L}"
             )
         src = src[edit.layer]
     if src.shape != (B, T, H) and src.shape != (1, T, H):
         raise ValueError(
             f"{edit._name()}: source {edit.quantity!r} must be ({B}, {T}, {H}) "
-            f"(batch, time, hidden) like the run, got {tuple(np.shape(src))}"
+            f"{axes} like the run, got {tuple(np.shape(src))}"
         )
     return src
 
@@ -134,64 +167,68 @@ def recurrent_of(layer_or_model: Any) -> Recurrent:
     )
 
 
-def compile_edits(
-    layer: Recurrent, edits: Sequence[Edit], batch_size: int, steps: int
-) -> list[EditPlan | None]:
-    """Validate `edits` for a run of `batch_size` sequences of `steps` steps through `layer`
-    and compile them into one `nn.edits.EditPlan` per layer (None where a layer has none).
-
-    Each (layer, step, quantity) edited gets mul and add arrays (B, H): 1 and 0 outside the
-    edited units; only those the edits need are made (a scale-only entry has no add).
-    """
+def _check_edit_list(edits: Any) -> list[Edit]:
     if isinstance(edits, Edit):
         edits = [edits]
     if not isinstance(edits, Sequence) or not all(isinstance(e, Edit) for e in edits):
         raise ValueError("edits must be a list of gatescope.inspect.Edit")
-    B, T, H, L = batch_size, steps, layer.hidden_size, layer.num_layers
-    dt = layer.dtype
-    names = layer.trace_names
+    for e in edits:
+        e.kind  # noqa: B018 (exactly one of value, scale, add, source: raises otherwise)
+    return list(edits)
+
+
+def _compile(
+    numbered: Sequence[tuple[int, Edit]],
+    *,
+    B: int,
+    T: int,
+    H: int,
+    L: int,
+    dtype: np.dtype,
+    source_of: Any,
+    units: str = "units",
+) -> list[EditPlan | None]:
+    """The checks and compilation shared by layers and Seq2Seq parts: edits (with their
+    index in the user's list) of T steps x H units of L layers -> one plan per layer. The
+    quantity and part are checked by the caller; `source_of(edit)` gives (B|1, T, H)."""
     entries: list[dict] = [{} for _ in range(L)]
     owner: dict[tuple[int, int, str], np.ndarray] = {}  # which edit holds each unit, -1: none
-    for n, e in enumerate(edits):
+    for n, e in numbered:
         kind = e.kind
-        if e.quantity not in names:
-            raise ValueError(
-                f"{e._name()}: a {layer.arch.upper()} has no quantity {e.quantity!r}; "
-                f"it has {' '.join(names)}"
-            )
         if not isinstance(e.layer, int | np.integer) or not 0 <= e.layer < L:
             raise ValueError(f"{e._name()}: layer {e.layer!r} out of range for {L} layer(s)")
         ts = _indices("steps", e.steps, T, e)
-        us = _indices("units", e.units, H, e)
+        us = _indices(units, e.units, H, e)
         if kind == "source":
-            vals = _source_array(e, layer, B, T)[:, ts][:, :, us]  # (B|1, steps, units)
+            vals = source_of(e)[:, ts][:, :, us]  # (B|1, steps, units)
         else:
-            vals = np.asarray(getattr(e, kind), dtype=dt)
+            vals = np.asarray(getattr(e, kind), dtype=dtype)
             try:
                 vals = np.broadcast_to(vals, (B, len(ts), len(us)))
             except ValueError:
                 raise ValueError(
                     f"{e._name()}: {kind} of shape {vals.shape} does not broadcast to "
-                    f"({B}, {len(ts)}, {len(us)}) (batch, steps, units)"
+                    f"({B}, {len(ts)}, {len(us)}) (batch, steps, {units})"
                 ) from None
             if not np.all(np.isfinite(vals)):
                 raise ValueError(f"{e._name()}: {kind} must be finite")
-        vals = np.broadcast_to(np.asarray(vals, dtype=dt), (B, len(ts), len(us)))
+        vals = np.broadcast_to(np.asarray(vals, dtype=dtype), (B, len(ts), len(us)))
         for j, t in enumerate(ts):
             key = (e.layer, int(t), e.quantity)
             held = owner.setdefault(key, np.full(H, -1))
             clash = us[held[us] >= 0]
             if clash.size:
+                where = "" if e.part is None else f"{e.part} "
                 raise ValueError(
-                    f"edits {held[clash[0]]} and {n} both change {e.quantity!r} at layer "
-                    f"{e.layer}, step {t}, unit {clash[0]}: one entry, one edit"
+                    f"edits {held[clash[0]]} and {n} both change {where}{e.quantity!r} at "
+                    f"layer {e.layer}, step {t}, unit {clash[0]}: one entry, one edit"
                 )
             held[us] = n
             mul, add = entries[e.layer].get((int(t), e.quantity), (None, None))
             if kind in ("value", "source", "scale") and mul is None:
-                mul = np.ones((B, H), dt)  # (B, H)
+                mul = np.ones((B, H), dtype)  # (B, H)
             if kind in ("value", "source", "add") and add is None:
-                add = np.zeros((B, H), dt)  # (B, H)
+                add = np.zeros((B, H), dtype)  # (B, H)
             if kind == "scale":
                 mul[:, us] = vals[:, j]
             elif kind == "add":
@@ -201,6 +238,109 @@ def compile_edits(
                 add[:, us] = vals[:, j]
             entries[e.layer][(int(t), e.quantity)] = (mul, add)
     return [EditPlan(en) if en else None for en in entries]
+
+
+def compile_edits(
+    layer: Recurrent, edits: Sequence[Edit], batch_size: int, steps: int
+) -> list[EditPlan | None]:
+    """Validate `edits` for a run of `batch_size` sequences of `steps` steps through `layer`
+    and compile them into one `nn.edits.EditPlan` per layer (None where a layer has none).
+
+    Each (layer, step, quantity) edited gets mul and add arrays (B, H): 1 and 0 outside the
+    edited units; only those the edits need are made (a scale-only entry has no add).
+    """
+    edits = _check_edit_list(edits)
+    B, T, H, L = batch_size, steps, layer.hidden_size, layer.num_layers
+    names = layer.trace_names
+    for e in edits:
+        if e.part is not None:
+            raise ValueError(
+                f"{e._name()}: part= names a part of a Seq2Seq; a {layer.arch.upper()} layer "
+                "has none (leave it out)"
+            )
+        if e.quantity not in names:
+            raise ValueError(
+                f"{e._name()}: a {layer.arch.upper()} has no quantity {e.quantity!r}; "
+                f"it has {' '.join(names)}"
+            )
+    return _compile(
+        list(enumerate(edits)),
+        B=B,
+        T=T,
+        H=H,
+        L=L,
+        dtype=layer.dtype,
+        source_of=lambda e: _source_array(e, B, T, H, L),
+    )
+
+
+def compile_seq2seq_edits(
+    model: Seq2Seq, edits: Sequence[Edit], batch_size: int, src_steps: int, tgt_steps: int
+) -> dict[tuple[str, int], EditPlan]:
+    """Validate `edits` for a teacher-forced run of `model` on (B, S) sources and (B, T)
+    targets and compile them into plans keyed (part, layer), as `Seq2Seq.edited` takes.
+
+    Parts: "encoder" ("encoder_reverse" when bidirectional) S steps x H units, "decoder"
+    T steps x H units, each of `num_layers` layers, quantities LSTM i f g o c h, GRU r z n h;
+    "attention" (quantity "attention", layer 0) T target steps x S source positions.
+    """
+    edits = _check_edit_list(edits)
+    c = model.config
+    B, S, T, H, L = batch_size, src_steps, tgt_steps, model.hidden_size, c.num_layers
+    names = ("i", "f", "g", "o", "c", "h") if c.arch == "lstm" else ("r", "z", "n", "h")
+    parts = [p for p in SEQ2SEQ_PARTS if p != "encoder_reverse" or c.bidirectional]
+    groups: dict[str, list[tuple[int, Edit]]] = {p: [] for p in parts}
+    for n, e in enumerate(edits):
+        part = e.part
+        if part is None and e.quantity == "attention":
+            part = "attention"
+            e = replace(e, part="attention")
+        if part is None:
+            raise ValueError(f"{e._name()}: a Seq2Seq needs part= to say where: {', '.join(parts)}")
+        if part not in parts:
+            why = " (the encoder is not bidirectional)" if part == "encoder_reverse" else ""
+            raise ValueError(f"{e._name()}: part must be one of {', '.join(parts)}{why}")
+        if part == "attention":
+            if c.attention == "none":
+                raise ValueError(
+                    f"{e._name()}: the model has no attention (attention='none') to edit"
+                )
+            if e.quantity != "attention":
+                raise ValueError(
+                    f"{e._name()}: the attention part has one quantity, 'attention' (the "
+                    "weights alpha)"
+                )
+        elif e.quantity not in names:
+            raise ValueError(
+                f"{e._name()}: a {c.arch.upper()} {part} has no quantity {e.quantity!r}; "
+                f"it has {' '.join(names)}"
+            )
+        groups[part].append((n, e))
+    plans: dict[tuple[str, int], EditPlan] = {}
+    for part, numbered in groups.items():
+        if not numbered:
+            continue
+        if part == "attention":
+            steps, units, layers, axes = T, S, 1, "(batch, target steps, source positions)"
+        else:
+            steps, units, layers = (T if part == "decoder" else S), H, L
+            axes = "(batch, time, hidden)"
+        compiled = _compile(
+            numbered,
+            B=B,
+            T=steps,
+            H=units,
+            L=layers,
+            dtype=model.dtype,
+            source_of=lambda e, st=steps, u=units, ly=layers, ax=axes: _source_array(
+                e, B, st, u, ly, ax
+            ),
+            units="units" if part != "attention" else "source positions",
+        )
+        for k, plan in enumerate(compiled):
+            if plan is not None:
+                plans[(part, k)] = plan
+    return plans
 
 
 def _batch_and_steps(layer: Recurrent, e: np.ndarray) -> tuple[int, int]:
@@ -231,6 +371,11 @@ def run_edited(layer_or_model: Any, x: Any, plans: Sequence[EditPlan | None], st
 def intervene(layer_or_model: Any, x: Any, edits: Sequence[Edit], state0: Any = None) -> Any:
     """Run `layer_or_model` on x with `edits` applied inside its step loop.
 
+    A `gatescope.seq2seq.Seq2Seq`: x = (src, tgt) int ids (B, S), (B, T) -> the teacher-forced
+    logits (B, T, V) of `model.forward(src, tgt)` with the edits (each with `part=`, see the
+    module docstring); then `model.trace` holds the edited values and `model.backward(dlogits)`
+    differentiates the edited function. state0 must be None.
+
     A recurrent layer (gs.LSTM, gs.GRU, gs.RNN): x (B, T, D) -> (y (B, T, H), final state),
     as `layer(x, state0)`. A model with a `recurrent` stack (a SequenceModel: task models,
     the character LM): x as the model takes it (floats or int ids) -> the model's output,
@@ -240,6 +385,8 @@ def intervene(layer_or_model: Any, x: Any, edits: Sequence[Edit], state0: Any = 
     model's) differentiates the edited function. Raises ValueError for a bad edit before
     anything runs.
     """
+    if isinstance(layer_or_model, Seq2Seq):
+        return _intervene_seq2seq(layer_or_model, x, edits, state0)
     layer = recurrent_of(layer_or_model)
     # what the stack will read: a model encodes ids (one-hot, embedding) first
     e = x if layer_or_model is layer else layer_or_model.encode(x)
@@ -249,3 +396,16 @@ def intervene(layer_or_model: Any, x: Any, edits: Sequence[Edit], state0: Any = 
     # intervened run and `intervene(..., [])` compare bit for bit
     plans = [p if p is not None else EditPlan({}) for p in plans]
     return run_edited(layer_or_model, x, plans, state0)
+
+
+def _intervene_seq2seq(model: Seq2Seq, x: Any, edits: Sequence[Edit], state0: Any) -> np.ndarray:
+    if state0 is not None:
+        raise ValueError("state0: a Seq2Seq starts its decoder from its encoder; pass None")
+    if not isinstance(x, tuple | list) or len(x) != 2:
+        raise ValueError(
+            f"x must be the pair (src, tgt) of int ids for a Seq2Seq, got {type(x).__name__}"
+        )
+    src, tgt = model.check_pair(*x)
+    plans = compile_seq2seq_edits(model, edits, src.shape[0], src.shape[1], tgt.shape[1])
+    with model.edited(plans):
+        return model.forward(src, tgt)

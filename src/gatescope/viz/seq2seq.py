@@ -1,15 +1,38 @@
-"""Drawing a sequence-to-sequence model's attention (arrays from `gatescope.seq2seq`)."""
+"""Drawing a sequence-to-sequence model's attention (arrays from `gatescope.seq2seq` and
+`gatescope.inspect.seq2seq`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .figures import _figure
 
-__all__ = ["attention_figure"]
+__all__ = ["attention_figure", "attention_grid_figure"]
+
+
+def _check_alpha(alpha: np.ndarray, source: Sequence[str], output: Sequence[str]) -> np.ndarray:
+    alpha = np.asarray(alpha, dtype=np.float64)
+    if alpha.ndim != 2 or alpha.shape != (len(output), len(source)):
+        raise ValueError(
+            f"alpha must be (len(output), len(source)) = {(len(output), len(source))}, "
+            f"got {alpha.shape}"
+        )
+    return alpha
+
+
+def _draw_attention(ax: Axes, alpha: np.ndarray, source: Sequence[str], output: Sequence[str]):
+    """One heatmap of alpha (T, S) on ax, rows labelled by output, columns by source."""
+    T, S = alpha.shape
+    im = ax.imshow(
+        alpha, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest"
+    )
+    ax.set_xticks(range(S), [repr(s)[1:-1] if s != " " else "␣" for s in source], fontsize=8)
+    ax.set_yticks(range(T), list(output), fontsize=8)
+    return im
 
 
 def attention_figure(
@@ -22,22 +45,62 @@ def attention_figure(
     """Attention weights alpha (T, S) of one decode as a heatmap: one row per output token
     (``output``, T labels, EOS included if decoded), one column per source token (S labels).
     Rows sum to 1; the scale is fixed at 0..1."""
-    alpha = np.asarray(alpha, dtype=np.float64)
-    if alpha.ndim != 2 or alpha.shape != (len(output), len(source)):
-        raise ValueError(
-            f"alpha must be (len(output), len(source)) = {(len(output), len(source))}, "
-            f"got {alpha.shape}"
-        )
+    alpha = _check_alpha(alpha, source, output)
     T, S = alpha.shape
     fig = _figure(min(1.0 + 0.28 * S, 11.0), min(1.2 + 0.28 * T, 8.0))
     ax = fig.subplots()
-    im = ax.imshow(
-        alpha, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest"
-    )
-    ax.set_xticks(range(S), [repr(s)[1:-1] if s != " " else "␣" for s in source], fontsize=8)
-    ax.set_yticks(range(T), list(output), fontsize=8)
+    im = _draw_attention(ax, alpha, source, output)
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     fig.colorbar(im, ax=ax, pad=0.01, fraction=0.05).set_ticks([0, 0.5, 1])
     ax.set_title(title or "attention weights", fontsize=10, loc="left")
+    return fig
+
+
+def attention_grid_figure(
+    alphas: Sequence[np.ndarray],
+    sources: Sequence[Sequence[str]],
+    outputs: Sequence[Sequence[str]],
+    *,
+    titles: Sequence[str] | None = None,
+    ncols: int | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Several decodes' attention weights side by side: panel k is alphas[k] (T_k, S_k) with
+    rows labelled by outputs[k] and columns by sources[k], as `attention_figure` draws one;
+    one shared 0..1 colour scale. ``ncols`` panels a row (default: up to 3)."""
+    n = len(alphas)
+    if n == 0 or len(sources) != n or len(outputs) != n:
+        raise ValueError(
+            f"alphas, sources and outputs must be non-empty lists of one length, got "
+            f"{n}, {len(sources)}, {len(outputs)}"
+        )
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"titles must have {n} entries, got {len(titles)}")
+    checked = [_check_alpha(a, s, o) for a, s, o in zip(alphas, sources, outputs, strict=True)]
+    ncols = min(n, 3) if ncols is None else ncols
+    if not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int, got {ncols!r}")
+    nrows = -(-n // ncols)
+    S = max(a.shape[1] for a in checked)
+    T = max(a.shape[0] for a in checked)
+    width = min(0.6 + ncols * (0.8 + 0.22 * S), 18.0)
+    height = min(0.6 + nrows * (1.0 + 0.22 * T), 14.0)
+    fig = _figure(width, height)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    im = None
+    for k, ax in enumerate(axes):
+        if k >= n:
+            ax.set_axis_off()
+            continue
+        im = _draw_attention(ax, checked[k], sources[k], outputs[k])
+        if titles is not None:
+            ax.set_title(titles[k], fontsize=9, loc="left")
+        if k % ncols == 0:
+            ax.set_ylabel("output")
+        if k >= n - ncols:
+            ax.set_xlabel("source")
+    fig.colorbar(im, ax=list(axes[:n]), pad=0.01, fraction=0.03).set_ticks([0, 0.5, 1])
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
