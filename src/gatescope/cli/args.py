@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from gatescope import pretrained
+from gatescope import pretrained, threads
 
 
 def _number(text: str, kind: type, what: str) -> float:
@@ -52,6 +52,21 @@ def fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
     return value
+
+
+def thread_count(text: str) -> int:
+    """A positive integer, or "all" (every core this process may use)."""
+    try:
+        return threads.parse_threads(text, "it")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer or 'all', got {text!r}"
+        ) from None
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, help: str, dest: str = "threads") -> None:
+    """--threads N|all: NumPy's BLAS threads (None when not given: see `gatescope.threads`)."""
+    parser.add_argument("--threads", type=thread_count, metavar="N|all", dest=dest, help=help)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
