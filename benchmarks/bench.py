@@ -776,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
     res["seconds"] = time.perf_counter() - t_start
     table = render(res)
     print(file=sys.stderr)
-    print(table)
+    print(table, end="")
     if args.markdown:
         Path(args.markdown).write_text(table)
     if args.json:
