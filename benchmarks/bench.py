@@ -353,10 +353,13 @@ def variant_cases(plan: Plan, threads: int, shapes) -> list[dict]:
     return out
 
 
-def numpy_path_cases(plan: Plan, threads: int, accelerated: list[dict]) -> list[dict]:
+def numpy_path_cases(
+    plan: Plan, threads: int, accelerated: list[dict], most_shapes: int = 3
+) -> list[dict]:
     """The NumPy reference (GATESCOPE_BACKEND=numpy, a fresh process) against the
-    accelerated path's times of the main measurement, at the large shapes of the plan."""
-    shapes = tuple(s for s in plan.shapes if tuple(s) in LARGE)[: 1 if plan.calls < 7 else 3]
+    accelerated path's times of the main measurement, at the large shapes of the plan (at
+    most `most_shapes`; the plan's first shape when it has none)."""
+    shapes = tuple(s for s in plan.shapes if tuple(s) in LARGE)[:most_shapes]
     shapes = shapes or plan.shapes[:1]
     sub = dataclasses.replace(plan, shapes=shapes, blocks=1, method="blocks")
     res = run_worker(sub, threads, "gatescope", env={"GATESCOPE_BACKEND": "numpy"})
@@ -712,7 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    threads = args.threads if isinstance(args.threads, list) else parse_thread_counts(args.threads)
+    threads = args.threads  # a list: argparse applies the type to the default too
     plan = Plan(
         archs=tuple(args.arch or ARCHS),
         shapes=tuple(args.shapes or (QUICK_SHAPES if args.quick else SHAPES)),
@@ -735,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     t_start = time.perf_counter()
+    sys.path.insert(0, str(HERE))  # charlm_vs_torch.py and threads.py, this folder's
     meta = machine()
     res: dict = {"machine": meta, "plan": dataclasses.asdict(plan), "threads": threads,
                  "argv": argv, "peak": {}, "speed": [], "variants": [], "numpy_path": [],
@@ -759,9 +763,8 @@ def main(argv: list[str] | None = None) -> int:
             vshapes = [s for s in plan.shapes if s in VARIANT_SHAPES] or list(plan.shapes[:1])
             res["variants"] += variant_cases(plan, n, vshapes[: 1 if args.quick else 2])
         if not args.no_numpy and backend.backend() != "numpy":
-            res["numpy_path"] += numpy_path_cases(plan, n, speed)
+            res["numpy_path"] += numpy_path_cases(plan, n, speed, 1 if args.quick else 3)
         if not args.no_charlm or not args.no_steps:
-            sys.path.insert(0, str(HERE))
             import charlm_vs_torch
             import threads as threads_bench
 

@@ -83,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=7)
     p.add_argument("--blocks", type=int, default=3)
     args = p.parse_args(argv)
-    threads = (
-        args.threads if isinstance(args.threads, list) else bench.parse_thread_counts(args.threads)
-    )
+    threads = args.threads  # a list: argparse applies the type to the default too
     plan = bench.Plan(archs=bench.ARCHS, shapes=(), modes=("train",), dtype=args.dtype,
                       calls=args.calls, blocks=args.blocks, method="blocks", clock="wall")  # fmt: skip
     recs = [r for n in threads for r in steps(plan, n)]
