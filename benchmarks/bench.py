@@ -105,7 +105,7 @@ def parse_thread_counts(text: str) -> list[int]:
     return out
 
 
-_LIMITS: list = []  # the threadpoolctl limiter in force (kept alive: dropping it restores)
+_LIMITS: list = []  # the threadpoolctl limiter in force, undone before the next is set
 
 
 def set_threads(n: int) -> None:
