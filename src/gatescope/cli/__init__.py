@@ -54,11 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train LSTM, GRU and vanilla RNNs in NumPy and look inside them.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_threads_argument(
-        parser,
-        "NumPy's BLAS threads for the command (default: GATESCOPE_THREADS, else 1)",
-        dest="blas_threads",
-    )
+    add_threads_argument(  # SUPPRESS: the top-level formatter would print "(default: None)"
+        parser, "NumPy's BLAS threads for the command", dest="blas_threads",
+        default=argparse.SUPPRESS,
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"gatescope.cli.{name}").register(sub)

@@ -64,9 +64,21 @@ def thread_count(text: str) -> int:
         ) from None
 
 
-def add_threads_argument(parser: argparse.ArgumentParser, help: str, dest: str = "threads") -> None:
-    """--threads N|all: NumPy's BLAS threads (None when not given: see `gatescope.threads`)."""
-    parser.add_argument("--threads", type=thread_count, metavar="N|all", dest=dest, help=help)
+def add_threads_argument(
+    parser: argparse.ArgumentParser,
+    help: str,
+    dest: str = "threads",
+    also: str = "",
+    default: object = None,
+) -> None:
+    """--threads N|all: NumPy's BLAS threads (`default` when not given: the command then
+    takes `gatescope.threads.default_threads()`); the help names where that count comes
+    from (`also` first)."""
+    source = f"{also}{threads.THREADS_ENV[0]}, else {threads.DEFAULT_THREADS}"
+    parser.add_argument(
+        "--threads", type=thread_count, metavar="N|all", dest=dest, default=default,
+        help=f"{help} (default: {source})",
+    )  # fmt: skip
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -107,9 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--sample-every", type=nonnegative_int, default=500, help="steps between samples (0: none)"
     )
-    add_threads_argument(
-        t, "BLAS threads (default: gatescope --threads, GATESCOPE_THREADS, else 1)"
-    )
+    add_threads_argument(t, "BLAS threads", also="gatescope --threads, ")
     t.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write")
     t.add_argument(
         "--resume",
