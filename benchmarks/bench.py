@@ -114,11 +114,27 @@ def set_threads(n: int) -> None:
     if _LIMITS:
         _LIMITS.pop().restore_original_limits()
     _LIMITS.append(threadpoolctl.threadpool_limits(limits=n))
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is optional
-        return
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    sync_numba_threads()
+
+
+def numba_layer() -> str | None:
+    """numba's threading layer if something (a parallel kernel) launched it, else None.
+
+    Never launches it: asking numba for its threads would, and its OpenMP layer in one
+    process with PyTorch made torch's LSTM take ~420 ms a call at (4, 10, 3, 8) against
+    0.09 ms without it (Intel Xeon, 2 cores, shared, 2026-12-02; the workqueue layer: no
+    slowdown). gatescope's kernels run no parallel code today, so it stays unlaunched."""
+    par = sys.modules.get("numba.np.ufunc.parallel")
+    if par is None or not getattr(par, "_is_initialized", False):
+        return None
+    return sys.modules["numba"].threading_layer()
+
+
+def sync_numba_threads() -> None:
+    """numba's threads = torch's (the count set_threads set), where numba's layer runs."""
+    if numba_layer() is not None:
+        numba = sys.modules["numba"]
+        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
 def clock_for(name: str, threads: int) -> Callable[[], float]:
@@ -152,6 +168,7 @@ def time_blocks(
     for f in fns.values():
         for _ in range(warmup):
             f()
+    sync_numba_threads()  # a kernel's first call may have launched numba's threads
     for _ in range(blocks):
         for k, f in fns.items():
             raw[k].append([timed(f, clock) for _ in range(calls)])
@@ -167,6 +184,7 @@ def time_alternating(
     for _ in range(warmup):
         for f in fns.values():
             f()
+    sync_numba_threads()
     items = list(fns.items())
     for r in range(rounds):
         for k, f in items if r % 2 == 0 else items[::-1]:
@@ -506,6 +524,16 @@ def header(meta: dict, plan: Plan, threads: list[int]) -> list[str]:
         f"{plan.calls * plan.blocks} calls each",
     }[plan.method]
     clock = "CPU time at one thread, wall time at more" if plan.clock == "cpu" else "wall time"
+    layer = meta.get("numba_layer")
+    numba_threads = (
+        f"numba's threading layer {layer}" if layer
+        else "numba's threading layer not launched (no parallel kernel ran)"
+    )  # fmt: skip
+    if layer == "omp" and plan.method != "processes":
+        numba_threads += (
+            ": WARNING, numba's OpenMP threads share the process with PyTorch's, which has "
+            "slowed PyTorch's LSTM by orders of magnitude; compare with --processes"
+        )
     return [
         f"Measured {meta['date']} on {meta['cpu']}, {meta['cores']} cores "
         f"(load average {meta['load_average'][0]:.1f} at the start); {meta['platform']}.",
@@ -513,7 +541,7 @@ def header(meta: dict, plan: Plan, threads: list[int]) -> list[str]:
         f"{meta['numba']} (gatescope backend: {meta['backend']}); PyTorch {meta['torch']} "
         f"(BLAS {meta['torch_blas']}; {'; '.join(meta['torch_libs'])}).",
         f"{plan.dtype}, {clock}; {how}. Threads: {', '.join(map(str, threads))} "
-        "(torch.set_num_threads, threadpoolctl, numba.set_num_threads).",
+        "(torch.set_num_threads, threadpoolctl, numba.set_num_threads); " + numba_threads + ".",
     ]
 
 
@@ -776,6 +804,7 @@ def main(argv: list[str] | None = None) -> int:
         set_threads(1)
         res["memory"] = memory_cases(plan)
     res["load_end"] = list(os.getloadavg())
+    res["machine"]["numba_layer"] = numba_layer()
     res["seconds"] = time.perf_counter() - t_start
     table = render(res)
     print(file=sys.stderr)
