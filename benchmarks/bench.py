@@ -121,7 +121,7 @@ def numba_layer() -> str | None:
     """numba's threading layer if something (a parallel kernel) launched it, else None.
 
     Never launches it: asking numba for its threads would, and its OpenMP layer in one
-    process with PyTorch made torch's LSTM take ~420 ms a call at (4, 10, 3, 8) against
+    process with PyTorch made torch's LSTM inference take ~420 ms a call at (4, 10, 3, 8) against
     0.09 ms without it (Intel Xeon, 2 cores, shared, 2026-12-02; the workqueue layer: no
     slowdown). gatescope's kernels run no parallel code today, so it stays unlaunched."""
     par = sys.modules.get("numba.np.ufunc.parallel")

@@ -49,7 +49,7 @@ def test_quick_run_on_a_tiny_case_records_every_measurement(tmp_path):
     m = res["machine"]
     for key in ("cpu", "cores", "numpy", "numpy_blas", "numba", "torch", "torch_blas", "date"):
         assert m[key], key
-    assert m["cores"] >= 1 and res["threads"] == [1]
+    assert m["cores"] >= 1 and res["threads"] == [1] and "numba_layer" in m
     assert res["plan"]["method"] == "blocks" and res["plan"]["shapes"] == [[4, 10, 3, 8]]
     assert res["peak"]["1"]["best"] == max(res["peak"]["1"]["numpy"], res["peak"]["1"]["torch"]) > 0
 
