@@ -14,12 +14,25 @@ and b_ih plays the role of gatescope's single bias.
     .venv/bin/python benchmarks/charlm_vs_torch.py --steps 100 --hidden 32   # a quick look
 
 Prints a table and writes docs/img/charlm_vs_torch.png (the figure of docs/interop.md).
+
+Speed (`--speed`, and `bench.py`'s char-LM line): the training step of `gatescope charlm
+train`'s default model (LSTM 2x128, one-hot input over a 100-symbol vocabulary, B = 32,
+T = 64, Adam, clipping at 5) against PyTorch's same model (the same weights; the one-hot
+input as rows of an identity matrix), timed in blocks (7 steps in a row, median; 3 blocks
+each, alternating; the median of the block medians) at 1 thread and at all cores. The
+batch is random ids: the time of a step does not depend on the text. Prints one line,
+a row of bench.py's table:
+
+    python benchmarks/charlm_vs_torch.py --speed               # 1 thread and all cores
+    python benchmarks/charlm_vs_torch.py --speed --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +41,13 @@ import torch
 import gatescope as gs
 from gatescope import charlm as cl
 from gatescope.model import SequenceModel
+from gatescope.tasks.base import Batch
 from gatescope.threads import limit_blas_threads
 from gatescope.train import TrainConfig, train_step
+
+# `gatescope charlm train`'s defaults (cli/charlm.py), and its default vocabulary cap
+SPEED = {"hidden": 128, "layers": 2, "vocab": 100, "batch": 32, "seq_len": 64, "lr": 1e-2,
+         "clip": 5.0}  # fmt: skip
 
 
 def torch_model(model: SequenceModel) -> tuple[torch.nn.Module, torch.nn.Linear, list]:
@@ -44,6 +62,80 @@ def torch_model(model: SequenceModel) -> tuple[torch.nn.Module, torch.nn.Linear,
             p.requires_grad_(False)  # gatescope has one bias per layer: b_ih stands for it
     params = [p for p in [*rnn.parameters(), *head.parameters()] if p.requires_grad]
     return rnn, head, params
+
+
+def torch_step(rnn, head, params, opt, eye, x, y, state, clip: float):
+    """One PyTorch update of the same model: forward from the carried state, cross-entropy
+    over every step, backward, gradient-norm clipping, Adam. Returns the state to carry."""
+    out, state = rnn(eye[torch.from_numpy(x)], state)  # (B, T, H)
+    state = tuple(s.detach() for s in state)  # truncated BPTT: carry, don't backprop
+    logits = head(out)  # (B, T, V)
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), torch.from_numpy(y).reshape(-1)
+    )
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    return state
+
+
+def speed_steppers(dtype: str = "float32", seed: int = 0) -> tuple[str, dict[str, Callable]]:
+    """The char LM's training step in gatescope and in PyTorch (same weights, one batch of
+    random ids, the state carried step to step): a name for the table and two callables."""
+    c = SPEED
+    model = cl.new_model(c["vocab"], "lstm", c["hidden"], c["layers"], dtype, seed=seed)
+    ids = np.random.default_rng(seed).integers(0, c["vocab"], size=(c["batch"], c["seq_len"] + 1))
+    batch = Batch(ids[:, :-1], ids[:, 1:])  # (B, T) ids in, (B, T) next ids out
+    cfg = TrainConfig(batch_size=c["batch"], lr=c["lr"], clip_norm=c["clip"], carry_state=True,
+                      early_stop=False)  # fmt: skip
+    optimizer = cfg.make_optimizer(model.params)
+    rnn, head, params = torch_model(model)
+    opt = torch.optim.Adam(params, lr=c["lr"])
+    eye = torch.eye(c["vocab"], dtype=getattr(torch, dtype))  # (V, V): one-hot rows
+    carried: dict[str, object] = {"gatescope": None, "torch": None}
+
+    def ours() -> None:
+        train_step(model, optimizer, batch, cfg, carried["gatescope"])
+        carried["gatescope"] = model.final_state
+
+    def theirs() -> None:
+        carried["torch"] = torch_step(rnn, head, params, opt, eye, batch.x, batch.y,
+                                      carried["torch"], c["clip"])  # fmt: skip
+
+    name = (f"char LM: LSTM {c['layers']}x{c['hidden']}, one-hot V={c['vocab']}, "
+            f"B={c['batch']}, T={c['seq_len']}, train step")  # fmt: skip
+    return name, {"gatescope": ours, "torch": theirs}
+
+
+def speed(plan, threads: int) -> dict:
+    """`bench.py`'s char-LM record at `threads` threads (the plan's dtype, calls, blocks)."""
+    import bench
+
+    bench.set_threads(threads)
+    name, fns = speed_steppers(plan.dtype)
+    raw = plan.time(fns, threads)
+    rec = {"name": name, "threads": threads, "clock": bench.clock_name(plan.clock, threads)}
+    for k in fns:
+        s = bench.summary(raw[k])
+        rec[k] = {"blocks": raw[k], "seconds": s, "steps_per_second": 1 / s}
+    print(".", end="", file=sys.stderr, flush=True)
+    return rec
+
+
+def speed_main(args: argparse.Namespace) -> None:
+    import bench
+
+    plan = bench.Plan(archs=("lstm",), shapes=(), modes=("train",), dtype=args.dtype, calls=7,
+                      blocks=3, method="blocks", clock="wall")  # fmt: skip
+    threads = bench.parse_thread_counts(args.threads)
+    recs = [speed(plan, n) for n in threads]
+    cols = [(n, "train") for n in threads]
+    print(file=sys.stderr)
+    print(bench.charlm_row(recs, cols, args.dtype == "float32"))
+    for r in recs:
+        print(f"# {r['threads']} thread(s): gatescope {r['gatescope']['steps_per_second']:.1f} "
+              f"steps/s, PyTorch {r['torch']['steps_per_second']:.1f} steps/s", file=sys.stderr)  # fmt: skip
 
 
 def copy_back(rnn: torch.nn.Module, head: torch.nn.Linear, config) -> SequenceModel:
@@ -71,7 +163,11 @@ def main() -> None:
     ap.add_argument(
         "--out", default=str(Path(__file__).parents[1] / "docs" / "img" / "charlm_vs_torch.png")
     )
+    ap.add_argument("--speed", action="store_true", help="only time the training steps")
+    ap.add_argument("--threads", default="1,all", help="--speed: thread counts (default 1,all)")
     args = ap.parse_args()
+    if args.speed:
+        return speed_main(args)
 
     limit_blas_threads(1).__enter__()  # for the whole run
     torch.set_num_threads(1)
@@ -111,16 +207,7 @@ def main() -> None:
         train_step(model, optimizer, batch, train_cfg, ours_state)  # what train.fit does
         ours_state = model.final_state
         t1 = time.perf_counter()
-        out, state = rnn(eye[torch.from_numpy(x)], state)
-        state = tuple(s.detach() for s in state)  # truncated BPTT: carry, don't backprop
-        logits = head(out)
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, config.output_size), torch.from_numpy(y).reshape(-1)
-        )
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, args.clip)
-        opt.step()
+        state = torch_step(rnn, head, params, opt, eye, x, y, state, args.clip)
         t2 = time.perf_counter()
         t_ours, t_torch = t_ours + t1 - t0, t_torch + t2 - t1
         if step % args.eval_every == 0 or step == args.steps:

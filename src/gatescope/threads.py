@@ -2,7 +2,13 @@
 
 The recurrent products are small (B x H by H x 4H): on a busy machine with few cores, BLAS
 threads mostly wait for each other, and one thread can be several times faster (a training
-step was 2-6x slower with OpenBLAS's default threads on 2 busy cores).
+step was 2-6x slower with OpenBLAS's default threads on 2 busy cores). On an idle machine
+more threads may help the larger models: `benchmarks/threads.py` measures both on the
+machine it runs on.
+
+Who decides, first match wins: a command's ``--threads`` (``gatescope --threads N|all``;
+``charlm train --threads``), the environment variable ``GATESCOPE_THREADS``, its older name
+``GATESCOPE_BLAS_THREADS``, then :data:`DEFAULT_THREADS` (one line to change).
 """
 
 from __future__ import annotations
@@ -13,10 +19,51 @@ from collections.abc import Iterator
 
 from gatescope.nn.checks import check_positive_int
 
-__all__ = ["BLAS_ENV", "limit_blas_threads"]
+__all__ = [
+    "BLAS_ENV",
+    "DEFAULT_THREADS",
+    "THREADS_ENV",
+    "all_cores",
+    "default_threads",
+    "limit_blas_threads",
+    "parse_threads",
+]
 
 # read by BLAS libraries when a process starts: how child processes learn the limit
 BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# the commands' BLAS threads when neither --threads nor the environment says: a positive
+# int or "all" (every core this process may use). 1 defends against a busy shared machine;
+# benchmarks/threads.py measures what it costs on an idle one.
+DEFAULT_THREADS: int | str = 1
+# the environment variables that choose it, the first one set wins (the second: the old name)
+THREADS_ENV = ("GATESCOPE_THREADS", "GATESCOPE_BLAS_THREADS")
+
+
+def all_cores() -> int:
+    """The cores this process may run on (its affinity mask; else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def parse_threads(value: int | str, name: str = "threads") -> int:
+    """A thread count from a positive int, its text, or "all" (:func:`all_cores`)."""
+    text = str(value).strip()
+    if text == "all":
+        return all_cores()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name} must be a positive integer or 'all', got {value!r}")
+    return int(text)
+
+
+def default_threads() -> int:
+    """The BLAS threads of a command that was given no ``--threads``: the first of
+    :data:`THREADS_ENV` that is set, else :data:`DEFAULT_THREADS`."""
+    for name in THREADS_ENV:
+        if name in os.environ:
+            return parse_threads(os.environ[name], name)
+    return parse_threads(DEFAULT_THREADS, "DEFAULT_THREADS")
 
 
 @contextlib.contextmanager

@@ -7,18 +7,22 @@ files and exit codes; each command lives in its own module with two functions:
 Errors the user can fix (bad values, missing files) are raised as `CLIError`, `ValueError`
 or `OSError` and printed as one line `error: ...` on stderr with exit code 2, no traceback.
 
-Every command runs with NumPy's BLAS on GATESCOPE_BLAS_THREADS threads (default 1), through
-`gatescope.threads.limit_blas_threads`: the recurrent products are small (B x H by H x 4H),
-and extra BLAS threads mostly wait for each other (a training step was 2-6x slower with
-OpenBLAS's default threads on 2 busy cores).
+Every command runs with NumPy's BLAS on `gatescope --threads N|all` threads, else
+GATESCOPE_THREADS (or its older name GATESCOPE_BLAS_THREADS), else
+`gatescope.threads.DEFAULT_THREADS` (1), through `gatescope.threads.limit_blas_threads`: the
+recurrent products are small (B x H by H x 4H), and on a busy machine extra BLAS threads
+mostly wait for each other (a training step was 2-6x slower with OpenBLAS's default threads
+on 2 busy cores). A command with its own --threads (`charlm train`) gets this count when
+it is not given.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
+
+from .args import add_threads_argument
 
 # modules under gatescope.cli that contribute commands, in the order --help lists them
 COMMAND_MODULES = (
@@ -50,17 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train LSTM, GRU and vanilla RNNs in NumPy and look inside them.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    add_threads_argument(  # SUPPRESS: the top-level formatter would print "(default: None)"
+        parser, "NumPy's BLAS threads for the command", dest="blas_threads",
+        default=argparse.SUPPRESS,
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"gatescope.cli.{name}").register(sub)
     return parser
 
 
-def _blas_threads() -> int:
-    text = os.environ.get("GATESCOPE_BLAS_THREADS", "1")
-    if not text.isdigit() or int(text) < 1:
-        raise CLIError(f"GATESCOPE_BLAS_THREADS must be a positive integer, got {text!r}")
-    return int(text)
+def _blas_threads(args: argparse.Namespace) -> int:
+    """`gatescope --threads`, else the environment or the default (`gatescope.threads`)."""
+    from gatescope.threads import default_threads
+
+    n = getattr(args, "blas_threads", None) or default_threads()
+    if getattr(args, "threads", 0) is None:  # a command's own --threads, not given
+        args.threads = n
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from gatescope.threads import limit_blas_threads
 
     try:
-        with limit_blas_threads(_blas_threads()):
+        with limit_blas_threads(_blas_threads(args)):
             return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from gatescope import pretrained
+from gatescope import pretrained, threads
 
 
 def _number(text: str, kind: type, what: str) -> float:
@@ -52,6 +52,33 @@ def fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
     return value
+
+
+def thread_count(text: str) -> int:
+    """A positive integer, or "all" (every core this process may use)."""
+    try:
+        return threads.parse_threads(text, "it")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer or 'all', got {text!r}"
+        ) from None
+
+
+def add_threads_argument(
+    parser: argparse.ArgumentParser,
+    help: str,
+    dest: str = "threads",
+    also: str = "",
+    default: object = None,
+) -> None:
+    """--threads N|all: NumPy's BLAS threads (`default` when not given: the command then
+    takes `gatescope.threads.default_threads()`); the help names where that count comes
+    from (`also` first)."""
+    source = f"{also}{threads.THREADS_ENV[0]}, else {threads.DEFAULT_THREADS}"
+    parser.add_argument(
+        "--threads", type=thread_count, metavar="N|all", dest=dest, default=default,
+        help=f"{help} (default: {source})",
+    )  # fmt: skip
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -12,6 +12,7 @@ from . import CLIError
 from .args import (
     HelpFormatter,
     add_checkpoint_or_pretrained,
+    add_threads_argument,
     checkpoint_or_pretrained,
     fraction,
     nonnegative_float,
@@ -106,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--sample-every", type=nonnegative_int, default=500, help="steps between samples (0: none)"
     )
-    t.add_argument("--threads", type=positive_int, default=1, help="BLAS threads")
+    add_threads_argument(t, "BLAS threads", also="gatescope --threads, ")
     t.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write")
     t.add_argument(
         "--resume",
