@@ -399,7 +399,9 @@ such a model inside the package, so this notebook trains nothing:
 6. A causal check: does the bracket unit *matter* for predicting `)`?
 7. The explorer, inline, on a piece of real code.
 """),
-    code(HEADER + """
+    code(
+        HEADER
+        + """
 import re
 import sysconfig
 import tempfile
@@ -414,7 +416,10 @@ from gatescope.inspect import patching as P
 from gatescope.inspect import units as iu
 from gatescope.viz import explorer
 from gatescope.viz import units as vu
-""" + QUICK_LINE + ONE_THREAD),
+"""
+        + QUICK_LINE
+        + ONE_THREAD
+    ),
     md("""
 ## 1. The model
 
@@ -613,7 +618,9 @@ with gatescope without changing a line of it:
 5. `gs.from_torch`: the same network as a gatescope model.
 6. Activation patching on it: where the answer is kept.
 """),
-    code(HEADER + """
+    code(
+        HEADER
+        + """
 import copy
 
 import matplotlib.pyplot as plt
@@ -626,9 +633,13 @@ import gatescope as gs
 from gatescope import viz
 from gatescope.inspect import patching as P
 from gatescope.model import SequenceModel
-""" + QUICK_LINE + ONE_THREAD + """
+"""
+        + QUICK_LINE
+        + ONE_THREAD
+        + """
 torch.set_num_threads(1)  # small matrices: one thread is fastest, and the runs repeat exactly
-"""),
+"""
+    ),
     md("""
 ## 1. The task and the model
 
@@ -871,7 +882,9 @@ translate dates as people write them into ISO dates, in seconds:
 5. The attention weights: which characters each output digit reads.
 6. The gates of the encoder and the decoder.
 """),
-    code(HEADER + """
+    code(
+        HEADER
+        + """
 import numpy as np
 from IPython.display import display
 from threadpoolctl import threadpool_limits
@@ -881,7 +894,10 @@ from gatescope.seq2seq import EOS, Seq2Seq
 from gatescope.tasks.seq2seq import get_seq2seq_task
 from gatescope.train import TrainConfig, evaluate_model, fit
 from gatescope.viz.seq2seq import attention_figure
-""" + QUICK_LINE + ONE_THREAD),
+"""
+        + QUICK_LINE
+        + ONE_THREAD
+    ),
     md("""
 ## 1. The task
 
