@@ -596,9 +596,35 @@ explorer.page(data, height=560)
     md("""
 ## What the measurements say
 
-In the saved run (on an Intel Xeon with 2 cores, shared, 2026-12-02):
+In the saved run (on an Intel Xeon with 2 cores, shared, 2026-12-02; it ran top to bottom in
+113 s, with a load average of about 14 from other jobs):
 
-RESULTS
+- **The model** is a 2-layer LSTM of 256 units, 916,580 parameters (3.7 MB), trained for 65
+  minutes (9,534 steps) on 587 files of Python 3.11's standard library; its record gives
+  1.73 bits per character on the 21 held-out files.
+- **Bits per character** on the held-out `dataclasses.py` (58,299 characters): **1.64**,
+  where the file's own character frequencies would need 4.50 and a uniform guess 6.64.
+- **Samples.** At temperature 0.5 the model writes `is None,`, a newline, and then only
+  spaces: indentation is its most likely continuation, and at a low temperature it never
+  leaves it. At 1.0 it writes text with Python's shape: blocks indented after `:`,
+  `if ... is None:`, `self.` attributes, a `super(...)` call, with invented names.
+- **Units** (the first 100,000 held-out characters; the numbers of the record, to the
+  digit): bracket depth, layer 0 c[80], r = +0.79; line position, layer 0 c[53], r = -0.75;
+  inside a comment, layer 0 h[86], r = +0.62; indentation, layer 0 c[208], r = -0.52;
+  inside a string, layer 1 h[94], r = -0.49; inside a docstring, layer 0 c[105], r = +0.42.
+  The bracket and line-position units pass the |r| of about 0.7 of Karpathy et al.'s cells;
+  **the string unit reaches |r| = 0.49, not 0.7** (theirs came from larger models trained
+  far longer; this is the only size gatescope has trained).
+- **Pictures.** The bracket unit is red inside open brackets and white again after the
+  closing one; the line-position unit starts each line red and fades as the line goes on
+  (r is negative: its value falls with the column); the comment unit is red from the `#` to
+  the end of the line; the string unit turns blue inside string literals and docstrings,
+  weakly and not in all of them.
+- **Causal check.** Holding layer 0 c[80] at its mean lowers p(`)`) where `)` comes next
+  from 0.336 by 0.251 (to 0.085); the 20 random units of layer 0 change it by -0.045 to
+  +0.006. The bracket unit is not only correlated with the depth: the model uses it to
+  predict `)`.
+- **The explorer** above shows a 300-character function; its saved page is 0.34 MB.
 """),
 ]
 
@@ -860,9 +886,27 @@ print(f"largest single entry: {pm.recovered.max():.2f}; at step {T // 2} the 64 
     md("""
 ## What the measurements say
 
-In the saved run (T = 60, seed 0, on an Intel Xeon with 2 cores, shared, 2026-12-02):
+In the saved run (T = 60, seed 0, on an Intel Xeon with 2 cores, shared, 2026-12-02; it ran
+top to bottom in 147 s, with a load average of about 14 from other jobs):
 
-RESULTS
+- **Training.** With PyTorch's initialisation the model stayed at chance (accuracy 0.111
+  after 1,500 steps); with 3 added to the forget-gate bias it reached 0.998 after 150 steps.
+- **The gradient along your loss** (`trace_torch`, 64 test sequences). Untrained, PyTorch's
+  initialisation passes 1.6e-12 of the gradient at the last step back to step 0, the forget
+  bias of 3 passes 0.11; trained, 7.6e-22 and 0.039. The model that never learns is the one
+  whose gradient never reaches the step that holds the answer.
+- **The replay is torch's computation**: the LSTM outputs differ by at most 1.7e-6 (float32
+  rounding), and the gatescope model made by `from_torch` gives logits within 5.2e-6 and the
+  same answer on all 1,000 test sequences.
+- **Where the symbol is kept** (32 pairs). Patching all of `c` brings the clean answer back
+  at step 0, step 1 and step 30 (1.00) and at the last step (0.95). `g`, the candidate,
+  carries it only while it is written (1.00 at step 0, 0.09 at step 1); the gates `i` and `f`
+  never (at most 0.02); `h` at the start (0.10) and at the last step (1.00), where the
+  read-out takes it. So the symbol is written at step 0, kept in the cell state over the
+  delay, and read through `h` at the end.
+- **Unit by unit** no single unit holds it: the largest single-unit recovered fraction is
+  0.05, and at step 30 the 64 single-unit fractions add up to 0.25 while all of `c` at once
+  recovers 1.00. The memory is spread over many units, and their effects do not add up.
 """),
 ]
 
@@ -919,7 +963,8 @@ print(f"baseline exact match (guess one day blind): {task.baseline:.1e}")
 
 LSTM encoder and decoder, 64 units, one layer each, float32, Adam 3e-3, batch 64, gradient
 norm clipped at 5 (the defaults of `gatescope seq2seq train --task dates`). `fit` evaluates
-on 500 held-out pairs every 250 steps and stops when exact match reaches 99.5%.
+on 500 held-out pairs every 100 steps and stops when exact match reaches 99.5%; the model
+without attention gets a fixed 1,000 steps.
 With attention="bahdanau" the decoder looks back at every encoder state at every output
 step; with attention="none" (Sutskever et al. 2014) all it gets is the encoder's final
 state.
@@ -928,7 +973,7 @@ state.
 def train(attention, steps):
     model = Seq2Seq(task.input_size, task.output_size, 64, arch="lstm", num_layers=1,
                     attention=attention, seed=0, dtype="float32")
-    config = TrainConfig(steps=steps, batch_size=64, lr=3e-3, clip_norm=5.0, eval_every=50 if QUICK else 250,
+    config = TrainConfig(steps=steps, batch_size=64, lr=3e-3, clip_norm=5.0, eval_every=50 if QUICK else 100,
                          eval_size=100 if QUICK else 500, seed=0)
     result = fit(task, model, config, progress=False)
     m = result.metrics
@@ -939,7 +984,7 @@ def train(attention, steps):
 
 
 model, result = train("bahdanau", 100 if QUICK else 3000)
-plain, plain_result = train("none", 100 if QUICK else result.steps)
+plain, plain_result = train("none", 100 if QUICK else 1000)
 display(viz.training_curves_figure({"bahdanau attention": result.history, "no attention": plain_result.history},
                                    metric="exact_match"))
 """),
@@ -1004,7 +1049,11 @@ steps, units).
 model.forward(ids, np.array([[*out, EOS]]))
 for part in ("encoder", "decoder"):
     acts = {k: v[0, 0].T for k, v in model.trace[part].items()}  # layer 0, the one sequence: (H, steps)
-    display(viz.gate_heatmaps(acts, "lstm", title=f"{part}: {source!r} -> {answer!r}"))
+    fig = viz.gate_heatmaps(acts, "lstm", title=f"{part}: {source!r} -> {answer!r}")
+    labels = list(source) if part == "encoder" else [*answer, "<eos>"]  # what each step reads / writes
+    ax = next(a for a in fig.axes if a.get_label() == "h")  # the bottom panel (the x axis is shared)
+    ax.set_xticks(range(len(labels)), [c if c != " " else "␣" for c in labels], fontsize=7)
+    display(fig)
 f_enc = model.trace["encoder"]["f"][0, 0]  # (S, H)
 print(f"encoder forget gates: mean {f_enc.mean():.2f}; above 0.9 for {(f_enc > 0.9).mean():.0%} of (step, unit)")
 """),
