@@ -1060,9 +1060,27 @@ print(f"encoder forget gates: mean {f_enc.mean():.2f}; above 0.9 for {(f_enc > 0
     md("""
 ## What the measurements say
 
-In the saved run (seed 0, on an Intel Xeon with 2 cores, shared, 2026-12-02):
+In the saved run (seed 0, on an Intel Xeon with 2 cores, shared, 2026-12-02; it ran top to
+bottom in 124 s, with a load average of about 14 from other jobs):
 
-RESULTS
+- **Training.** With Bahdanau attention (97,358 parameters) held-out exact match reached
+  0.998 on 500 pairs at step 300, where training stopped (29 s of training); without
+  attention (71,822 parameters) it was 0.984 after its 1,000 steps (75 s).
+- **Typed dates.** Both models translate all eight dates typed above correctly, including
+  `"dec 2, 2026"`, a lower-case abbreviation the task never generates.
+- **Held-out exact match** on 2,000 fresh pairs: **0.9975** with attention (token accuracy
+  0.9996), 0.9795 without (0.9958); guessing blind would give 2.7e-5.
+- **Attention** on `'Tuesday, September 27, 1994'`: the weekday and the month's letters get
+  almost no weight. The year's first three digits are all read from the decade digit, the
+  second `9` of 1994 (0.75, 0.76, 0.98): with days from 1950 to 2049, a decade digit of 5-9
+  means 19xx and 0-4 means 20xx, so the century needs no other character. The `4` is read
+  from the `4` (0.98); the month `09` from the blank after "September" (0.83, 0.99), where
+  the encoder has read the whole month name; the day from the `2` and the `7` (0.89, 0.88).
+- **Gates.** In the encoder the input gates open wider over the digits at the end than over
+  the weekday and the month name; its forget gates average 0.69 and are above 0.9 for only
+  21% of (step, unit): the encoder keeps little for long (with attention, the decoder reads
+  every encoder state directly). In the decoder most input gates stay near 1 at every
+  output step.
 
 The same model from the command line: `gatescope seq2seq train --task dates --out
 dates.safetensors`, then `gatescope seq2seq translate`, `evaluate` and `plot attention|gates`
