@@ -16,7 +16,13 @@ MAX_BYTES = 1_000_000  # a saved notebook, figures included
 
 
 def test_there_are_notebooks() -> None:
-    assert {p.stem for p in NOTEBOOKS} >= {"understanding_lstms", "gru_and_the_forget_bias"}
+    assert {p.stem for p in NOTEBOOKS} >= {
+        "understanding_lstms",
+        "gru_and_the_forget_bias",
+        "character_lm_and_cells",
+        "inside_your_pytorch_lstm",
+        "sequence_to_sequence",
+    }
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
