@@ -220,22 +220,27 @@ def _heldout_texts(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
     return _read(files, None)
 
 
-def _units_to_test(args: argparse.Namespace, model: Any, ranking: list[dict]) -> list[dict]:
-    """[{"layer", "unit", "state", "corr"}]: the --unit ones, or the best distinct units."""
+def _units_to_test(args: argparse.Namespace, model: Any, ranking: list | None) -> list[dict]:
+    """[{"layer", "unit", "state", "corr"}]: the --unit ones, or the best distinct units of
+    `ranking` (`gatescope cells`' for the feature). With ranking None, only checks --unit
+    and --state against the model."""
     cfg = model.config
     L, H = cfg.num_layers, cfg.hidden_size
     states = ("c", "h") if cfg.arch == "lstm" else ("h",)
     if args.state and args.state not in states:
         raise CLIError(f"--state {args.state}: a {cfg.arch.upper()} has no cell state c")
+    for layer, unit in args.unit or ():
+        if layer >= L or unit >= H:
+            raise CLIError(
+                f"--unit {layer}:{unit} out of range: the model has {L} layer(s) of {H} "
+                f"units (LAYER < {L}, UNIT < {H})"
+            )
+    if ranking is None:  # the arguments checked, before the text is read
+        return []
     corr = {(r["layer"], r["state"], r["unit"]): r["corr"] for r in ranking}
     if args.unit:
         out = []
         for layer, unit in args.unit:
-            if layer >= L or unit >= H:
-                raise CLIError(
-                    f"--unit {layer}:{unit} out of range: the model has {L} layer(s) of {H} "
-                    f"units (LAYER < {L}, UNIT < {H})"
-                )
             state = args.state or states[0]
             out.append({"layer": layer, "unit": unit, "state": state,
                         "corr": corr.get((layer, state, unit))})  # fmt: skip
@@ -287,6 +292,7 @@ def unit_handler(args: argparse.Namespace, path: str) -> int:
             "and optionally --unit LAYER:UNIT"
         )
     model, vocab, _ = load_charlm(path)
+    _units_to_test(args, model, None)
     classes = P.feature_classes(vocab, args.feature)
     chars = " ".join(repr(c) for c in vocab.decode(classes))
     files, texts = _heldout_texts(args)
