@@ -446,3 +446,16 @@ def test_cli_patch_unit_errors(run_cli, tmp_path):
         res = run_cli("patch", *argv)
         assert res.code == 2, (argv, res.err)
         assert message in res.err and "Traceback" not in res.err, (argv, res.err)
+
+
+def test_ablation_figure_draws_each_unit_against_its_random_units():
+    from gatescope.viz import patching as V
+
+    model, vocab, x, targets = _tiny_charlm()
+    classes = P.feature_classes(vocab, "bracket_depth")
+    results = [P.unit_ablation(model, x, targets, classes, u, layer=1, n_random=3) for u in (0, 4)]
+    (ax,) = [a for a in V.ablation_figure(results).axes if a.get_label() == "ablation"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["L1 c[0] (mean)", "L1 c[4] (mean)"]
+    grey, unit0 = ax.collections[0], ax.collections[1]
+    np.testing.assert_array_equal(grey.get_offsets()[:, 0], results[0].random_deltas)
+    assert unit0.get_offsets()[0, 0] == results[0].delta

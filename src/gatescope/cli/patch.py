@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gatescope.inspect.units import FEATURE_NAMES
+
 from . import CLIError
 from .args import (
     HelpFormatter,
@@ -32,9 +34,7 @@ from .args import (
     positive_int,
 )
 
-FEATURES = (  # gatescope.inspect.units.FEATURE_NAMES (imported lazily by the handler)
-    "in_string", "in_comment", "bracket_depth", "indent", "line_position", "in_docstring",
-)  # fmt: skip
+FEATURES = FEATURE_NAMES  # what `gatescope cells` correlates, each with its characters
 
 
 def unit_spec(text: str) -> tuple[int, int]:
@@ -68,9 +68,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--pairs", type=positive_int, default=32, help="clean/corrupted pairs")
     g.add_argument("--clamp-batch", type=positive_int, default=256, help="sequences per k")
     g.add_argument("--layer", type=nonnegative_int, default=0, help="layer of the stack")
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the probe data")
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=0,
+        help="seed of the probe data (recall) or of the random units (char LMs)",
+    )  # fmt: skip
     c = p.add_argument_group("character LMs")
-    c.add_argument("--feature", choices=FEATURES, help="the feature the unit tracks")
+    c.add_argument(
+        "--feature", choices=FEATURES, metavar="NAME",
+        help=f"the feature the unit tracks: {', '.join(FEATURES)}",
+    )  # fmt: skip
     c.add_argument(
         "--unit", type=unit_spec, action="append", metavar="LAYER:UNIT",
         help="the unit to test (repeatable); default: the --top best units for the feature",
