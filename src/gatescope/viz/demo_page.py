@@ -468,10 +468,11 @@ def _patching_figures(pa: Mapping[str, Any], T: int) -> list[tuple[str, str, str
             f"{c.index(min(c))}); the input and forget gates at most {gates:.2f} at any step; "
             f"h {h[0]:.2f} at step 0"
         )
+        med = sorted(mid)[len(mid) // 2] if mid else 0.0  # the median |R| of h over the delay
         if mid:
-            text += f", at most {max(mid):.2f} in between"
+            text += f", a median of {med:.2f} over steps 1 to {len(h) - 2} (at most {max(mid):.2f})"
         text += f" and {h[-1]:.2f} at the last step, which the read-out reads."
-        if min(c) > 0.9 and (not mid or max(mid) < 0.2):
+        if min(c) > 0.9 and med < 0.1:
             text += " Over the delay the symbol is in the cell state, not in h."
         elif min(c) < 0.5:
             text += " The cell state does not hold the symbol at every step."
