@@ -271,9 +271,9 @@ def verdict(row: dict[str, Any]) -> str:
     change = f"{p0:.3f} -> {p1:.3f} ({row['delta']:+.3f}, {row['relative']:+.0%})"
     if row["matters"]:
         return (
-            f"{where}{r} matters: {row['mode']}-ablated, p({row['chars']}) goes {change}; none of {len(rand['units'])} random units of layer "
-            f"{row['layer']} moves it as much (largest |change| {rand['max_abs']:.3f}, median "
-            f"{rand['median_abs']:.4f})."
+            f"{where}{r} matters: {row['mode']}-ablated, p({row['chars']}) goes {change}; "
+            f"none of {len(rand['units'])} random units of layer {row['layer']} moves it as "
+            f"much (largest |change| {rand['max_abs']:.3f}, median {rand['median_abs']:.4f})."
         )
     lead = f"{where}{r} correlates but does not matter" if r else f"{where} does not matter"
     return (
