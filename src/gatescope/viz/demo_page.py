@@ -573,8 +573,8 @@ def _conclusions(summary: Mapping[str, Any]) -> list[str]:
         if rho is not None and r > 1e-3:
             text += (
                 " Unlike the texts' simulated curve, the untrained RNN does not lose much over "
-                f"{T - 1} steps here: the textbook chapter's initialisation gives its recurrent matrix a "
-                f"spectral radius of {rho:.2f}, close to 1."
+                f"{T - 1} steps here: the textbook chapter's initialisation gives its "
+                f"recurrent matrix a spectral radius of {rho:.2f}, close to 1."
             )
         out.append(text)
     if g is not None and models.get("gru") and not models["gru"].get("solved"):
