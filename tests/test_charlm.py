@@ -14,7 +14,6 @@ from conftest import central_difference, rel_error
 from gatescope import charlm as cl
 from gatescope import train
 from gatescope.checkpoint import load_checkpoint, save_checkpoint
-from gatescope.cli import main
 from gatescope.model import SequenceModel, load_model
 from gatescope.tasks import text as tx
 from gatescope.train import TrainConfig, TrainState, fit, resume_state
@@ -512,37 +511,27 @@ def test_checkpoint_holds_the_vocabulary_and_loads_for_sampling(tmp_path):
 # ------------------------------------------------------------------------------ the command
 
 
-def run_cli(capsys, *argv):
-    """Exit code, stdout, stderr of `gatescope ARGV` (argparse's own errors exit via SystemExit)."""
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_cli_train_sample_eval(tmp_path, capsys):
+def test_cli_train_sample_eval(tmp_path, run_cli):
     folder = write_corpus(tmp_path / "c")
     ckpt = str(tmp_path / "m.safetensors")
     common = ["--corpus", str(folder), "--hidden", "8", "--batch", "4", "--seq-len", "16"]
     code, out, err = run_cli(
-        capsys, "charlm", "train", *common, "--steps", "6", "--eval-every", "3",
+        "charlm", "train", *common, "--steps", "6", "--eval-every", "3",
         "--eval-chars", "200", "--sample-every", "3", "--no-progress", "--out", ckpt,
     )  # fmt: skip
     assert code == 0, err
     assert "validation" in out and "sample at step 3" in out and "step      6" in out
-    code, out, err = run_cli(capsys, "charlm", "train", "--steps", "8", "--resume", "--out", ckpt,
+    code, out, err = run_cli("charlm", "train", "--steps", "8", "--resume", "--out", ckpt,
                              "--no-progress")  # fmt: skip
     assert code == 0, err
     assert "resuming" in out and "step 8" in out
     assert "step      8  train" in out  # the last step is evaluated, off the schedule too
     assert "checkpoint written" not in out  # as 0.1.0 printed: the evaluation lines only
-    code, out, _ = run_cli(capsys, "charlm", "sample", ckpt, "--prime", "def ", "--length", "30")
+    code, out, _ = run_cli("charlm", "sample", ckpt, "--prime", "def ", "--length", "30")
     assert code == 0 and out.startswith("def ") and len(out) == len("def ") + 30 + 1
-    code, out2, _ = run_cli(capsys, "charlm", "sample", ckpt, "--prime", "def ", "--length", "30")
+    code, out2, _ = run_cli("charlm", "sample", ckpt, "--prime", "def ", "--length", "30")
     assert out2 == out
-    code, out, _ = run_cli(capsys, "charlm", "eval", ckpt, "--text", str(folder / "mod1.py"),
+    code, out, _ = run_cli("charlm", "eval", ckpt, "--text", str(folder / "mod1.py"),
                            "--json")  # fmt: skip
     result = json.loads(out)
     assert code == 0 and result["predictions"] == len((folder / "mod1.py").read_text()) - 1
@@ -565,78 +554,78 @@ def test_cli_train_sample_eval(tmp_path, capsys):
         (["--batch", "64", "--seq-len", "64"], "too short for batch_size=64"),
     ],
 )
-def test_cli_train_errors(tmp_path, capsys, args, message):
+def test_cli_train_errors(tmp_path, run_cli, args, message):
     folder = write_corpus(tmp_path / "c", n_files=3, repeat=1)
     argv = ["charlm", "train", "--out", str(tmp_path / "m.st"), "--steps", "1"]
     if "--corpus" not in args:
         argv += ["--corpus", str(folder)]
     if "--steps" in args or "--minutes" in args:
         argv.remove("--steps"), argv.remove("1")
-    code, out, err = run_cli(capsys, *argv, *args)
+    code, out, err = run_cli(*argv, *args)
     assert code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "m.st").exists()
 
 
-def test_cli_refuses_to_overwrite_or_resume_nothing(tmp_path, capsys):
+def test_cli_refuses_to_overwrite_or_resume_nothing(tmp_path, run_cli):
     folder = write_corpus(tmp_path / "c")
     ckpt = tmp_path / "m.st"
-    code, _, err = run_cli(capsys, "charlm", "train", "--resume", "--out", str(ckpt))
+    code, _, err = run_cli("charlm", "train", "--resume", "--out", str(ckpt))
     assert code == 2 and "does not exist" in err
     ckpt.write_bytes(b"x")
-    code, _, err = run_cli(capsys, "charlm", "train", "--corpus", str(folder), "--out", str(ckpt))
+    code, _, err = run_cli("charlm", "train", "--corpus", str(folder), "--out", str(ckpt))
     assert code == 2 and "exists; pass --resume" in err
-    code, _, err = run_cli(capsys, "charlm", "train", "--resume", "--out", str(ckpt))
+    code, _, err = run_cli("charlm", "train", "--resume", "--out", str(ckpt))
     assert code == 2 and "not a gatescope checkpoint" in err
-    code, _, err = run_cli(capsys, "charlm", "sample", str(tmp_path / "none.st"))
+    code, _, err = run_cli("charlm", "sample", str(tmp_path / "none.st"))
     assert code == 2 and "no such file" in err
-    code, _, err = run_cli(capsys, "charlm", "sample", str(ckpt), "--length", "0")
+    code, _, err = run_cli("charlm", "sample", str(ckpt), "--length", "0")
     assert code == 2 and "--length: must be a positive integer" in err
 
 
-def test_cli_resume_refuses_changed_options(tmp_path, capsys):
+def test_cli_resume_refuses_changed_options(tmp_path, run_cli):
     folder = write_corpus(tmp_path / "c")
     ckpt = str(tmp_path / "m.st")
     common = ["--corpus", str(folder), "--hidden", "8", "--batch", "4", "--seq-len", "16"]
-    assert run_cli(capsys, "charlm", "train", *common, "--steps", "2", "--no-progress",
+    assert run_cli("charlm", "train", *common, "--steps", "2", "--no-progress",
                    "--out", ckpt)[0] == 0  # fmt: skip
-    code, _, err = run_cli(capsys, "charlm", "train", "--resume", "--hidden", "9", "--out", ckpt)
+    code, _, err = run_cli("charlm", "train", "--resume", "--hidden", "9", "--out", ckpt)
     assert code == 2 and "--hidden 9 differs from the checkpoint's 8" in err
 
 
-def test_cli_resume_with_a_moved_corpus(tmp_path, capsys):
+def test_cli_resume_with_a_moved_corpus(tmp_path, run_cli):
     folder = write_corpus(tmp_path / "c")
     ckpt = str(tmp_path / "m.st")
     common = ["--corpus", str(folder), "--hidden", "8", "--batch", "4", "--seq-len", "16"]
-    assert run_cli(capsys, "charlm", "train", *common, "--steps", "2", "--no-progress",
+    assert run_cli("charlm", "train", *common, "--steps", "2", "--no-progress",
                    "--out", ckpt)[0] == 0  # fmt: skip
     moved = tmp_path / "moved"
     shutil.move(folder, moved)
-    code, _, err = run_cli(capsys, "charlm", "train", "--resume", "--steps", "3", "--out", ckpt)
+    code, _, err = run_cli("charlm", "train", "--resume", "--steps", "3", "--out", ckpt)
     assert code == 2 and "does not exist" in err and "--corpus PATH" in err
     assert err.count("\n") == 1
-    code, out, err = run_cli(capsys, "charlm", "train", "--resume", "--steps", "3", "--out", ckpt,
+    code, out, err = run_cli("charlm", "train", "--resume", "--steps", "3", "--out", ckpt,
                              "--corpus", str(moved), "--no-progress")  # fmt: skip
     assert code == 0, err
     assert f"corpus {moved.resolve()}" in out and "step 3" in out
     assert load_model(ckpt)[1]["corpus"]["paths"] == [str(moved.resolve())]
     (moved / "mod2.py").write_text("something else\n")
-    code, _, err = run_cli(capsys, "charlm", "train", "--resume", "--steps", "4", "--out", ckpt,
+    code, _, err = run_cli("charlm", "train", "--resume", "--steps", "4", "--out", ckpt,
                            "--corpus", str(moved))  # fmt: skip
     assert code == 2 and "corpus has changed" in err
 
 
-def test_cli_trains_an_embedding_model(tmp_path, capsys):
+def test_cli_trains_an_embedding_model(tmp_path, run_cli):
     folder = write_corpus(tmp_path / "c")
     ckpt = str(tmp_path / "m.st")
     common = ["--corpus", str(folder), "--hidden", "8", "--batch", "4", "--seq-len", "16"]
-    code, out, err = run_cli(capsys, "charlm", "train", *common, "--embed", "6", "--steps", "3",
+    code, out, err = run_cli("charlm", "train", *common, "--embed", "6", "--steps", "3",
                              "--no-progress", "--out", ckpt)  # fmt: skip
     assert code == 0, err
     assert "embedding 6" in out
     model, vocab, meta = cl.load_charlm(ckpt)
     assert model.params["embed.weight"].shape == (vocab.size, 6)
-    code, _, err = run_cli(capsys, "charlm", "train", "--resume", "--embed", "5", "--out", ckpt)
+    code, _, err = run_cli("charlm", "train", "--resume", "--embed", "5", "--out", ckpt)
     assert code == 2 and "--embed 5 differs from the checkpoint's 6" in err
-    code, out, err = run_cli(capsys, "charlm", "sample", ckpt, "--length", "5")
+    code, out, err = run_cli("charlm", "sample", ckpt, "--length", "5")
     assert code == 0 and len(out) == 5 + 1

@@ -14,29 +14,12 @@ import numpy as np
 import pytest
 
 from gatescope.checkpoint import load_checkpoint
-from gatescope.cli import main
 from gatescope.model import load_model
 from gatescope.train import resume_state
 
 TINY = ["--hidden", "4", "--batch", "4", "--eval-every", "5", "--eval-size", "8"]
 RECALL = ["--task", "recall", "--arch", "lstm", "--length", "4", *TINY]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def gatescope(*argv: str) -> subprocess.CompletedProcess:
-    """Run the real command in a fresh interpreter (to see tracebacks and exit codes)."""
-    cmd = [sys.executable, "-c", "import sys; from gatescope.cli import main; sys.exit(main())"]
-    return subprocess.run([*cmd, *argv], capture_output=True, text=True, env=ENV)
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run main() in-process; argparse's own errors exit through SystemExit."""
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, err):
@@ -49,16 +32,16 @@ def assert_one_line_error(code, err):
 # ----------------------------------------------------------------------------- train / evaluate
 
 
-def test_train_then_evaluate_json(tmp_path, capsys):
+def test_train_then_evaluate_json(tmp_path, run_cli):
     out = tmp_path / "r.safetensors"
-    code, stdout, err = run(capsys, "train", *RECALL, "--steps", "10", "--out", str(out))
+    code, stdout, err = run_cli("train", *RECALL, "--steps", "10", "--out", str(out))
     assert code == 0, err
     assert "accuracy" in stdout and "solved: no" in stdout and str(out) in stdout
     assert "step 5: loss" in err and "step 10" in err  # one line per evaluation (not a TTY)
     model, meta = load_model(out)
     assert meta["step"] == 10 and model.config.arch == "lstm" and model.config.dtype == "float32"
 
-    code, stdout, err = run(capsys, "evaluate", str(out), "--json", "--n", "50")
+    code, stdout, err = run_cli("evaluate", str(out), "--json", "--n", "50")
     assert code == 0, err
     report = json.loads(stdout)
     assert report["metric"] == "accuracy" and 0.0 <= report["accuracy"] <= 1.0
@@ -69,26 +52,26 @@ def test_train_then_evaluate_json(tmp_path, capsys):
     assert report["step"] == 10 and report["n"] == 50
     assert model.config.layer_options["forget_bias"] == 3.0  # the CLI's LSTM default
 
-    code, stdout, _ = run(capsys, "evaluate", str(out), "--n", "50")
+    code, stdout, _ = run_cli("evaluate", str(out), "--n", "50")
     assert code == 0 and "accuracy" in stdout and "baseline 0.125" in stdout
 
 
-def test_evaluate_json_for_a_regression_task(tmp_path, capsys):
+def test_evaluate_json_for_a_regression_task(tmp_path, run_cli):
     out = tmp_path / "a.safetensors"
     argv = ["--task", "adding", "--arch", "gru", "--length", "6", *TINY, "--steps", "5"]
-    assert run(capsys, "train", *argv, "--quiet", "--out", str(out))[0] == 0
-    code, stdout, _ = run(capsys, "evaluate", str(out), "--json", "--n", "20")
+    assert run_cli("train", *argv, "--quiet", "--out", str(out))[0] == 0
+    code, stdout, _ = run_cli("evaluate", str(out), "--json", "--n", "20")
     report = json.loads(stdout)
     assert code == 0 and report["metric"] == "mse" and report["mse"] >= 0
     assert report["baseline"] == pytest.approx(1 / 6) and report["arch"] == "gru"
 
 
-def test_resume_through_the_cli_is_bit_identical(tmp_path, capsys):
+def test_resume_through_the_cli_is_bit_identical(tmp_path, run_cli):
     common = [*RECALL, "--checkpoint-every", "3", "--quiet"]
     straight, half = tmp_path / "straight", tmp_path / "half"
-    assert run(capsys, "train", *common, "--steps", "12", "--out", str(straight))[0] == 0
-    assert run(capsys, "train", *common, "--steps", "6", "--out", str(half))[0] == 0
-    code, stdout, err = run(capsys, "train", "--resume", str(half), "--steps", "12", "--quiet")
+    assert run_cli("train", *common, "--steps", "12", "--out", str(straight))[0] == 0
+    assert run_cli("train", *common, "--steps", "6", "--out", str(half))[0] == 0
+    code, stdout, err = run_cli("train", "--resume", str(half), "--steps", "12", "--quiet")
     assert code == 0, err
     a, meta_a = load_checkpoint(straight)
     b, meta_b = load_checkpoint(half)
@@ -103,24 +86,24 @@ def test_resume_through_the_cli_is_bit_identical(tmp_path, capsys):
     assert no_clock(meta_a["history"]) == no_clock(meta_b["history"])
 
 
-def test_resume_with_out_and_bare_flag(tmp_path, capsys):
+def test_resume_with_out_and_bare_flag(tmp_path, run_cli):
     out = tmp_path / "r"
-    assert run(capsys, "train", *RECALL, "--steps", "4", "--quiet", "--out", str(out))[0] == 0
-    code, _, err = run(capsys, "train", "--out", str(out), "--resume", "--steps", "6", "--quiet")
+    assert run_cli("train", *RECALL, "--steps", "4", "--quiet", "--out", str(out))[0] == 0
+    code, _, err = run_cli("train", "--out", str(out), "--resume", "--steps", "6", "--quiet")
     assert code == 0, err
     assert load_model(out)[1]["step"] == 6
     # to another file: the source is left alone
     other = tmp_path / "other"
-    code, _, err = run(capsys, "train", "--resume", str(out), "--out", str(other), "--steps", "8")
+    code, _, err = run_cli("train", "--resume", str(out), "--out", str(other), "--steps", "8")
     assert code == 0, err
     assert load_model(out)[1]["step"] == 6 and load_model(other)[1]["step"] == 8
 
 
-def test_nan_stops_with_exit_1_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+def test_nan_stops_with_exit_1_and_keeps_the_last_good_checkpoint(tmp_path, run_cli):
     out = tmp_path / "nan.safetensors"
     argv = ["--task", "adding", "--arch", "lstm", "--length", "6", *TINY, "--steps", "200"]
     argv += ["--optimizer", "sgd", "--lr", "1e12", "--clip-norm", "off", "--checkpoint-every", "1"]
-    code, _, err = run(capsys, "train", *argv, "--quiet", "--out", str(out))
+    code, _, err = run_cli("train", *argv, "--quiet", "--out", str(out))
     assert code == 1
     assert "diverged at step" in err and "learning rate" in err and "clipping" in err
     model, meta = load_model(out)
@@ -165,62 +148,60 @@ def test_nan_stops_with_exit_1_and_keeps_the_last_good_checkpoint(tmp_path, caps
         (["evaluate", "{d}/junk", "--n", "0"], "--n"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, run_cli, argv, needle):
     (tmp_path / "junk").write_bytes(b"\x00garbage" * 20)
     argv = [a.replace("{d}", str(tmp_path)) for a in argv]
-    code, _, err = run(capsys, *argv)
+    code, _, err = run_cli(*argv)
     assert_one_line_error(code, err)
     assert needle in err
 
 
-def test_existing_out_is_never_overwritten_without_resume_or_force(tmp_path, capsys):
+def test_existing_out_is_never_overwritten_without_resume_or_force(tmp_path, run_cli):
     out = tmp_path / "r"
-    assert run(capsys, "train", *RECALL, "--steps", "3", "--quiet", "--out", str(out))[0] == 0
+    assert run_cli("train", *RECALL, "--steps", "3", "--quiet", "--out", str(out))[0] == 0
     before = out.read_bytes()
-    code, _, err = run(capsys, "train", *RECALL, "--steps", "3", "--out", str(out))
+    code, _, err = run_cli("train", *RECALL, "--steps", "3", "--out", str(out))
     assert_one_line_error(code, err)
     assert "--resume" in err and "--force" in err and out.read_bytes() == before
-    code, _, _ = run(
-        capsys, "train", *RECALL, "--steps", "3", "--quiet", "--out", str(out), "--force"
-    )
+    code, _, _ = run_cli("train", *RECALL, "--steps", "3", "--quiet", "--out", str(out), "--force")
     assert code == 0
 
 
-def test_resume_refuses_flags_that_change_the_run(tmp_path, capsys):
+def test_resume_refuses_flags_that_change_the_run(tmp_path, run_cli):
     out = tmp_path / "r"
-    assert run(capsys, "train", *RECALL, "--steps", "3", "--quiet", "--out", str(out))[0] == 0
-    code, _, err = run(capsys, "train", "--resume", str(out), "--arch", "gru", "--lr", "0.5")
+    assert run_cli("train", *RECALL, "--steps", "3", "--quiet", "--out", str(out))[0] == 0
+    code, _, err = run_cli("train", "--resume", str(out), "--arch", "gru", "--lr", "0.5")
     assert_one_line_error(code, err)
     assert "--arch gru (the checkpoint has lstm)" in err and "--lr 0.5" in err
-    code, _, err = run(capsys, "train", "--resume", str(out), "--steps", "3")
+    code, _, err = run_cli("train", "--resume", str(out), "--steps", "3")
     assert_one_line_error(code, err)
     assert "already at step 3" in err
     # flags equal to the checkpoint's are fine
-    code, _, err = run(
-        capsys, "train", "--resume", str(out), "--arch", "lstm", "--steps", "4", "--quiet"
+    code, _, err = run_cli(
+        "train", "--resume", str(out), "--arch", "lstm", "--steps", "4", "--quiet"
     )
     assert code == 0, err
 
 
-def test_errors_have_no_traceback_in_a_real_process(tmp_path):
+def test_errors_have_no_traceback_in_a_real_process(tmp_path, run_cli_process):
     (tmp_path / "junk").write_bytes(b"PK\x03\x04" + bytes(range(256)))
     for argv in (
         ["evaluate", str(tmp_path / "junk")],
         ["train", *RECALL, "--hidden", "-1", "--out", str(tmp_path / "x")],
         ["train", *RECALL, "--out", str(tmp_path / "no" / "x")],
     ):
-        proc = gatescope(*argv)
-        assert proc.returncode == 2, proc.stderr
-        assert "Traceback" not in proc.stderr
-        assert len(proc.stderr.strip().splitlines()) == 1
+        res = run_cli_process(*argv)
+        assert res.code == 2, res.err
+        assert "Traceback" not in res.err
+        assert len(res.err.strip().splitlines()) == 1
 
 
-def test_help_shows_the_defaults(capsys):
+def test_help_shows_the_defaults(run_cli):
     for command in ("train", "evaluate"):
-        code, out, _ = run(capsys, command, "--help")
+        code, out, _ = run_cli(command, "--help")
         assert code == 0
         assert "default" in out
-    code, out, _ = run(capsys, "train", "--help")
+    code, out, _ = run_cli("train", "--help")
     assert "(default: 64)" in out and "(default: adam)" in out and "(default: 1.0)" in out
 
 
@@ -228,6 +209,7 @@ def test_help_shows_the_defaults(capsys):
 
 
 def test_sigkill_while_writing_checkpoints_leaves_a_loadable_file(tmp_path):
+    # its own Popen: the run is killed mid-way, which run_cli_process (runs to the end) cannot
     out = tmp_path / "run.safetensors"
     cmd = [sys.executable, "-c", "import sys; from gatescope.cli import main; sys.exit(main())"]
     argv = [*RECALL, "--steps", "1000000", "--checkpoint-every", "1", "--quiet", "--out", str(out)]

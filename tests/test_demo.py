@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from test_viz import assert_png_ok
 
-from gatescope.cli import main
-from gatescope.demo import FIGURES
+from gatescope.demo import FIGURES, DemoConfig, run_demo
 from gatescope.model import load_model
 
 pytestmark = pytest.mark.slow  # the module's fixture runs the demo (about 8 s)
@@ -19,9 +18,11 @@ pytestmark = pytest.mark.slow  # the module's fixture runs the demo (about 8 s)
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
+    """What `gatescope demo --quick --length 10` writes (the run_cli fixture is per test, so
+    the shared run goes through run_demo with the config the command builds; the command
+    itself is run by test_demo_prints_the_table_and_path)."""
     out = tmp_path_factory.mktemp("demo") / "run"
-    code = main(["demo", "--quick", "--out", str(out), "--length", "10", "--no-progress"])
-    assert code == 0
+    run_demo(out, DemoConfig.quick(length=10), progress=False)
     return out
 
 
@@ -71,51 +72,102 @@ def test_demo_report_is_self_contained(demo):
         assert heading in page
 
 
-def test_demo_prints_the_table_and_path(tmp_path, capsys):
+def test_demo_prints_the_table_and_path(tmp_path, run_cli):
     out = tmp_path / "d"
-    assert main(["demo", "--quick", "--out", str(out), "--length", "6", "--no-progress"]) == 0
-    printed = capsys.readouterr().out
-    assert "LSTM" in printed and "vanilla RNN" in printed
-    assert str(out / "report.html") in printed
+    res = run_cli("demo", "--quick", "--out", out, "--length", "6", "--no-progress")
+    assert res.code == 0
+    assert "LSTM" in res.out and "vanilla RNN" in res.out
+    assert str(out / "report.html") in res.out
 
 
-def test_demo_update_bias_reaches_the_gru_and_the_report(tmp_path, capsys):
+def test_demo_update_bias_reaches_the_gru_and_the_report(tmp_path, run_cli):
     out = tmp_path / "d"
-    argv = ["demo", "--quick", "--out", str(out), "--length", "6", "--no-progress"]
-    assert main([*argv, "--update-bias", "3"]) == 0
+    argv = ["demo", "--quick", "--out", out, "--length", "6", "--no-progress"]
+    assert run_cli(*argv, "--update-bias", "3").code == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["training"]["update_bias"] == 3.0
     model, _ = load_model(out / "gru.safetensors")
     assert model.config.layer_options == {"update_bias": 3.0}
     assert "update-gate bias to 3.0" in (out / "report.html").read_text()
-    capsys.readouterr()
-    assert main([*argv, "--update-bias", "nan"]) == 2
-    assert "--update-bias must be a finite number" in capsys.readouterr().err
+    res = run_cli(*argv, "--update-bias", "nan")
+    assert res.code == 2
+    assert "--update-bias must be a finite number" in res.err
+
+
+def test_demo_patching_section_is_the_saved_lstm_own_numbers(demo):
+    """The report's patching figures exist, and summary.json's maps, correlation and clamp
+    curves are what inspect.patching computes again on the saved lstm.safetensors (float64);
+    the page's sentences carry those numbers."""
+    from gatescope.demo import float64_copy
+    from gatescope.inspect import patching as gp
+    from gatescope.tasks import task_from_dict
+
+    for name in ("patching_coarse.png", "patching_c.png", "patching_attribution.png",
+                 "patching_clamp.png"):  # fmt: skip
+        assert name in FIGURES
+        assert_png_ok(demo / name)
+    pa = json.loads((demo / "summary.json").read_text())["patching"]
+    model, meta = load_model(demo / "lstm.safetensors")
+    exact, task = float64_copy(model), task_from_dict(meta["task"])
+    clean, corrupted, y = gp.recall_pairs(task, pa["pairs"], pa["seed"])
+    eye = np.eye(task.n_symbols)
+    direction = eye[y] - eye[corrupted[:, 0].argmax(axis=1)]
+    cm = gp.coarse_map(exact, clean, corrupted, direction=direction)
+    assert list(pa["coarse"]) == list(cm.labels) == ["i", "f", "g", "o", "c", "h"]
+    for j, q in enumerate(cm.labels):
+        np.testing.assert_allclose(pa["coarse"][q], cm.recovered[:, j], rtol=1e-9, atol=1e-12)
+    assert pa["metric"]["clean"] == pytest.approx(cm.clean, rel=1e-9)
+    pm = gp.patching_map(exact, clean, corrupted, "c", direction=direction)
+    np.testing.assert_allclose(pa["c"]["map"], pm.recovered, rtol=1e-9, atol=1e-12)
+    assert pa["c"]["top_units"] == pm.top_units(5).tolist()
+    t, u = np.unravel_index(np.argmax(pm.recovered), pm.recovered.shape)
+    assert (pa["c"]["peak"]["step"], pa["c"]["peak"]["unit"]) == (t, u)
+    am = gp.attribution_map(exact, clean, corrupted, "c", direction=direction)
+    r = pa["attribution"]["correlation_with_patching"]
+    assert r == pytest.approx(gp.correlation(pm, am), rel=1e-9)
+    x, _, yc = gp.recall_pairs(task, pa["clamp_size"], pa["clamp_seed"])
+    curves = gp.clamp_curve(exact, x, yc)
+    assert pa["clamp"] == {k: v.tolist() for k, v in curves.items()}
+    page = (demo / "report.html").read_text()
+    assert "Where the LSTM keeps the symbol" in page
+    assert f"the largest single entry is {pm.recovered[t, u]:.2f} (unit {u} at step {t})" in page
+    assert f"r = {r:.2f}" in page
+    assert (
+        f"Holding the forget gate open (f = 1) from step 0 gives accuracy "
+        f"{100 * curves['f=1'][0]:.1f}%" in page
+    )
+
+
+def test_demo_page_says_the_texts_not_the_chapter(demo):
+    """The page names the two texts gatescope grew from before it refers to them, and never
+    says "the seeds" or a bare "the chapter" (a reader has neither)."""
+    page = (demo / "report.html").read_text()
+    assert "grew from two texts" in page
+    assert "seeds" not in page
+    assert re.search(r"\b[Tt]he chapter", page) is None
 
 
 @pytest.mark.parametrize("what", ["gates", "traces", "gradflow", "saturation"])
 @pytest.mark.parametrize("arch", ["lstm", "gru"])
-def test_plot_each_instrument(demo, tmp_path, what, arch, capsys):
+def test_plot_each_instrument(demo, tmp_path, what, arch, run_cli):
     png = tmp_path / f"{arch}-{what}.png"
-    code = main(
-        ["plot", what, str(demo / f"{arch}.safetensors"), "--out", str(png), "--batch", "4"]
-    )
-    assert code == 0
-    assert capsys.readouterr().out.strip() == str(png)
+    res = run_cli("plot", what, demo / f"{arch}.safetensors", "--out", png, "--batch", "4")
+    assert res.code == 0
+    assert res.out.strip() == str(png)
     assert_png_ok(png)
 
 
-def test_plot_errors(demo, tmp_path, capsys):
-    assert main(["plot", "saturation", str(demo / "rnn.safetensors")]) == 2
-    assert "no gates" in capsys.readouterr().err
-    assert main(["plot", "gates", str(tmp_path / "missing.safetensors")]) == 2
-    assert "no such file" in capsys.readouterr().err
+def test_plot_errors(demo, tmp_path, run_cli):
+    res = run_cli("plot", "saturation", demo / "rnn.safetensors")
+    assert res.code == 2 and "no gates" in res.err
+    res = run_cli("plot", "gates", tmp_path / "missing.safetensors")
+    assert res.code == 2 and "no such file" in res.err
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint")
-    assert main(["plot", "gates", str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
-    assert main(["plot", "gates", str(demo / "rnn.safetensors"), "--out", "x.jpg"]) == 2
+    res = run_cli("plot", "gates", bad)
+    assert res.code == 2
+    assert res.err.startswith("error: ") and "Traceback" not in res.err
+    assert run_cli("plot", "gates", demo / "rnn.safetensors", "--out", "x.jpg").code == 2
 
 
 @pytest.mark.parametrize("arch", ["lstm", "gru"])

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import gatescope as gs
-from gatescope.cli import main
 from gatescope.model import SequenceModel, load_model, save_model
 from gatescope.nn import RecurrentConfig
 from gatescope.nn.functional import sigmoid
@@ -67,27 +66,19 @@ def test_update_bias_survives_a_model_file(tmp_path):
     assert loaded.config.recurrent_config().update_bias == 2.5
 
 
-def run(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    return code, *capsys.readouterr()
-
-
-def test_cli_update_bias(tmp_path, capsys):
+def test_cli_update_bias(tmp_path, run_cli):
     out = tmp_path / "g.safetensors"
-    code, _, err = run(
-        capsys, "train", *GRU_RECALL, "--update-bias", "3", "--steps", "3", "--out", str(out)
+    code, _, err = run_cli(
+        "train", *GRU_RECALL, "--update-bias", "3", "--steps", "3", "--out", str(out)
     )
     assert code == 0, err
     model, _ = load_model(out)
     assert model.config.layer_options["update_bias"] == 3.0
 
     # --resume refuses to change it, and accepts it repeated
-    code, _, err = run(capsys, "train", "--resume", str(out), "--update-bias", "1", "--steps", "5")
+    code, _, err = run_cli("train", "--resume", str(out), "--update-bias", "1", "--steps", "5")
     assert code == 2 and "--update-bias 1.0 (the checkpoint has 3.0)" in err
-    code, _, err = run(capsys, "train", "--resume", str(out), "--update-bias", "3", "--steps", "5")
+    code, _, err = run_cli("train", "--resume", str(out), "--update-bias", "3", "--steps", "5")
     assert code == 0, err
 
     for argv, message in (
@@ -95,8 +86,8 @@ def test_cli_update_bias(tmp_path, capsys):
         (["--arch", "gru", "--update-bias", "inf"], "--update-bias must be a finite number"),
     ):
         rest = ["--update-bias", "3"] if "--update-bias" not in argv else []
-        code, _, err = run(
-            capsys, "train", "--task", "recall", "--length", "4", *TINY, *argv, *rest,
+        code, _, err = run_cli(
+            "train", "--task", "recall", "--length", "4", *TINY, *argv, *rest,
             "--steps", "1", "--out", str(tmp_path / "x"),
         )  # fmt: skip
         assert code == 2 and message in err and "Traceback" not in err

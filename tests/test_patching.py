@@ -304,3 +304,158 @@ def test_cli_patch_refuses_what_it_cannot_read(run_cli, tmp_path):
     save_model(path, model, {"task": {"name": "adding", "length": 5}})
     res = run_cli("patch", path, "--out", tmp_path)
     assert res.code == 2 and "recall models" in res.err
+
+
+# ----------------------------------------------------------------------------- char-LM units
+
+
+def test_feature_table_gives_the_characters_each_feature_predicts():
+    """Every feature `gatescope cells` correlates has its characters; the ids are the
+    vocabulary's own, and characters a vocabulary lacks are left out."""
+    from gatescope.inspect.units import FEATURE_NAMES
+    from gatescope.tasks.text import Vocab
+
+    assert set(P.FEATURE_CHARS) == set(FEATURE_NAMES)
+    vocab = Vocab("\n \"'()[]a{}")
+    ids = P.feature_classes(vocab, "bracket_depth")
+    assert vocab.decode(ids) == ")]}"
+    assert set(vocab.decode(P.feature_classes(vocab, "in_string"))) == {"'", '"'}
+    assert vocab.decode(P.feature_classes(vocab, "line_position")) == "\n"
+    small = Vocab("()a")
+    assert small.decode(P.feature_classes(small, "bracket_depth")) == ")"
+    with pytest.raises(ValueError, match="feature must be one of"):
+        P.feature_classes(vocab, "nesting")
+    with pytest.raises(ValueError, match="none of"):
+        P.feature_classes(Vocab("ab"), "bracket_depth")
+
+
+def test_text_rows_pair_each_character_with_the_next():
+    ids = np.arange(23)
+    x, targets = P.text_rows(ids, 5)
+    assert x.shape == targets.shape == (4, 5)
+    np.testing.assert_array_equal(targets, x + 1)
+    np.testing.assert_array_equal(x.ravel(), ids[:20])
+    with pytest.raises(ValueError, match="more than 5"):
+        P.text_rows(ids[:5], 5)
+
+
+def _tiny_charlm():
+    from gatescope import charlm as cl
+    from gatescope.tasks.text import Vocab
+
+    vocab = Vocab("\n ()+ab")
+    model = cl.new_model(vocab.size, hidden_size=6, num_layers=2, dtype="float64", seed=3)
+    text = "(a + (b + a)) + b\n" * 3 + "((a) + (b))\nab (b)\n"
+    x, targets = P.text_rows(vocab.encode(text), 12)
+    return model, vocab, x, targets
+
+
+def test_ablating_a_unit_nothing_reads_changes_nothing_exactly():
+    """In a 2-layer char LM, a unit of the top layer whose h nothing reads (its recurrent
+    column and the head's column are zero) has a mean-ablation delta of exactly 0, and so
+    has its zero-ablation, while an ordinary unit changes p(')'); chunking the ablations
+    (max_rows) changes no number."""
+    model, vocab, x, targets = _tiny_charlm()
+    classes = P.feature_classes(vocab, "bracket_depth")
+    u = 2
+    model.recurrent.params["weight_hh_l1"][:, u] = 0
+    model.head.params["weight"][:, u] = 0
+    for mode in ("mean", "zero"):
+        res = P.unit_ablation(model, x, targets, classes, u, layer=1, mode=mode, n_random=5)
+        assert res.delta == 0.0 and not res.matters and res.beaten_by == 5
+        assert res.count == int(np.isin(targets, classes).sum())
+    res = P.unit_ablation(model, x, targets, classes, 0, layer=0, n_random=5)
+    assert res.delta != 0.0
+    chunked = P.unit_ablation(model, x, targets, classes, 0, layer=0, n_random=5, max_rows=4)
+    assert chunked.base == pytest.approx(res.base, rel=1e-12)
+    np.testing.assert_allclose(chunked.random_deltas, res.random_deltas, rtol=1e-9, atol=1e-15)
+    assert chunked.delta == pytest.approx(res.delta, rel=1e-9)
+
+
+def test_where_restricts_the_measurement():
+    """`where` keeps only the steps it marks: base is the mean p(target) over them."""
+    model, vocab, x, targets = _tiny_charlm()
+    classes = P.feature_classes(vocab, "bracket_depth")
+    where = np.zeros(targets.shape, bool)
+    where[:, 6:] = True
+    res = P.unit_ablation(model, x, targets, classes, 1, n_random=2, where=where)
+    out = gi.intervene(model, x, [])
+    z = out - out.max(-1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    pt = np.take_along_axis(p, targets[..., None], -1)[..., 0]
+    mask = np.isin(targets, classes) & where
+    assert res.count == mask.sum() and res.base == pytest.approx(pt[mask].mean(), rel=1e-12)
+    with pytest.raises(ValueError, match="where must have the shape"):
+        P.unit_ablation(model, x, targets, classes, 1, where=where[:, :3])
+
+
+@pytest.mark.slow  # the pretrained 2 x 256 LSTM over 3,000 characters, 4 ablations
+def test_cli_patch_unit_of_the_pretrained_model(run_cli, tmp_path):
+    """`gatescope patch --pretrained --feature bracket_depth --unit 0:80`: the JSON's numbers
+    are unit_ablation's on the same rows, and the verdict says whether the unit matters."""
+    import json
+
+    from gatescope import pretrained
+    from gatescope.inspect import units as U
+
+    text = Path(U.__file__).read_text()[:3000]  # gatescope's source: not in the training set
+    src = tmp_path / "held.py"
+    src.write_text(text)
+    res = run_cli(
+        "patch", "--pretrained", "--feature", "bracket_depth", "--unit", "0:80",
+        "--text", src, "--random", "3", "--seq-len", "100", "--json", "--out", tmp_path / "o",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    (row,) = report["units"]
+    assert (row["layer"], row["unit"], row["state"]) == (0, 80, "c")
+    assert report["characters"] == ")]}"
+    model, vocab, _ = pretrained.load()
+    x, targets = P.text_rows(vocab.encode(text), 100)
+    on = U.text_features(text)["bracket_depth"][: x.size].reshape(x.shape) > 0
+    want = P.unit_ablation(
+        model, x, targets, P.feature_classes(vocab, "bracket_depth"), 80, n_random=3, where=on
+    )
+    assert row["delta"] == pytest.approx(want.delta, rel=1e-9)
+    assert row["random"]["units"] == want.random_units.tolist()
+    assert row["matters"] == want.matters
+    assert row["verdict"].startswith("L0 c[80]")
+    assert ("matters:" in row["verdict"]) == want.matters
+    assert {p.name for p in (tmp_path / "o").iterdir()} == {
+        "ablation_bracket_depth.png", "ablation_bracket_depth.json",
+    }  # fmt: skip
+
+
+def test_cli_patch_unit_errors(run_cli, tmp_path):
+    """Out-of-range units, unknown features, a model that is not a char LM, a bad LAYER:UNIT:
+    exit 2, one line, no traceback."""
+    src = tmp_path / "t.py"
+    src.write_text("f(a, [b])\n" * 50)
+    cases = [
+        (("--pretrained", "--feature", "bracket_depth", "--unit", "0:999", "--text", src),
+         "out of range"),
+        (("--pretrained", "--feature", "bracket_depth", "--unit", "2:0", "--text", src),
+         "out of range"),
+        (("--pretrained", "--feature", "nesting", "--text", src), "invalid choice"),
+        (("--pretrained", "--feature", "bracket_depth", "--unit", "0-80"), "LAYER:UNIT"),
+        ((FIXTURE, "--feature", "bracket_depth"), "character LM"),
+        (("--pretrained", "--text", src), "give --feature"),
+        ((FIXTURE,), "give --out"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        res = run_cli("patch", *argv)
+        assert res.code == 2, (argv, res.err)
+        assert message in res.err and "Traceback" not in res.err, (argv, res.err)
+
+
+def test_ablation_figure_draws_each_unit_against_its_random_units():
+    from gatescope.viz import patching as V
+
+    model, vocab, x, targets = _tiny_charlm()
+    classes = P.feature_classes(vocab, "bracket_depth")
+    results = [P.unit_ablation(model, x, targets, classes, u, layer=1, n_random=3) for u in (0, 4)]
+    (ax,) = [a for a in V.ablation_figure(results).axes if a.get_label() == "ablation"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["L1 c[0] (mean)", "L1 c[4] (mean)"]
+    grey, unit0 = ax.collections[0], ax.collections[1]
+    np.testing.assert_array_equal(grey.get_offsets()[:, 0], results[0].random_deltas)
+    assert unit0.get_offsets()[0, 0] == results[0].delta

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from gatescope.cli import main
 from gatescope.inspect.capacity import capacity_curve
 from gatescope.sweep import (
     RESULTS_FILE,
@@ -249,26 +248,25 @@ def test_dask_executor_without_a_scheduler_starts_a_local_cluster(tmp_path, seri
 
 @pytest.mark.dask
 @pytest.mark.slow
-def test_cli_sweep_on_a_dask_scheduler_then_resume_locally(tmp_path, dask_scheduler):
+def test_cli_sweep_on_a_dask_scheduler_then_resume_locally(tmp_path, dask_scheduler, run_cli):
     out = tmp_path / "sweep"
     args = ["sweep", "--lengths", "3,4", "--seeds", "1", "--arch", "lstm,rnn", *TINY_FLAGS]
-    assert main([*args, "--out", str(out), "--scheduler", dask_scheduler]) == 0
+    assert run_cli(*args, "--out", out, "--scheduler", dask_scheduler).code == 0
     first = read_results(out).rows
     assert len(first) == 4 and all(r["status"] == "ok" for r in first)
     # the same command with one more seed, on the local executor: only the new seed runs
     more = ["sweep", "--lengths", "3,4", "--seeds", "2", "--arch", "lstm,rnn", *TINY_FLAGS]
-    assert main([*more, "--out", str(out), "--workers", "1"]) == 0
+    assert run_cli(*more, "--out", out, "--workers", "1").code == 0
     rows = read_results(out).rows
     assert rows[:4] == first and len(rows) == 8
     assert sorted(r["spec"]["seed"] for r in rows[4:]) == [1, 1, 1, 1]
 
 
-def test_dask_executor_without_dask_is_a_clear_error(tmp_path, monkeypatch, capsys):
+def test_dask_executor_without_dask_is_a_clear_error(tmp_path, monkeypatch, run_cli):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
     with pytest.raises(SweepError, match=r"pip install 'gatescope\[dask\]'"):
         run_sweep(tiny_grid(seeds=1), tmp_path, executor="dask", progress=False)
-    code = main(["sweep", "--lengths", "3", "--executor", "dask", "--out", str(tmp_path)])
-    err = capsys.readouterr().err
+    code, _, err = run_cli("sweep", "--lengths", "3", "--executor", "dask", "--out", tmp_path)
     assert code == 2 and "error: the dask executor needs dask.distributed" in err
     assert "Traceback" not in err
 
@@ -301,8 +299,9 @@ def test_interrupted_sweep_resumes_without_repeating_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_sweep_process_resumes_without_repeating_runs(tmp_path):
-    """SIGKILL the whole `gatescope sweep` process group after two rows, then run it again."""
+def test_killed_sweep_process_resumes_without_repeating_runs(tmp_path, run_cli):
+    """SIGKILL the whole `gatescope sweep` process group after two rows, then run it again.
+    (Its own Popen: run_cli_process runs a command to the end, this one is killed mid-way.)"""
     out = tmp_path / "sweep"
     args = ["sweep", "--lengths", "3,4,5", "--seeds", "2", *TINY_FLAGS, "--out", str(out)]
     proc = subprocess.Popen(
@@ -325,7 +324,7 @@ def test_killed_sweep_process_resumes_without_repeating_runs(tmp_path):
     assert proc.returncode == -signal.SIGKILL, err.decode()
     before = read_results(out).rows
     assert 2 <= len(before) < 18, "kill the sweep sooner: it had finished"
-    assert main([*args, "--workers", "2"]) == 0
+    assert run_cli(*args, "--workers", "2").code == 0
     after = read_results(out).rows
     assert after[: len(before)] == before and len(after) == 18
     assert len({r["id"] for r in after}) == 18  # nothing ran twice
@@ -399,18 +398,18 @@ def test_capacity_curve_counts_success_over_seeds():
 
 
 @pytest.mark.slow
-def test_sweep_plot_draws_the_curve_and_prints_the_table(tmp_path, capsys):
+def test_sweep_plot_draws_the_curve_and_prints_the_table(tmp_path, run_cli):
     f = ResultsFile(tmp_path / RESULTS_FILE)
     for row in [_row(a, n, s, m) for a, m in (("lstm", 1.0), ("rnn", 0.3))
                 for n in (10, 50, 100) for s in (0, 1)]:  # fmt: skip
         f.append(row)
-    assert main(["sweep-plot", str(tmp_path)]) == 0
+    code, out, _ = run_cli("sweep-plot", tmp_path)
+    assert code == 0
     png = tmp_path / "capacity.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 200_000
-    out = capsys.readouterr().out
     assert "capacity curve" in out and "2/2 (100%)" in out and "0/2 (0%)" in out
     svg = tmp_path / "figs" / "c.svg"
-    assert main(["sweep-plot", str(tmp_path), "--out", str(svg), "--title", "t"]) == 0
+    assert run_cli("sweep-plot", tmp_path, "--out", svg, "--title", "t").code == 0
     assert svg.read_text().lstrip().startswith("<?xml")
 
 
@@ -434,7 +433,7 @@ def test_cli_specs_follow_gatescope_train_for_lstm_options(tmp_path):
     assert lstm.train["early_stop"] is False
 
 
-def test_cli_errors_are_one_line(tmp_path, capsys):
+def test_cli_errors_are_one_line(tmp_path, run_cli):
     cases = [
         (["sweep", "--lengths", "5", "--arch", "lstm,tcn"], "arch"),
         (["sweep", "--lengths", "5", "--task", "nope"], "unknown task name 'nope'"),
@@ -446,11 +445,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         (["sweep-plot", str(tmp_path / "none")], "no sweep results"),
     ]  # fmt: skip
     for argv, message in cases:
-        code = main([*argv, *(["--out", str(tmp_path / "o")] if argv[0] == "sweep" else [])])
-        err = capsys.readouterr().err
+        code, _, err = run_cli(*argv, *(["--out", tmp_path / "o"] if argv[0] == "sweep" else []))
         assert code == 2, argv
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()  # nothing ran, nothing written
-    with pytest.raises(SystemExit) as e:
-        main(["sweep", "--lengths", "5,x", "--out", str(tmp_path)])
-    assert e.value.code == 2
+    assert run_cli("sweep", "--lengths", "5,x", "--out", tmp_path).code == 2  # argparse's exit

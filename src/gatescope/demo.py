@@ -3,7 +3,8 @@
     from gatescope.demo import DemoConfig, run_demo
     summary = run_demo("gatescope-demo", DemoConfig(length=50))
 
-writes into the folder: one PNG per figure, `summary.json`, `report.html` (self-contained)
+writes into the folder: one PNG per figure (the LSTM's patching maps and clamp curves among
+them, from `gatescope.inspect.patching`), `summary.json`, `report.html` (self-contained)
 and the three trained models as checkpoints (`lstm.safetensors`, ...), which
 `gatescope plot` and `gatescope evaluate` read. Training goes through `gatescope.train.fit`;
 every instrument is `gatescope.inspect`, every figure `gatescope.viz`.
@@ -28,13 +29,15 @@ import numpy as np
 
 from gatescope import inspect as gi
 from gatescope import viz
+from gatescope.inspect import patching as gp
 from gatescope.model import SequenceModel
 from gatescope.progress import Progress
 from gatescope.tasks import get_task
 from gatescope.train import TrainConfig, evaluate_model, fit
+from gatescope.viz import patching as vp
 from gatescope.viz.demo_page import render_report
 
-__all__ = ["ARCHS", "DemoConfig", "float64_copy", "run_demo"]
+__all__ = ["ARCHS", "DemoConfig", "float64_copy", "patch_recall", "run_demo"]
 
 ARCHS = ("lstm", "gru", "rnn")  # training order: the one that succeeds first
 
@@ -69,6 +72,8 @@ class DemoConfig:
     probe_size: int = 64  # sequences for gradient flow, gate traces and saturation
     seed: int = 0  # initial weights and training batches
     dtype: str = "float32"  # training precision (measurements always run in float64)
+    patch_pairs: int = 16  # clean/corrupted pairs of the LSTM's patching maps (T=50: ~10 s)
+    clamp_size: int = 128  # sequences per clamp step k
 
     @classmethod
     def quick(cls, length: int = 12) -> DemoConfig:
@@ -82,6 +87,8 @@ class DemoConfig:
             eval_size=50,
             test_size=100,
             probe_size=8,
+            patch_pairs=4,
+            clamp_size=16,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,7 +106,12 @@ FIGURES = (
     "forget_gate_product.png",
     "saturation_lstm.png",
     "saturation_gru.png",
+    "patching_coarse.png",
+    "patching_c.png",
+    "patching_attribution.png",
+    "patching_clamp.png",
 )
+PATCH_SEEDS = (100, 101)  # added to DemoConfig.seed: the patching pairs, the clamp sequences
 
 
 def float64_copy(model: SequenceModel) -> SequenceModel:
@@ -168,7 +180,7 @@ def run_demo(
         early_stop=True,
         solved_evals=config.solved_evals,
     )
-    stages = _Stages(total=len(ARCHS) + 4 + len(FIGURES), enabled=progress, log=log)
+    stages = _Stages(total=len(ARCHS) + 5 + len(FIGURES), enabled=progress, log=log)
     models: dict[str, dict[str, Any]] = {}
     untrained: dict[str, SequenceModel] = {}
     trained: dict[str, SequenceModel] = {}
@@ -291,6 +303,9 @@ def run_demo(
         }
         stages.advance("read gates and saturation")
 
+        patch_summary, patch = patch_recall(trained["lstm"], task, config)
+        stages.advance("patched the LSTM")
+
         # -- draw ----------------------------------------------------------------------------
         symbol = int(probe.y[0])
         figures = {
@@ -336,6 +351,16 @@ def run_demo(
             "forget_gate_product.png": lambda: viz.forget_product_figure(product, cut, full),
             "saturation_lstm.png": lambda: viz.saturation_figure(sats["lstm"], "lstm"),
             "saturation_gru.png": lambda: viz.saturation_figure(sats["gru"], "gru"),
+            "patching_coarse.png": lambda: vp.coarse_map_figure(
+                patch["coarse"], title="Trained LSTM: patching every unit of one quantity"
+            ),
+            "patching_c.png": lambda: vp.patching_map_figure(
+                patch["c"], top=5, title="Trained LSTM: patching c of one unit at one step"
+            ),
+            "patching_attribution.png": lambda: vp.attribution_figure(patch["c"], patch["att"]),
+            "patching_clamp.png": lambda: vp.clamp_figure(
+                patch["clamp"], title="Trained LSTM: gates clamped from step k"
+            ),
         }
         images: dict[str, bytes] = {}
         for name in FIGURES:
@@ -348,7 +373,7 @@ def run_demo(
         # -- write ----------------------------------------------------------------------------
         D, H = task.input_size, config.hidden_size
         counts = [
-            {"label": "D=4, H=32 (the chapter's table)", **gi.parameter_counts(4, 32)},
+            {"label": "D=4, H=32 (the textbook chapter's table)", **gi.parameter_counts(4, 32)},
             {"label": f"D={D}, H={H} (this demo)", **gi.parameter_counts(D, H)},
         ]
         summary: dict[str, Any] = {
@@ -382,6 +407,7 @@ def run_demo(
             "gates": gates_summary,
             "hidden": hidden_summary,
             "saturation": sat_summary,
+            "patching": patch_summary,
             "parameter_counts": counts,
             "figures": list(FIGURES),
             "config": config.to_dict(),
@@ -394,6 +420,51 @@ def run_demo(
         _write_json(os.path.join(out, "summary.json"), summary)
         stages.advance("wrote report.html and summary.json")
     return summary
+
+
+def patch_recall(
+    model: SequenceModel, task: Any, config: DemoConfig
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The LSTM's patching maps, attribution patching and clamp curves on recall.
+
+    The metric is the logit of the clean run's symbol minus the corrupted run's (the true
+    symbols, not the model's answers, so it is defined for an untrained model too).
+    Returns (the summary's numbers, {"coarse", "c", "att": PatchingMap, "clamp": curves}).
+    """
+    t0 = time.perf_counter()
+    seed_pairs, seed_clamp = (config.seed + s for s in PATCH_SEEDS)
+    clean, corrupted, y = gp.recall_pairs(task, config.patch_pairs, seed_pairs)
+    eye = np.eye(task.n_symbols)
+    direction = eye[y] - eye[corrupted[:, 0].argmax(axis=1)]  # (N, C)
+    coarse = gp.coarse_map(model, clean, corrupted, direction=direction)
+    pm = gp.patching_map(model, clean, corrupted, "c", direction=direction)
+    am = gp.attribution_map(model, clean, corrupted, "c", direction=direction)
+    x, _, yc = gp.recall_pairs(task, config.clamp_size, seed_clamp)
+    curves = gp.clamp_curve(model, x, yc, (("f", 1.0), ("f", 0.0), ("i", 0.0)))
+    t, u = np.unravel_index(int(np.argmax(pm.recovered)), pm.recovered.shape)
+    summary = {
+        "arch": "lstm",
+        "pairs": config.patch_pairs,
+        "seed": seed_pairs,
+        "clamp_size": config.clamp_size,
+        "clamp_seed": seed_clamp,
+        "metric": {
+            "definition": "logit(clean symbol) - logit(corrupted symbol), last step",
+            "clean": coarse.clean,
+            "corrupted": coarse.corrupted,
+        },
+        "coarse": {q: coarse.recovered[:, j].tolist() for j, q in enumerate(coarse.labels)},
+        "c": {
+            "map": pm.recovered.tolist(),  # (T, H)
+            "top_units": pm.top_units(5).tolist(),
+            "peak": {"step": int(t), "unit": int(u), "recovered": float(pm.recovered[t, u])},
+            "sum_over_units": pm.recovered.sum(axis=1).tolist(),  # (T,)
+        },
+        "attribution": {"quantity": "c", "correlation_with_patching": gp.correlation(pm, am)},
+        "clamp": {k: v.tolist() for k, v in curves.items()},
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return summary, {"coarse": coarse, "c": pm, "att": am, "clamp": curves}
 
 
 def _flow_summary(fl: gi.GradientFlow) -> dict[str, Any]:

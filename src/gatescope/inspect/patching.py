@@ -7,6 +7,8 @@ clamped gates and unit ablations on a `SequenceModel`. Arrays only (figures:
     am = attribution_map(model, clean, corrupted, quantity="c")  # (T, H): one backward pass
     curves = clamp_curve(model, x, y, [("f", 1.0), ("f", 0.0), ("i", 0.0)])
     ab = unit_ablation(model, ids, targets, classes=[vocab[")"]], unit=17)
+    x, targets = text_rows(vocab.encode(text), 200)             # a char LM's text as rows
+    ab = unit_ablation(model, x, targets, feature_classes(vocab, "bracket_depth"), unit=80)
 
 The metric. For N pairs (clean_n, corrupted_n) the model's output at the last step is read
 through a direction d_n (C,): m_n = out_n . d_n, by default the logit difference between the
@@ -43,14 +45,17 @@ from gatescope.nn.edits import EditPlan
 from .interventions import Edit, compile_edits, recurrent_of, run_edited
 
 __all__ = [
+    "FEATURE_CHARS",
     "AblationResult",
     "PatchingMap",
     "attribution_map",
     "clamp_curve",
     "coarse_map",
     "correlation",
+    "feature_classes",
     "patching_map",
     "recall_pairs",
+    "text_rows",
     "unit_ablation",
 ]
 
@@ -358,6 +363,57 @@ def clamp_curve(
 # ----------------------------------------------------------------------------- units
 
 
+# Characters whose probability a feature of `gatescope.inspect.units.text_features` bears on
+# most directly: where the feature is "on", these are how it ends (or goes on). The causal
+# test of a unit that tracks the feature measures p(next char) at the steps where one of
+# them comes next (`feature_classes`).
+FEATURE_CHARS: dict[str, str] = {
+    "bracket_depth": ")]}",  # an open bracket is closed
+    "in_string": "'\"",  # a string ends at its quote
+    "in_docstring": "'\"",  # a docstring too (its closing triple quote)
+    "in_comment": "\n",  # a comment ends with its line
+    "line_position": "\n",  # the longer the line so far, the likelier it ends
+    "indent": " ",  # leading whitespace goes on to the block's indentation
+}
+
+
+def feature_classes(vocab: Any, feature: str) -> list[int]:
+    """The vocabulary ids of `FEATURE_CHARS[feature]` (those the vocabulary knows).
+
+    vocab: a `gatescope.tasks.text.Vocab`. Raises ValueError for a feature not in the table
+    or a vocabulary that knows none of its characters.
+    """
+    if feature not in FEATURE_CHARS:
+        raise ValueError(
+            f"feature must be one of {', '.join(sorted(FEATURE_CHARS))}, got {feature!r}"
+        )
+    chars = [c for c in FEATURE_CHARS[feature] if c in vocab.chars]
+    if not chars:
+        raise ValueError(f"the vocabulary has none of {FEATURE_CHARS[feature]!r} ({feature})")
+    return [int(i) for i in vocab.encode("".join(chars))]
+
+
+def text_rows(ids: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a text's ids (N,) into rows of `length` inputs and their next characters.
+
+    Returns x (R, length) and targets (R, length), targets[r, t] = ids[r * length + t + 1],
+    R = (N - 1) // length (the tail that does not fill a row is dropped). Each row is read
+    from the zero state. Any per-character array (a feature) cuts the same way:
+    `a[: R * length].reshape(R, length)`.
+    """
+    ids = np.asarray(ids, np.int64)
+    if ids.ndim != 1:
+        raise ValueError(f"ids must be 1-D (N,), got shape {ids.shape}")
+    if length < 1:
+        raise ValueError(f"length must be a positive integer, got {length}")
+    R = (ids.size - 1) // length
+    if R < 1:
+        raise ValueError(f"need more than {length} characters for one row, got {ids.size}")
+    x = ids[: R * length].reshape(R, length)  # (R, T)
+    targets = ids[1 : R * length + 1].reshape(R, length)  # (R, T)
+    return x, targets
+
+
 @dataclass(frozen=True)
 class AblationResult:
     """The causal test of one unit: ablate it, and ablate random units of the same layer."""
@@ -371,11 +427,23 @@ class AblationResult:
     random_units: np.ndarray  # (R,) the random units
     random_deltas: np.ndarray  # (R,) their deltas
     percentile: float  # fraction of random units with a smaller |delta|
+    count: int = 0  # predictions measured (steps where a target class comes next)
 
     @property
     def matters(self) -> bool:
         """|delta| beats every random unit's (a unit that correlates need not)."""
         return bool(self.percentile == 1.0 and abs(self.delta) > 0)
+
+    @property
+    def beaten_by(self) -> int:
+        """How many random units change p(target) at least as much (|delta|)."""
+        return int((np.abs(self.random_deltas) >= abs(self.delta)).sum())
+
+
+def _ablation_rows(rec: Any, T: int) -> int:
+    """Sequences per ablated forward: about 256 MB of trace (7 quantities x L x T x H)."""
+    per_row = 8 * rec.num_layers * T * rec.hidden_size * np.dtype(rec.dtype).itemsize
+    return max(1, (1 << 28) // per_row)
 
 
 def unit_ablation(
@@ -390,6 +458,8 @@ def unit_ablation(
     mode: str = "mean",
     n_random: int = 20,
     seed: Seed = 0,
+    where: np.ndarray | None = None,
+    max_rows: int | None = None,
 ) -> AblationResult:
     """Ablate `unit` (its `quantity` at every step set to its mean over x, or to zero) and
     measure the change in the model's probability of `classes` at the steps where the next
@@ -397,7 +467,13 @@ def unit_ablation(
 
     model: a classify_steps model (a char LM); x (N, T) ids or (N, T, D); targets (N, T)
     the next characters. quantity: default "c" for an LSTM (it feeds h and later steps),
-    "h" otherwise. All ablations run as one batch.
+    "h" otherwise. where (N, T) bool: only measure there (e.g. where the feature is on, so
+    that for in_string a quote that comes next is a closing one). With p = softmax(out) and
+    M the (sequence, step) pairs whose target is in `classes` (and `where` holds),
+
+        base = mean_M p[target],   delta = mean_M p_ablated[target] - base
+
+    The ablations run batched, max_rows sequences at a time (default: about 256 MB of trace).
     """
     rec = recurrent_of(model)
     quantity = quantity or ("c" if rec.arch == "lstm" else "h")
@@ -409,39 +485,60 @@ def unit_ablation(
         raise ValueError(f"unit {unit} out of range for {H} units")
     x, targets = np.asarray(x), np.asarray(targets)
     mask = np.isin(targets, np.asarray(classes))  # (N, T): where a target class comes next
+    if where is not None:
+        if np.shape(where) != targets.shape:
+            raise ValueError(f"where must have the shape of targets {targets.shape}")
+        mask &= np.asarray(where, bool)
     if not mask.any():
-        raise ValueError(f"targets never hold any of classes {list(classes)}")
+        raise ValueError(f"targets never hold any of classes {list(classes)} (where measured)")
     N, T = targets.shape
-    base_out = np.asarray(run_edited(model, x, _empty_plans(rec)), np.float64)  # (N, T, C)
-    if base_out.ndim != 3:
-        raise ValueError("unit_ablation needs a classify_steps model (an output at every step)")
-    tr = rec.trace[quantity]
-    q = (tr if rec.num_layers == 1 else tr[layer]).reshape(-1, H)  # (N T, H)
-    level = q.mean(axis=0) if mode == "mean" else np.zeros(H)  # (H,)
-
-    def p_target(out: np.ndarray) -> np.ndarray:  # (N, T, C) -> mean p(target) at the mask
-        z = out - out.max(axis=-1, keepdims=True)
-        p = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
-        pt = np.take_along_axis(p, targets[..., None], axis=-1)[..., 0]  # (N, T)
-        return pt[mask]
+    max_rows = max_rows or _ablation_rows(rec, T)
+    plans = _empty_plans(rec)
+    level = np.zeros(H)  # (H,) the value an ablated unit is held at
+    base_sum = np.zeros(1)  # summed row by row, in the order the ablations are: equal bits
+    for s in range(0, N, max_rows):  # the unablated run, and the mean of q over x
+        rows = slice(s, min(N, s + max_rows))
+        out = np.asarray(run_edited(model, x[rows], plans), np.float64)
+        if out.ndim != 3:
+            raise ValueError("unit_ablation needs a classify_steps model (an output at every step)")
+        pt = np.where(mask[rows], _p_target(out, targets[rows]), 0.0).sum(axis=1)  # (n,)
+        np.add.at(base_sum, np.zeros(len(pt), int), pt)
+        tr = rec.trace[quantity]
+        q = tr if rec.num_layers == 1 else tr[layer]  # (n, T, H)
+        level += q.reshape(-1, H).sum(axis=0, dtype=np.float64)
+    count = int(mask.sum())
+    base = float(base_sum[0] / count)
+    level = level / (N * T) if mode == "mean" else np.zeros(H)
 
     rng = as_generator(seed)
     others = np.setdiff1d(np.arange(H), [unit])
     randoms = rng.choice(others, size=min(n_random, len(others)), replace=False)
-    units = np.concatenate([[unit], randoms])  # (1 + R,)
+    units = np.concatenate([[unit], randoms]).astype(int)  # (1 + R,)
     U = len(units)
-    mul = np.ones((U * N, H), rec.dtype)  # row = ablation * N + sequence
-    add = np.zeros((U * N, H), rec.dtype)
-    rows = np.arange(U * N)
-    mul[rows, units[rows // N]] = 0
-    add[rows, units[rows // N]] = level[units[rows // N]]
-    plans = _empty_plans(rec)
-    plans[layer] = EditPlan({(t, quantity): (mul, add) for t in range(T)})  # shared arrays
-    out = np.asarray(run_edited(model, np.concatenate([x] * U), plans), np.float64)
-    base = float(p_target(base_out).mean())
-    deltas = np.array([p_target(out[k * N : (k + 1) * N]).mean() - base for k in range(U)])
+    sums = np.zeros(U)
+    for start in range(0, U * N, max_rows):
+        rows = np.arange(start, min(U * N, start + max_rows))  # row = ablation * N + sequence
+        a_of, n_of = rows // N, rows % N
+        R = len(rows)
+        mul = np.ones((R, H), rec.dtype)  # (R, H)
+        add = np.zeros((R, H), rec.dtype)
+        mul[np.arange(R), units[a_of]] = 0
+        add[np.arange(R), units[a_of]] = level[units[a_of]]
+        plans = _empty_plans(rec)
+        plans[layer] = EditPlan({(t, quantity): (mul, add) for t in range(T)})  # shared arrays
+        out = np.asarray(run_edited(model, x[n_of], plans), np.float64)  # (R, T, C)
+        pt = np.where(mask[n_of], _p_target(out, targets[n_of]), 0.0).sum(axis=1)  # (R,)
+        np.add.at(sums, a_of, pt)
+    deltas = sums / count - base  # (U,): 0 exactly for a unit nothing reads
     rd = deltas[1:]
     percentile = float((np.abs(rd) < abs(deltas[0])).mean()) if len(rd) else float("nan")
     return AblationResult(
-        int(unit), layer, quantity, mode, base, float(deltas[0]), randoms, rd, percentile
+        int(unit), layer, quantity, mode, base, float(deltas[0]), randoms, rd, percentile, count
     )
+
+
+def _p_target(out: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """p(target) at every step: (N, T) from logits (N, T, C) and targets (N, T)."""
+    z = out - out.max(axis=-1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+    return np.take_along_axis(p, targets[..., None], axis=-1)[..., 0]

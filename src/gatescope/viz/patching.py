@@ -104,14 +104,17 @@ def clamp_figure(curves: Mapping[str, np.ndarray], *, title: str | None = None) 
 
 
 def ablation_figure(results: Sequence[AblationResult], *, title: str | None = None) -> Figure:
-    """Each unit's change in p(target) against the random units' (a strip per unit)."""
+    """Each unit's change in p(target) against the random units' (a strip per unit, the
+    first on top; red: larger than every random unit's, blue: not)."""
     fig = _figure(6.4, 0.5 * len(results) + 1.6)
     ax = fig.subplots()
     for j, res in enumerate(results):
         ax.scatter(res.random_deltas, np.full(len(res.random_deltas), j), color="grey", s=10)
         ax.scatter([res.delta], [j], color="#d62728" if res.matters else "#1f77b4", s=40)
     ax.axvline(0, color="black", lw=0.6)
-    ax.set_yticks(range(len(results)), [f"unit {r.unit} ({r.mode})" for r in results])
+    labels = [f"L{r.layer} {r.quantity}[{r.unit}] ({r.mode})" for r in results]
+    ax.set_yticks(range(len(results)), labels)
+    ax.set_ylim(len(results) - 0.5, -0.5)  # the first result on top
     ax.set_label("ablation")
     ax.set_xlabel("change in p(target) when ablated (grey: random units)")
     ax.set_title(title or "unit ablations", loc="left")
