@@ -6,7 +6,7 @@
     pretrained.info("stdlib")                       # how it was trained: command, machine, time
 
 On the command line: `--pretrained` wherever a char-LM checkpoint is taken
-(`gatescope charlm sample|eval`, `gatescope cells`, `gatescope explore`).
+(`gatescope charlm sample|eval`, `gatescope cells`, `gatescope explore`, `gatescope patch`).
 
 "stdlib": a 2-layer LSTM of 256 units per layer, trained by `scripts/pretrain_charlm.sh` on
 the Python standard library's source (the files the training split left out are its
