@@ -47,6 +47,10 @@ _INLINE = {"inline": "always", **_FAST}
 # panel's slice (KC x NR, 32 KB) stays in the L1 cache while every row block reads it.
 MR = 8
 KC = 256
+# The LSTM computes each step's input projection inside its step loop (not in one product
+# first) while both packed weight matrices fit in this many bytes (an L2 cache: 2 MB a core
+# on this machine, an Intel Xeon with AVX-512); above, W_ih would stream from L3 every step.
+FUSE_BYTES = 2 * 2**20
 
 
 class Constants(NamedTuple):
@@ -497,10 +501,14 @@ def matmul_into(x, w, out, const):
 
 
 @numba.njit(**_JIT)
-def lstm_fwd_seq(gates, bias, hs, cs, tc, wp_hh, rec, const):
-    """Every step of `lstm_forward`: wp_hh = pack(W_hh^T) (K = H, N = 4H), rec (B, 4H)."""
+def lstm_fwd_seq(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec, const):
+    """Every step of `lstm_forward`: with `project`, gates[t] = x_t W_ih^T (else gates holds
+    them already); rec = h_{t-1} W_hh^T (B, 4H); then the step. wp_ih = pack(W_ih^T)
+    (K = D), wp_hh = pack(W_hh^T) (K = H), N = 4H."""
     N = gates.shape[2]
     for t in range(gates.shape[0]):
+        if project:
+            matmul_packed(x[t], wp_ih, N, gates[t], False)
         matmul_packed(hs[t], wp_hh, N, rec, False)
         lstm_fwd_step(gates[t], bias, rec, cs[t], cs[t + 1], tc[t], hs[t + 1], const)
 
@@ -759,8 +767,8 @@ def _bind(const: Constants) -> SimpleNamespace:
         return lstm_bwd_step(dh, dy, use_dy, a, tc, c_prev, dc, d, const)
 
     @numba.njit(**_JIT)
-    def lstm_fwd_seq_(gates, bias, hs, cs, tc, wp_hh, rec):
-        return lstm_fwd_seq(gates, bias, hs, cs, tc, wp_hh, rec, const)
+    def lstm_fwd_seq_(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec):
+        return lstm_fwd_seq(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec, const)
 
     @numba.njit(**_JIT)
     def lstm_bwd_seq_(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, wp_hh):
@@ -817,6 +825,7 @@ def _bind(const: Constants) -> SimpleNamespace:
         return rnn_bwd_step(dh, dy, use_dy, h, relu, da, const)
 
     return SimpleNamespace(
+        FUSE_BYTES=FUSE_BYTES,
         pack=pack,
         matmul_packed=matmul_packed,
         sigmoid_vec=sigmoid_vec_,

@@ -95,6 +95,9 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None, edits=None) -> LSTMCach
     """
     T, B, D = x.shape
     H = h0.shape[1]
+    nb = kernels(x.dtype, backend) if edits is None else None
+    if nb is not None:
+        return _lstm_forward_kernels(nb, x, h0, c0, w_ih, w_hh, b)
     gates = np.matmul(x.reshape(T * B, D), w_ih.T).reshape(T, B, 4 * H)  # all input projections
     hs = np.empty((T + 1, B, H), x.dtype)
     cs = np.empty((T + 1, B, H), x.dtype)
@@ -102,9 +105,6 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None, edits=None) -> LSTMCach
     hs[0], cs[0] = h0, c0
     rec = np.empty((B, 4 * H), x.dtype)  # h_{t-1} W_hh^T
     cache = LSTMCache(x, gates, hs, cs, tanh_c, edits)
-    nb = kernels(x.dtype, backend) if edits is None else None
-    if nb is not None:
-        return _lstm_forward_kernels(nb, cache, b, w_hh, rec)
     w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H): a plain (not transposed) BLAS product
     if b is not None:
         gates += b
@@ -129,15 +129,29 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None, edits=None) -> LSTMCach
     return cache
 
 
-def _lstm_forward_kernels(nb, cache: LSTMCache, b, w_hh, rec) -> LSTMCache:
-    """`lstm_forward`'s steps by a backend's kernels: the whole sequence in one call, the
-    recurrent product against W_hh^T packed once (`nb.pack`), everything after it (bias
-    included) fused into one pass a step."""
-    gates, hs, cs, tanh_c = cache.gates, cache.hs, cache.cs, cache.tanh_c
-    H = hs.shape[2]
-    bias = b if b is not None else np.zeros(4 * H, gates.dtype)
-    nb.lstm_fwd_seq(gates, bias, hs, cs, tanh_c, nb.pack(w_hh.T), rec)
-    return cache
+def _lstm_forward_kernels(nb, x, h0, c0, w_ih, w_hh, b) -> LSTMCache:
+    """`lstm_forward` by a backend's kernels: the whole sequence in one call, the recurrent
+    product against W_hh^T packed once (`nb.pack`), everything after it (bias included) in
+    one pass a step. While both packed weights fit in `nb.FUSE_BYTES` (the L2 cache), each
+    step's input projection x_t W_ih^T is computed there too, just before it is used (the
+    gate block is then written once and read from cache); above, in one product first."""
+    T, B, D = x.shape
+    H = h0.shape[1]
+    wp_ih, wp_hh = nb.pack(w_ih.T), nb.pack(w_hh.T)
+    fuse = wp_ih.nbytes + wp_hh.nbytes <= nb.FUSE_BYTES
+    if fuse:
+        gates = np.empty((T, B, 4 * H), x.dtype)
+        x = x if x.strides[2] == x.itemsize else np.ascontiguousarray(x)  # unit-stride rows
+    else:
+        gates = np.matmul(x.reshape(T * B, D), w_ih.T).reshape(T, B, 4 * H)
+    hs = np.empty((T + 1, B, H), x.dtype)
+    cs = np.empty((T + 1, B, H), x.dtype)
+    tanh_c = np.empty((T, B, H), x.dtype)
+    hs[0], cs[0] = h0, c0
+    bias = b if b is not None else np.zeros(4 * H, x.dtype)
+    rec = np.empty((B, 4 * H), x.dtype)  # h_{t-1} W_hh^T
+    nb.lstm_fwd_seq(fuse, x, wp_ih, gates, bias, hs, cs, tanh_c, wp_hh, rec)
+    return LSTMCache(x, gates, hs, cs, tanh_c)
 
 
 def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
