@@ -135,13 +135,14 @@ SIZES = {  # (B, T, D, H), each on its side of the switches (test_sizes_cover_th
 
 def test_sizes_cover_the_switches():
     """The sizes above fall on both sides of each switch of the numba kernels."""
-    MR, KC = 8, 256
+    MR, KC, NRS = 8, 256, (32, 16)  # AVX-512's (float32, float64)
     if not numba_missing:
-        assert (kernels_numba.MR, kernels_numba.KC) == (MR, KC)
+        MR, KC = kernels_numba.MR, kernels_numba.KC
+        NRS = tuple(kernels_numba.panel_width(dt) for dt in (np.float32, np.float64))
     Bs = {B for B, _, _, _ in SIZES.values()}
     assert {B < MR for B in Bs} == {True, False} and any(B > MR and B % MR for B in Bs)
     for gates in (4, 3, 1):
-        for nr in (32, 16):  # float32, float64
+        for nr in NRS:
             assert {gates * H % nr == 0 for *_, H in SIZES.values()} == {True, False}
     assert {H > KC for *_, H in SIZES.values()} == {True, False}
     assert {D > KC for _, _, D, _ in SIZES.values()} == {True, False}

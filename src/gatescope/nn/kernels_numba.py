@@ -1,16 +1,18 @@
-"""The numba kernels: each step's element-wise work fused into one compiled pass.
+"""The numba kernels: each sequence's steps in one compiled call.
 
 An optional accelerator for the sequence paths of lstm.py, gru.py and rnn.py, handed out by
-`backend.kernels` (never imported by the reference code). Each kernel does in one loop over
-a step's units what the NumPy reference does in a dozen ufunc calls; the matrix products
-stay in NumPy (BLAS), except for small LSTMs (`SMALL_MACS`), where the whole sequence runs
-in one call with the recurrent product as a plain loop.
+`backend.kernels` (never imported by the reference code). A forward pass, or a chunk of
+backward's steps, is one call: each step's recurrent product by `matmul_packed` (W packed
+once per sequence, register-blocked tiles written as LLVM IR), then one kernel that does in
+one loop over the step's units what the NumPy reference does in a dozen ufunc calls. The
+products over whole sequences (backward's dx and weight gradients) stay in NumPy (BLAS).
 
 **The contract is the reference's values, not its bits**: every output, state, trace entry
 and gradient within float64 1e-12 / float32 1e-5 relative (max|a - b| / max|b| per array,
 plus the reference's own response to an ulp of change in its sigmoid and tanh values:
 `backend.TOLERANCE`, tested in tests/test_backends.py), and the same bits run to run on one
-machine (no threads, no reductions whose order varies). So the kernels may contract a * b + c into one
+machine (no threads, no reductions whose order varies: each product entry is summed in
+order of k, whatever the tile). So the kernels may contract a * b + c into one
 fused multiply-add (fastmath "contract": one rounding instead of two, never less accurate;
 no reassociation, no approximate division) and compute exp their own way: `exp_parts`
 below, Cody-Waite reduction and a polynomial, which LLVM vectorises (AVX2: 8 float32 or 4
@@ -29,6 +31,7 @@ import math
 from types import SimpleNamespace
 from typing import NamedTuple
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 from llvmlite import ir
@@ -43,9 +46,13 @@ _JIT = {"nogil": True, "cache": True, **_FAST}
 _INLINE = {"inline": "always", **_FAST}
 
 # The recurrent product's tiles (`matmul_packed`): MR rows of the output, NR = two vectors
-# of columns (AVX-512: 32 float32 or 16 float64), k in slices of at most KC so that a
-# panel's slice (KC x NR, 32 KB) stays in the L1 cache while every row block reads it.
-MR = 8
+# of columns (AVX-512: 32 float32 or 16 float64; AVX2: half that), k in slices of at most
+# KC so that a panel's slice (KC x NR, 32 KB) stays in the L1 cache while every row block
+# reads it. 2 MR accumulators and 3 more vectors fit in the registers (32 with AVX-512,
+# 16 without).
+_AVX512 = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+VECTOR_BYTES = 64 if _AVX512 else 32
+MR = 8 if _AVX512 else 6
 KC = 256
 # The LSTM computes each step's input projection inside its step loop (not in one product
 # first) while both packed weight matrices fit in this many bytes (an L2 cache: 2 MB a core
@@ -183,17 +190,18 @@ def _tile_kernel(mr: int):
 
         out[ooff + r ost + j] (+)= sum_{k < kc} a[aoff + r ast + k] wp[woff + k NR + j],
 
-    j < NR = 2 L (L lanes: 16 float32, 8 float64), offsets in elements of each array's data
+    j < NR = 2 L (L lanes: VECTOR_BYTES / itemsize), offsets in elements of each array's data
     (a view's data starts at its first element); `add`: add to out instead of storing."""
 
     @intrinsic
     def tile(typingctx, a, aoff, ast, wp, woff, out, ooff, ost, kc, add):
         if a.dtype == types.float32:
-            fty, L, name = ir.FloatType(), 16, "llvm.fma.v16f32"
+            fty, L = ir.FloatType(), VECTOR_BYTES // 4
         elif a.dtype == types.float64:
-            fty, L, name = ir.DoubleType(), 8, "llvm.fma.v8f64"
+            fty, L = ir.DoubleType(), VECTOR_BYTES // 8
         else:
             return None
+        name = f"llvm.fma.v{L}f{32 if a.dtype == types.float32 else 64}"
         ip = types.intp
         sig = types.void(a, ip, ip, wp, ip, out, ip, ip, ip, types.boolean)
 
@@ -300,8 +308,8 @@ def _tile(m, a, aoff, ast, wp, woff, out, ooff, ost, kc, add):
 
 
 def panel_width(dtype) -> int:
-    """NR: the columns of a panel, two 64-byte vectors (32 float32, 16 float64)."""
-    return 128 // np.dtype(dtype).itemsize
+    """NR: the columns of a panel, two vectors (AVX-512: 32 float32, 16 float64)."""
+    return 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
 @numba.njit(**_JIT)
