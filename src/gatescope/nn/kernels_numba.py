@@ -696,17 +696,16 @@ def gru_bwd_seq(
 
 
 @numba.njit(**_JIT)
-def rnn_fwd_step(h, rec, relu, const):
-    """h (B, H) holds x W_ih^T + b; h = phi(h + rec)."""
+def rnn_activate(h, relu, const):
+    """h (B, H) = phi(h) in place: max(h, 0) or tanh(h)."""
     if relu:
         for b in range(h.shape[0]):
-            hr, rr = h[b], rec[b]
+            hr = h[b]
             for j in range(h.shape[1]):
-                v = hr[j] + rr[j]
+                v = hr[j]
                 hr[j] = v if (v > const.zero or v != v) else const.zero  # np.maximum(v, 0)
     else:
-        H = h.shape[1]
-        tanh_rows(h, rec, 0, H, const)
+        tanh_inplace_rows(h, 0, h.shape[1], const)
 
 
 @numba.njit(**_JIT)
@@ -733,14 +732,7 @@ def rnn_fwd_seq(hs, wp_hh, relu, const):
     for t in range(hs.shape[0] - 1):
         h = hs[t + 1]
         matmul_packed(hs[t], wp_hh, H, h, True)  # a = (x W_ih^T + b) + h_{t-1} W_hh^T
-        if relu:
-            for b in range(h.shape[0]):
-                hr = h[b]
-                for j in range(H):
-                    v = hr[j]
-                    hr[j] = v if (v > const.zero or v != v) else const.zero  # np.maximum(v, 0)
-        else:
-            tanh_inplace_rows(h, 0, H, const)
+        rnn_activate(h, relu, const)
 
 
 @numba.njit(**_JIT)
@@ -765,14 +757,6 @@ def _bind(const: Constants) -> SimpleNamespace:
     @numba.njit(**_JIT)
     def tanh_vec_(z, out):
         return tanh_vec(z, out, const)
-
-    @numba.njit(**_JIT)
-    def lstm_fwd_step_(a, bias, rec, c_prev, c, tc, h):
-        return lstm_fwd_step(a, bias, rec, c_prev, c, tc, h, const)
-
-    @numba.njit(**_JIT)
-    def lstm_bwd_step_(dh, dy, use_dy, a, tc, c_prev, dc, d):
-        return lstm_bwd_step(dh, dy, use_dy, a, tc, c_prev, dc, d, const)
 
     @numba.njit(**_JIT)
     def lstm_fwd_seq_(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec):
@@ -800,60 +784,18 @@ def _bind(const: Constants) -> SimpleNamespace:
     def rnn_bwd_seq_(start, end, dh, dy, use_dy, hs, relu, da, wp_hh):
         return rnn_bwd_seq(start, end, dh, dy, use_dy, hs, relu, da, wp_hh, const)
 
-    @numba.njit(**_JIT)
-    def gru_fwd_rz_(a, rec, h_prev, hn):
-        return gru_fwd_rz(a, rec, h_prev, hn, const)
-
-    @numba.njit(**_JIT)
-    def gru_fwd_n_(a, nrec, h_prev, h):
-        return gru_fwd_n(a, nrec, h_prev, h, const)
-
-    @numba.njit(**_JIT)
-    def gru_fwd_after_(a, rec, b_hn, use_b_hn, h_prev, hn, h):
-        return gru_fwd_after(a, rec, b_hn, use_b_hn, h_prev, hn, h, const)
-
-    @numba.njit(**_JIT)
-    def gru_bwd_zn_(dh, dy, use_dy, a, h_prev, d):
-        return gru_bwd_zn(dh, dy, use_dy, a, h_prev, d, const)
-
-    @numba.njit(**_JIT)
-    def gru_bwd_r_(dh, drh, a, h_prev, d):
-        return gru_bwd_r(dh, drh, a, h_prev, d, const)
-
-    @numba.njit(**_JIT)
-    def gru_bwd_after_(dh, dy, use_dy, a, h_prev, hn, d, dhn):
-        return gru_bwd_after(dh, dy, use_dy, a, h_prev, hn, d, dhn, const)
-
-    @numba.njit(**_JIT)
-    def rnn_fwd_step_(h, rec, relu):
-        return rnn_fwd_step(h, rec, relu, const)
-
-    @numba.njit(**_JIT)
-    def rnn_bwd_step_(dh, dy, use_dy, h, relu, da):
-        return rnn_bwd_step(dh, dy, use_dy, h, relu, da, const)
-
     return SimpleNamespace(
         FUSE_BYTES=FUSE_BYTES,
         pack=pack,
         matmul_packed=matmul_packed,
         sigmoid_vec=sigmoid_vec_,
         tanh_vec=tanh_vec_,
-        lstm_fwd_step=lstm_fwd_step_,
-        lstm_bwd_step=lstm_bwd_step_,
         lstm_fwd_seq=lstm_fwd_seq_,
         lstm_bwd_seq=lstm_bwd_seq_,
         gru_fwd_seq=gru_fwd_seq_,
         gru_bwd_seq=gru_bwd_seq_,
         rnn_fwd_seq=rnn_fwd_seq_,
         rnn_bwd_seq=rnn_bwd_seq_,
-        gru_fwd_rz=gru_fwd_rz_,
-        gru_fwd_n=gru_fwd_n_,
-        gru_fwd_after=gru_fwd_after_,
-        gru_bwd_zn=gru_bwd_zn_,
-        gru_bwd_r=gru_bwd_r_,
-        gru_bwd_after=gru_bwd_after_,
-        rnn_fwd_step=rnn_fwd_step_,
-        rnn_bwd_step=rnn_bwd_step_,
     )
 
 
