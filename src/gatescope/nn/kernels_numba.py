@@ -281,26 +281,28 @@ def _tile_kernel(mr: int):
     return tile
 
 
-_TILE1, _TILE2, _TILE3, _TILE4, _TILE5, _TILE6, _TILE7, _TILE8 = (
-    _tile_kernel(m) for m in range(1, MR + 1)
-)
+# Tiles of MR rows and, for the last rows of a batch, of 4, 2 and 1 (each row count is its
+# own intrinsic, the registers being fixed; fewer kinds compile faster).
+_TILE8, _TILE6, _TILE4, _TILE2, _TILE1 = (_tile_kernel(m) for m in (8, 6, 4, 2, 1))
+
+
+@numba.njit(**_INLINE)
+def _rows(left):
+    """The rows of the next tile, `left` rows to go: MR, then 4, 2, 1 for the rest."""
+    if left >= MR:
+        return MR
+    return 4 if left >= 4 else (2 if left >= 2 else 1)
 
 
 @numba.njit(**_INLINE)
 def _tile(m, a, aoff, ast, wp, woff, out, ooff, ost, kc, add):
-    """The tile of m <= MR rows (an intrinsic per row count: the registers are fixed)."""
+    """The tile of m rows, m one of MR (8 or 6), 4, 2, 1."""
     if m == 8:
         _TILE8(a, aoff, ast, wp, woff, out, ooff, ost, kc, add)
-    elif m == 7:
-        _TILE7(a, aoff, ast, wp, woff, out, ooff, ost, kc, add)
     elif m == 6:
         _TILE6(a, aoff, ast, wp, woff, out, ooff, ost, kc, add)
-    elif m == 5:
-        _TILE5(a, aoff, ast, wp, woff, out, ooff, ost, kc, add)
     elif m == 4:
         _TILE4(a, aoff, ast, wp, woff, out, ooff, ost, kc, add)
-    elif m == 3:
-        _TILE3(a, aoff, ast, wp, woff, out, ooff, ost, kc, add)
     elif m == 2:
         _TILE2(a, aoff, ast, wp, woff, out, ooff, ost, kc, add)
     else:
@@ -349,26 +351,17 @@ def matmul_packed(a, wp, n, out, add):
         cols = min(NR, n - p * NR)
         if cols == NR:
             for k0 in range(0, K, KC):
-                kc = min(KC, K - k0)
-                for b in range(0, B, MR):
-                    m = min(MR, B - b)
-                    _tile(
-                        m,
-                        a,
-                        b * ast + k0,
-                        ast,
-                        wp,
-                        (p * K + k0) * NR,
-                        out,
-                        b * ost + p * NR,
-                        ost,
-                        kc,
-                        add or k0 > 0,
-                    )
+                kc, w0, acc = min(KC, K - k0), (p * K + k0) * NR, add or k0 > 0
+                b = 0
+                while b < B:
+                    m = _rows(B - b)
+                    _tile(m, a, b * ast + k0, ast, wp, w0, out, b * ost + p * NR, ost, kc, acc)
+                    b += m
             continue
         scratch = np.empty((MR, NR), a.dtype)  # (MR, NR) the partial panel's tile
-        for b in range(0, B, MR):
-            m = min(MR, B - b)
+        b = 0
+        while b < B:
+            m = _rows(B - b)
             for k0 in range(0, K, KC):
                 kc = min(KC, K - k0)
                 _tile(m, a, b * ast + k0, ast, wp, (p * K + k0) * NR, scratch, 0, NR, kc, k0 > 0)
@@ -376,6 +369,7 @@ def matmul_packed(a, wp, n, out, add):
                 orow = out[b + r, p * NR :]
                 for j in range(cols):
                     orow[j] = orow[j] + scratch[r, j] if add else scratch[r, j]
+            b += m
 
 
 # -- vectors (tests and the sigmoid/tanh accuracy check) ----------------------------------
