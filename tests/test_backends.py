@@ -21,8 +21,10 @@ relative 1e-4 in every gradient, in the reference itself. The kernels' sigmoid a
 within 4 ulp of the reference's (tested below), so 8 ulp of that response bounds what an
 honest kernel can differ by; a wrong term in a kernel gives errors of the size of b.
 
-Sizes are on both sides of the one size switch the kernels keep (`SMALL_MACS`: at or below
-it, a whole LSTM sequence is one kernel call), with backward's chunks of one step and of
+Sizes are on both sides of every size switch the kernels have: the recurrent product's
+tiles (`kernels_numba.matmul_packed`: rows in blocks of MR, a last block of fewer; columns
+in panels of NR, a last partial panel; k in slices of KC), the LSTM's input projection in
+the step loop or before it (`FUSE_BYTES`), and backward's chunks of one step and of
 several; inputs from 1e-3 to 1e3 (x 1e3 saturates the gates: exactly 0 and 1, tanh at +-1).
 """
 
@@ -49,7 +51,8 @@ from gatescope.nn.lstm_variants import VARIANTS
 
 numba_missing = backend._tables("numba") is None
 needs_numba = pytest.mark.skipif(numba_missing, reason="numba does not import (pip install numba)")
-SMALL_MACS = None if numba_missing else backend._tables("numba")[np.dtype(np.float64)].SMALL_MACS
+if not numba_missing:
+    from gatescope.nn import kernels_numba
 VARIANT_CONFIGS = [("lstm", {"variant": v}) for v in VARIANTS if v != "vanilla"]
 
 
@@ -120,13 +123,31 @@ def assert_backends_agree(layer, x, rng, monkeypatch):
         assert_close(got[k], ref[k], ulp[k], k)
 
 
-SIZES = {  # (B, T, D, H): small = at most SMALL_MACS multiply-adds a step (LSTM); chunks:
-    # backward's chunks hold several steps (else one each, `recurrent.chunk_steps`)
-    "small": (3, 7, 4, 5),
-    "per-step": (8, 6, 5, 48),
-    "small-chunks": (2, 37, 3, 6),
-    "per-step-chunks": (8, 37, 3, 48),
+SIZES = {  # (B, T, D, H), each on its side of the switches (test_sizes_cover_the_switches)
+    "small": (3, 7, 4, 5),  # B < MR; every N one partial panel
+    "tiles": (8, 6, 5, 32),  # B = MR; every N whole panels (float32 and float64)
+    "small-chunks": (2, 37, 3, 6),  # backward's chunks of several steps
+    "tiles-chunks": (8, 37, 3, 48),
+    "ragged": (11, 5, 3, 70),  # B = MR + 3; LSTM backward K = 4H > KC; partial panels
+    "deep": (10, 3, 300, 260),  # every K > KC (the input's too): k in two slices
 }
+
+
+def test_sizes_cover_the_switches():
+    """The sizes above fall on both sides of each switch of the numba kernels."""
+    MR, KC, NRS = 8, 256, (32, 16)  # AVX-512's (float32, float64)
+    if not numba_missing:
+        MR, KC = kernels_numba.MR, kernels_numba.KC
+        NRS = tuple(kernels_numba.panel_width(dt) for dt in (np.float32, np.float64))
+    Bs = {B for B, _, _, _ in SIZES.values()}
+    assert {B < MR for B in Bs} == {True, False} and any(B > MR and B % MR for B in Bs)
+    for gates in (4, 3, 1):
+        for nr in NRS:
+            assert {gates * H % nr == 0 for *_, H in SIZES.values()} == {True, False}
+    assert {H > KC for *_, H in SIZES.values()} == {True, False}
+    assert {D > KC for _, _, D, _ in SIZES.values()} == {True, False}
+    chunks = {gs.nn.recurrent.chunk_steps(T, B) > 1 for B, T, _, _ in SIZES.values()}
+    assert chunks == {True, False}
 
 
 @pytest.mark.slow
@@ -138,11 +159,59 @@ SIZES = {  # (B, T, D, H): small = at most SMALL_MACS multiply-adds a step (LSTM
 def test_numba_matches_the_reference(size, which, num_layers, dtype, monkeypatch):
     arch, opts = which
     B, T, D, H = SIZES[size]
-    assert (B * H * 4 * H <= SMALL_MACS) == size.startswith("small")
     assert (gs.nn.recurrent.chunk_steps(T, B) > 1) == size.endswith("chunks")
     rng = np.random.default_rng(3)
     layer = make(arch, D, H, num_layers, dtype=dtype, **opts)
     assert_backends_agree(layer, rng.normal(size=(B, T, D)).astype(dtype), rng, monkeypatch)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("fuse", [True, False], ids=["projection-in-loop", "projection-first"])
+@pytest.mark.parametrize("size", ["small", "ragged"])
+def test_lstm_input_projection_either_way(size, fuse, dtype, monkeypatch):
+    """Both sides of FUSE_BYTES (the LSTM's x_t W_ih^T inside the step loop or before it),
+    batch first (x reaches the kernels as a transposed view), 2 layers."""
+    table = backend.kernels(dtype, "numba")
+    monkeypatch.setattr(table, "FUSE_BYTES", 2**40 if fuse else 0)
+    B, T, D, H = SIZES[size]
+    rng = np.random.default_rng(11)
+    layer = make("lstm", D, H, 2, dtype=dtype)
+    assert_backends_agree(layer, rng.normal(size=(B, T, D)).astype(dtype), rng, monkeypatch)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, 7, 8, 9, 17])
+@pytest.mark.parametrize("K, N", [(1, 1), (5, 32), (40, 33), (256, 16), (257, 100), (600, 64)])
+def test_matmul_packed_against_numpy(B, K, N, dtype):
+    """out = a @ W and out += a @ W through packed panels, a and out strided row views, every
+    side of MR (rows), NR (columns: 16 and 32) and KC (k): within a few ulp of a float64
+    product per entry's sum of |terms|, the same bits twice, and nothing outside out touched."""
+    rng = np.random.default_rng(B * 1000 + K + N)
+    a_big = rng.normal(size=(B, K + 3)).astype(dtype)
+    a = a_big[:, 2 : 2 + K]  # (B, K) rows of stride K + 3
+    w = rng.normal(size=(N, K)).astype(dtype).T  # (K, N), a transposed view
+    wp = kernels_numba.pack(w)
+    nr = kernels_numba.panel_width(dtype)
+    assert wp.shape == (-(-N // nr), K, nr)
+    exact = a.astype(np.float64) @ w.astype(np.float64)
+    bound = np.abs(a).astype(np.float64) @ np.abs(w).astype(np.float64)
+    eps = np.finfo(dtype).eps
+    for add in (False, True):
+        big = rng.normal(size=(B, N + 5)).astype(dtype)
+        before = big.copy()
+        out = big[:, 1 : 1 + N]
+        kernels_numba.matmul_packed(a, wp, N, out, add)
+        want = exact + before[:, 1 : 1 + N] if add else exact
+        slack = (K + 2) * eps * (bound + (np.abs(before[:, 1 : 1 + N]) if add else 0))
+        assert np.all(np.abs(out - want) <= slack), add
+        assert np.array_equal(big[:, :1], before[:, :1]) and np.array_equal(
+            big[:, 1 + N :], before[:, 1 + N :]
+        )
+        again = before.copy()
+        kernels_numba.matmul_packed(a, wp, N, again[:, 1 : 1 + N], add)
+        assert again.tobytes() == big.tobytes()
 
 
 @needs_numba
@@ -152,7 +221,7 @@ def test_numba_matches_the_reference(size, which, num_layers, dtype, monkeypatch
 @given(
     which=st.sampled_from(CONFIGS),
     num_layers=st.integers(1, 2),
-    B=st.integers(1, 5),
+    B=st.integers(1, 11),
     T=st.integers(1, 20),
     D=st.integers(1, 4),
     H=st.sampled_from([1, 2, 7, 33, 70]),
@@ -163,8 +232,8 @@ def test_numba_matches_the_reference(size, which, num_layers, dtype, monkeypatch
 def test_numba_matches_the_reference_anywhere(
     which, num_layers, B, T, D, H, scale, dtype, seed, monkeypatch
 ):
-    """Random shapes (H = 70 with B >= 4 is above SMALL_MACS, H <= 33 below it; T > 16 puts
-    several steps in a chunk of backward), inputs from tiny to saturating."""
+    """Random shapes (B on both sides of MR, H = 33 and 70 partial panels, 1 and 2 units
+    a row; T > 16 puts several steps in a chunk of backward), inputs from tiny to saturating."""
     arch, opts = which
     rng = np.random.default_rng(seed)
     layer = make(arch, D, H, num_layers, seed=seed, dtype=dtype, **opts)
@@ -174,7 +243,7 @@ def test_numba_matches_the_reference_anywhere(
 
 @pytest.mark.parametrize("name", ["numpy", pytest.param("numba", marks=needs_numba)])
 @pytest.mark.parametrize("which", CONFIGS[::3] + VARIANT_CONFIGS[-1:], ids=config_id)
-@pytest.mark.parametrize("size", ["small", "per-step-chunks"])
+@pytest.mark.parametrize("size", ["small", "tiles-chunks"])
 def test_each_backend_gives_the_same_bits_run_to_run(size, which, name, monkeypatch):
     arch, opts = which
     B, T, D, H = SIZES[size]

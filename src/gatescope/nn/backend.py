@@ -22,9 +22,11 @@ kernel table for its float type, or None for the reference code.
 
 The seam for another backend (a GPU array library, say): a loader in `_LOADERS` that
 imports its third-party module and returns one kernel table per float type, with the
-functions `kernels_numba._bind` lists (same names, arguments and in-place outputs). A
-backend whose arrays live off the CPU would also move the matrix products here; the
-sequence paths would then ask this module for them instead of calling np.matmul.
+functions `kernels_numba._bind` lists (same names, arguments and in-place outputs): `pack`
+(a weight matrix in the backend's own layout) and one call per forward pass or chunk of
+backward's steps, recurrent products included. The products over whole sequences
+(backward's dx and weight gradients) stay np.matmul; a backend whose arrays live off the
+CPU would move those here too.
 """
 
 from __future__ import annotations

@@ -163,21 +163,16 @@ def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None, edits=Non
 
 
 def _gru_forward_kernels(nb, cache: GRUCache, w_hh, b_hn, reset_after, rec, nrec) -> GRUCache:
-    """`gru_forward`'s steps by a backend's kernels: one or two calls between the products."""
+    """`gru_forward`'s steps by a backend's kernels: the whole sequence in one call, the
+    recurrent products against W_hh^T packed once (`nb.pack`)."""
     gates, hs, hn = cache.gates, cache.hs, cache.hn
     H = hs.shape[2]
-    w_rz_t, w_hn_t = w_hh[: 2 * H].T, w_hh[2 * H :].T
     zero_b = np.zeros(H, gates.dtype) if b_hn is None else b_hn
-    for t in range(gates.shape[0]):
-        a, h_prev, h = gates[t], hs[t], hs[t + 1]
-        if reset_after:
-            np.matmul(h_prev, w_hh.T, out=rec)
-            nb.gru_fwd_after(a, rec, zero_b, b_hn is not None, h_prev, hn[t], h)
-        else:
-            np.matmul(h_prev, w_rz_t, out=rec)
-            nb.gru_fwd_rz(a, rec, h_prev, hn[t])
-            np.matmul(hn[t], w_hn_t, out=nrec)
-            nb.gru_fwd_n(a, nrec, h_prev, h)
+    if reset_after:
+        wp_a = wp_n = nb.pack(w_hh.T)  # one product a step, all three blocks
+    else:
+        wp_a, wp_n = nb.pack(w_hh[: 2 * H].T), nb.pack(w_hh[2 * H :].T)
+    nb.gru_fwd_seq(gates, hs, hn, wp_a, wp_n, zero_b, b_hn is not None, reset_after, rec, nrec)
     return cache
 
 
@@ -212,47 +207,53 @@ def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None
     dh = np.array(dhT, dtype=dt)
     t1, t2, drh = np.empty((B, H), dt), np.empty((B, H), dt), np.empty((B, H), dt)
     nb = kernels(dt, backend) if ed is None else None
+    if nb is not None:  # W_hh's blocks packed once for every step
+        wp_rz, wp_n = nb.pack(w_rz), nb.pack(w_hn)
+        dys = dy if dy is not None else dh[None]  # (T, B, H), or a stand-in, never read
+        dhn_k = dhn if reset_after else dax  # a stand-in, never written
     for end in range(T, 0, -K):
         start = max(0, end - K)
-        for t in reversed(range(start, end)):
-            k = t - start
-            h_prev = hs[t]
-            a = gates[t]
-            r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-            d = dax[k]
-            da_r, da_z, da_n = d[:, :H], d[:, H : 2 * H], d[:, 2 * H :]
-            if ed is not None:  # an edited forward: its own readable step
-                _gru_backward_step_edited(ed, cache, t, dy, dh, d, dhn, k, w_hh, reset_after)
-                continue
-            if nb is not None:  # a backend's kernels instead of the NumPy below
-                dhn_t = dhn[k] if reset_after else None
-                _gru_backward_step_kernels(nb, cache, t, dy, dh, d, dhn_t, w_hh, reset_after, t1)
-                continue
-            if dy is not None:
-                dh += dy[t]
-            np.multiply(n, n, out=t1)
-            np.subtract(1, t1, out=t1)  # 1 - n^2
-            np.subtract(1, z, out=t2)
-            t1 *= t2
-            np.multiply(dh, t1, out=da_n)  # dh (1 - z) (1 - n^2)
-            np.subtract(h_prev, n, out=t1)
-            np.multiply(z, t2, out=t2)  # z (1 - z)
-            t1 *= t2
-            np.multiply(dh, t1, out=da_z)  # dh (h_prev - n) z (1 - z)
-            np.multiply(r, r, out=t2)
-            np.subtract(r, t2, out=t2)  # r (1 - r)
-            dh *= z
-            if reset_after:
-                np.multiply(da_n, hn[t], out=da_r)
-                da_r *= t2
-                np.multiply(da_n, r, out=dhn[k])
-                dh += np.matmul(dhn[k], w_hn, out=t1)
-            else:
-                np.matmul(da_n, w_hn, out=drh)  # (B, H)
-                np.multiply(drh, h_prev, out=da_r)
-                da_r *= t2
-                dh += np.multiply(drh, r, out=t1)
-            dh += np.matmul(d[:, : 2 * H], w_rz, out=t1)
+        if nb is not None:  # a backend's kernels: the chunk's steps in one call
+            nb.gru_bwd_seq(
+                start, end, dh, dys, dy is not None, gates, hs, hn, dax, dhn_k, wp_rz, wp_n,
+                reset_after, t1,
+            )  # fmt: skip
+        else:
+            for t in reversed(range(start, end)):
+                k = t - start
+                h_prev = hs[t]
+                a = gates[t]
+                r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+                d = dax[k]
+                da_r, da_z, da_n = d[:, :H], d[:, H : 2 * H], d[:, 2 * H :]
+                if ed is not None:  # an edited forward: its own readable step
+                    _gru_backward_step_edited(ed, cache, t, dy, dh, d, dhn, k, w_hh, reset_after)
+                    continue
+                if dy is not None:
+                    dh += dy[t]
+                np.multiply(n, n, out=t1)
+                np.subtract(1, t1, out=t1)  # 1 - n^2
+                np.subtract(1, z, out=t2)
+                t1 *= t2
+                np.multiply(dh, t1, out=da_n)  # dh (1 - z) (1 - n^2)
+                np.subtract(h_prev, n, out=t1)
+                np.multiply(z, t2, out=t2)  # z (1 - z)
+                t1 *= t2
+                np.multiply(dh, t1, out=da_z)  # dh (h_prev - n) z (1 - z)
+                np.multiply(r, r, out=t2)
+                np.subtract(r, t2, out=t2)  # r (1 - r)
+                dh *= z
+                if reset_after:
+                    np.multiply(da_n, hn[t], out=da_r)
+                    da_r *= t2
+                    np.multiply(da_n, r, out=dhn[k])
+                    dh += np.matmul(dhn[k], w_hn, out=t1)
+                else:
+                    np.matmul(da_n, w_hn, out=drh)  # (B, H)
+                    np.multiply(drh, h_prev, out=da_r)
+                    da_r *= t2
+                    dh += np.multiply(drh, r, out=t1)
+                dh += np.matmul(d[:, : 2 * H], w_rz, out=t1)
         # the chunk's products
         n_rows = (end - start) * B
         d2 = dax[: end - start].reshape(n_rows, 3 * H)
@@ -294,23 +295,6 @@ def _gru_backward_step_edited(ed, cache: GRUCache, t, dy, dh, d, dhn, k, w_hh, r
         d[:, :H] = ed.grad(t, "r", drh * h_prev) * r0 * (1 - r0)
         dh_prev += drh * r
     dh[...] = dh_prev + d[:, : 2 * H] @ w_rz
-
-
-def _gru_backward_step_kernels(nb, cache: GRUCache, t, dy, dh, d, dhn, w_hh, reset_after, tmp):
-    """Step t of `gru_backward` by a backend's kernels: d (B, 3H) = dL/da; dh becomes
-    dh_{t-1}; reset_after: dhn (B, H) = dL/d(hn). tmp: (B, H) scratch."""
-    H = dh.shape[1]
-    a, h_prev = cache.gates[t], cache.hs[t]
-    w_rz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]
-    dy_t = dy[t] if dy is not None else dh
-    if reset_after:
-        nb.gru_bwd_after(dh, dy_t, dy is not None, a, h_prev, cache.hn[t], d, dhn)
-        dh += np.matmul(dhn, w_hn, out=tmp)
-    else:
-        nb.gru_bwd_zn(dh, dy_t, dy is not None, a, h_prev, d)
-        drh = np.matmul(d[:, 2 * H :], w_hn, out=tmp)  # da_n W_hn
-        nb.gru_bwd_r(dh, drh, a, h_prev, d)
-    dh += np.matmul(d[:, : 2 * H], w_rz, out=tmp)
 
 
 # --------------------------------------------------------------------------------------------

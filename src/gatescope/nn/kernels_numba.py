@@ -1,16 +1,18 @@
-"""The numba kernels: each step's element-wise work fused into one compiled pass.
+"""The numba kernels: each sequence's steps in one compiled call.
 
 An optional accelerator for the sequence paths of lstm.py, gru.py and rnn.py, handed out by
-`backend.kernels` (never imported by the reference code). Each kernel does in one loop over
-a step's units what the NumPy reference does in a dozen ufunc calls; the matrix products
-stay in NumPy (BLAS), except for small LSTMs (`SMALL_MACS`), where the whole sequence runs
-in one call with the recurrent product as a plain loop.
+`backend.kernels` (never imported by the reference code). A forward pass, or a chunk of
+backward's steps, is one call: each step's recurrent product by `matmul_packed` (W packed
+once per sequence, register-blocked tiles written as LLVM IR), then one kernel that does in
+one loop over the step's units what the NumPy reference does in a dozen ufunc calls. The
+products over whole sequences (backward's dx and weight gradients) stay in NumPy (BLAS).
 
 **The contract is the reference's values, not its bits**: every output, state, trace entry
 and gradient within float64 1e-12 / float32 1e-5 relative (max|a - b| / max|b| per array,
 plus the reference's own response to an ulp of change in its sigmoid and tanh values:
 `backend.TOLERANCE`, tested in tests/test_backends.py), and the same bits run to run on one
-machine (no threads, no reductions whose order varies). So the kernels may contract a * b + c into one
+machine (no threads, no reductions whose order varies: each product entry is summed in
+order of k, whatever the tile). So the kernels may contract a * b + c into one
 fused multiply-add (fastmath "contract": one rounding instead of two, never less accurate;
 no reassociation, no approximate division) and compute exp their own way: `exp_parts`
 below, Cody-Waite reduction and a polynomial, which LLVM vectorises (AVX2: 8 float32 or 4
@@ -29,10 +31,12 @@ import math
 from types import SimpleNamespace
 from typing import NamedTuple
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 # error_model="numpy": no zero-division checks (they would stop vectorisation).
@@ -41,9 +45,19 @@ _FAST = {"error_model": "numpy", "fastmath": {"contract"}}
 _JIT = {"nogil": True, "cache": True, **_FAST}
 _INLINE = {"inline": "always", **_FAST}
 
-# Multiply-adds per step of the LSTM's recurrent product at or below which a BLAS call and a
-# Python-level step cost more than the product: there the whole sequence is one call.
-SMALL_MACS = 65536
+# The recurrent product's tiles (`matmul_packed`): MR rows of the output, NR = two vectors
+# of columns (AVX-512: 32 float32 or 16 float64; AVX2: half that), k in slices of at most
+# KC so that a panel's slice (KC x NR, 32 KB) stays in the L1 cache while every row block
+# reads it. 2 MR accumulators and 3 more vectors fit in the registers (32 with AVX-512,
+# 16 without).
+_AVX512 = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+VECTOR_BYTES = 64 if _AVX512 else 32
+MR = 8 if _AVX512 else 6
+KC = 256
+# The LSTM computes each step's input projection inside its step loop (not in one product
+# first) while both packed weight matrices fit in this many bytes (an L2 cache: 2 MB a core
+# on this machine, an Intel Xeon with AVX-512); above, W_ih would stream from L3 every step.
+FUSE_BYTES = 2 * 2**20
 
 
 class Constants(NamedTuple):
@@ -160,6 +174,204 @@ def tanh(x, const):
     return np.copysign(em1 / (em1 + const.two), x)
 
 
+# -- the recurrent product: W packed once per sequence, register-blocked tiles -------------
+# One step's product h_{t-1} W^T (B, K) x (K, N) is small (K, N a few hundred), and a BLAS
+# call packs W anew every time (1 MB at H = 256) and is a Python-level call besides. Here W
+# is packed once per sequence into panels of NR columns (`pack`), each panel's K x NR block
+# contiguous, and `matmul_packed` computes the product tile by tile: MR rows x NR columns
+# held in 2 MR vector registers, k running through the panel, one broadcast of a[b, k]
+# and two fused multiply-adds per row and k. LLVM does not find this blocking itself (it
+# keeps the accumulators in memory), so the tile is written as LLVM IR (`_tile_kernel`).
+# Each output entry is summed in order of k (KC at a time): the same bits every run.
+
+
+def _tile_kernel(mr: int):
+    """An intrinsic `tile(a, aoff, ast, wp, woff, out, ooff, ost, kc, add)`: for r < mr,
+
+        out[ooff + r ost + j] (+)= sum_{k < kc} a[aoff + r ast + k] wp[woff + k NR + j],
+
+    j < NR = 2 L (L lanes: VECTOR_BYTES / itemsize), offsets in elements of each array's data
+    (a view's data starts at its first element); `add`: add to out instead of storing."""
+
+    @intrinsic
+    def tile(typingctx, a, aoff, ast, wp, woff, out, ooff, ost, kc, add):
+        if a.dtype == types.float32:
+            fty, L = ir.FloatType(), VECTOR_BYTES // 4
+        elif a.dtype == types.float64:
+            fty, L = ir.DoubleType(), VECTOR_BYTES // 8
+        else:
+            return None
+        name = f"llvm.fma.v{L}f{32 if a.dtype == types.float32 else 64}"
+        ip = types.intp
+        sig = types.void(a, ip, ip, wp, ip, out, ip, ip, ip, types.boolean)
+
+        def codegen(context, builder, signature, args):
+            a_, aoff_, ast_, wp_, woff_, out_, ooff_, ost_, kc_, add_ = args
+            at, wt, ot = signature.args[0], signature.args[3], signature.args[5]
+            ap = context.make_array(at)(context, builder, a_).data
+            wpp = context.make_array(wt)(context, builder, wp_).data
+            op = context.make_array(ot)(context, builder, out_).data
+            vty = ir.VectorType(fty, L)
+            i64 = ir.IntType(64)
+
+            def const(v):
+                return ir.Constant(i64, v)
+
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [vty] * 3), name
+            )
+            zero = ir.Constant(vty, [0.0] * L)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L)
+            pre = builder.block
+            loop = builder.append_basic_block("tile_loop")
+            done = builder.append_basic_block("tile_done")
+            builder.cbranch(builder.icmp_signed(">", kc_, const(0)), loop, done)
+            # the k loop: accumulators as phi nodes (registers), 2 per row
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            acc = [builder.phi(vty) for _ in range(2 * mr)]
+            w0 = builder.add(woff_, builder.mul(k, const(2 * L)))
+            w = [
+                builder.load(builder.bitcast(builder.gep(wpp, [builder.add(w0, const(v * L))]), vty.as_pointer()), align=4)
+                for v in range(2)
+            ]  # fmt: skip
+            new = []
+            for r in range(mr):
+                idx = builder.add(builder.add(aoff_, builder.mul(const(r), ast_)), k)
+                x = builder.insert_element(
+                    ir.Constant(vty, ir.Undefined),
+                    builder.load(builder.gep(ap, [idx])),
+                    ir.Constant(ir.IntType(32), 0),
+                )
+                xb = builder.shuffle_vector(x, ir.Constant(vty, ir.Undefined), splat)
+                new += [builder.call(fma, [xb, w[v], acc[2 * r + v]]) for v in range(2)]
+            k1 = builder.add(k, const(1))
+            last = builder.block
+            k.add_incoming(const(0), pre)
+            k.add_incoming(k1, last)
+            for p, v in zip(acc, new):
+                p.add_incoming(zero, pre)
+                p.add_incoming(v, last)
+            builder.cbranch(builder.icmp_signed("<", k1, kc_), loop, done)
+            # the tile out: stored, or added to what is there
+            builder.position_at_end(done)
+            sums = []
+            for v in new:
+                s = builder.phi(vty)
+                s.add_incoming(zero, pre)
+                s.add_incoming(v, last)
+                sums.append(s)
+            ptrs = []
+            for r in range(mr):
+                row = builder.add(ooff_, builder.mul(const(r), ost_))
+                for v in range(2):
+                    ptr = builder.gep(op, [builder.add(row, const(v * L))])
+                    ptrs.append(builder.bitcast(ptr, vty.as_pointer()))
+            with builder.if_else(add_) as (then, otherwise):
+                with then:
+                    for s, ptr in zip(sums, ptrs):
+                        builder.store(builder.fadd(builder.load(ptr, align=4), s), ptr, align=4)
+                with otherwise:
+                    for s, ptr in zip(sums, ptrs):
+                        builder.store(s, ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+# Tiles of MR rows and, for the last rows of a batch, of 4, 2 and 1 (each row count is its
+# own intrinsic, the registers being fixed; fewer kinds compile faster).
+_TILE8, _TILE6, _TILE4, _TILE2, _TILE1 = (_tile_kernel(m) for m in (8, 6, 4, 2, 1))
+
+
+@numba.njit(**_INLINE)
+def _rows(left):
+    """The rows of the next tile, `left` rows to go: MR, then 4, 2, 1 for the rest."""
+    if left >= MR:
+        return MR
+    return 4 if left >= 4 else (2 if left >= 2 else 1)
+
+
+@numba.njit(**_INLINE)
+def _tile(m, a, aoff, ast, wp, woff, out, ooff, ost, kc, add):
+    """The tile of m rows, m one of MR (8 or 6), 4, 2, 1."""
+    if m == 8:
+        _TILE8(a, aoff, ast, wp, woff, out, ooff, ost, kc, add)
+    elif m == 6:
+        _TILE6(a, aoff, ast, wp, woff, out, ooff, ost, kc, add)
+    elif m == 4:
+        _TILE4(a, aoff, ast, wp, woff, out, ooff, ost, kc, add)
+    elif m == 2:
+        _TILE2(a, aoff, ast, wp, woff, out, ooff, ost, kc, add)
+    else:
+        _TILE1(a, aoff, ast, wp, woff, out, ooff, ost, kc, add)
+
+
+def panel_width(dtype) -> int:
+    """NR: the columns of a panel, two vectors (AVX-512: 32 float32, 16 float64)."""
+    return 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+@numba.njit(**_JIT)
+def pack_into(w, wp):
+    """wp[p, k, j] = w[k, p NR + j] for w (K, N) of any strides, zeros past column N."""
+    K, N = w.shape
+    P, _, NR = wp.shape
+    for p in range(P):
+        for k in range(K):
+            for j in range(NR):
+                n = p * NR + j
+                wp[p, k, j] = w[k, n] if n < N else 0
+
+
+def pack(w: np.ndarray) -> np.ndarray:
+    """W (K, N) (a transposed view is fine) as panels (ceil(N / NR), K, NR) for `matmul_packed`."""
+    K, N = w.shape
+    NR = panel_width(w.dtype)
+    wp = np.empty((-(-N // NR), K, NR), w.dtype)  # (P, K, NR)
+    pack_into(w, wp)
+    return wp
+
+
+@numba.njit(**_JIT)
+def matmul_packed(a, wp, n, out, add):
+    """out (B, n) = a (B, K) @ W, or out += a @ W with `add`; wp = pack(W), W (K, n).
+
+    a and out may be row views of larger arrays (rows strided, columns contiguous). Panels
+    go in the outer loop, so that a panel's slice is read from L1 by every row block; the
+    last panel, when n is not a multiple of NR, goes through a scratch tile.
+    """
+    B, K = a.shape
+    P, _, NR = wp.shape
+    ast = a.strides[0] // a.itemsize
+    ost = out.strides[0] // out.itemsize
+    for p in range(P):
+        cols = min(NR, n - p * NR)
+        if cols == NR:
+            for k0 in range(0, K, KC):
+                kc, w0, acc = min(KC, K - k0), (p * K + k0) * NR, add or k0 > 0
+                b = 0
+                while b < B:
+                    m = _rows(B - b)
+                    _tile(m, a, b * ast + k0, ast, wp, w0, out, b * ost + p * NR, ost, kc, acc)
+                    b += m
+            continue
+        scratch = np.empty((MR, NR), a.dtype)  # (MR, NR) the partial panel's tile
+        b = 0
+        while b < B:
+            m = _rows(B - b)
+            for k0 in range(0, K, KC):
+                kc = min(KC, K - k0)
+                _tile(m, a, b * ast + k0, ast, wp, (p * K + k0) * NR, scratch, 0, NR, kc, k0 > 0)
+            for r in range(m):
+                orow = out[b + r, p * NR :]
+                for j in range(cols):
+                    orow[j] = orow[j] + scratch[r, j] if add else scratch[r, j]
+            b += m
+
+
 # -- vectors (tests and the sigmoid/tanh accuracy check) ----------------------------------
 
 
@@ -268,16 +480,15 @@ def lstm_bwd_step(dh, dy, use_dy, a, tc, c_prev, dc, d, const):
             dcr[j] = dcv * f
 
 
-# -- LSTM, whole sequences at small sizes -----------------------------------------------------
-# At or below SMALL_MACS multiply-adds per step, a BLAS call costs more in overhead than the
-# product itself, and so does a Python-level step: these run the recurrent product as a
-# plain vectorised loop and every step of the sequence (or chunk) in one call.
+# -- LSTM, whole sequences -------------------------------------------------------------------
+# Every step of a sequence (or of a chunk of backward) in one call: no Python-level step, and
+# the recurrent product by `matmul_packed` against W packed once.
 
 
 @numba.njit(**_JIT)
 def matmul_into(x, w, out, const):
     """out (B, N) = x (B, K) @ w (K, N), w C-contiguous: row by row, summed in order of k
-    (a fixed order: the same bits every run)."""
+    (a fixed order: the same bits every run). A plain loop, for the variants' kernels."""
     B, K = x.shape
     N = w.shape[1]
     for b in range(B):
@@ -292,20 +503,27 @@ def matmul_into(x, w, out, const):
 
 
 @numba.njit(**_JIT)
-def lstm_fwd_seq(gates, bias, hs, cs, tc, w_hh_t, rec, const):
-    """Every step of `lstm_forward`: w_hh_t = W_hh^T (H, 4H) contiguous, rec (B, 4H)."""
+def lstm_fwd_seq(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec, const):
+    """Every step of `lstm_forward`: with `project`, gates[t] = x_t W_ih^T (else gates holds
+    them already); rec = h_{t-1} W_hh^T (B, 4H); then the step. wp_ih = pack(W_ih^T)
+    (K = D), wp_hh = pack(W_hh^T) (K = H), N = 4H."""
+    N = gates.shape[2]
     for t in range(gates.shape[0]):
-        matmul_into(hs[t], w_hh_t, rec, const)
+        if project:
+            matmul_packed(x[t], wp_ih, N, gates[t], False)
+        matmul_packed(hs[t], wp_hh, N, rec, False)
         lstm_fwd_step(gates[t], bias, rec, cs[t], cs[t + 1], tc[t], hs[t + 1], const)
 
 
 @numba.njit(**_JIT)
-def lstm_bwd_seq(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, w_hh, const):
-    """Steps end-1 .. start of `lstm_backward`, d (K, B, 4H) the chunk's dL/da."""
+def lstm_bwd_seq(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, wp_hh, const):
+    """Steps end-1 .. start of `lstm_backward`, d (K, B, 4H) the chunk's dL/da;
+    wp_hh = pack(W_hh) (K = 4H, N = H)."""
+    H = dh.shape[1]
     for t in range(end - 1, start - 1, -1):
         dyt = dy[t] if use_dy else dy[0]
         lstm_bwd_step(dh, dyt, use_dy, gates[t], tc[t], cs[t], dc, d[t - start], const)
-        matmul_into(d[t - start], w_hh, dh, const)
+        matmul_packed(d[t - start], wp_hh, H, dh, False)
 
 
 # -- GRU ------------------------------------------------------------------------------------
@@ -430,21 +648,58 @@ def gru_bwd_after(dh, dy, use_dy, a, h_prev, hn, d, dhn, const):
             dhr[j] = dhr[j] * z
 
 
+@numba.njit(**_JIT)
+def gru_fwd_seq(gates, hs, hn, wp_a, wp_n, b_hn, use_b_hn, reset_after, rec, nrec, const):
+    """Every step of `gru_forward`. reset_after: wp_a = pack(W_hh^T) (N = 3H), rec (B, 3H),
+    wp_n unused; else wp_a = pack(W_hr,hz^T) (N = 2H), rec (B, 2H), wp_n = pack(W_hn^T)."""
+    H = hs.shape[2]
+    for t in range(gates.shape[0]):
+        a, h_prev, h = gates[t], hs[t], hs[t + 1]
+        if reset_after:
+            matmul_packed(h_prev, wp_a, 3 * H, rec, False)
+            gru_fwd_after(a, rec, b_hn, use_b_hn, h_prev, hn[t], h, const)
+        else:
+            matmul_packed(h_prev, wp_a, 2 * H, rec, False)
+            gru_fwd_rz(a, rec, h_prev, hn[t], const)
+            matmul_packed(hn[t], wp_n, H, nrec, False)
+            gru_fwd_n(a, nrec, h_prev, h, const)
+
+
+@numba.njit(**_JIT)
+def gru_bwd_seq(
+    start, end, dh, dy, use_dy, gates, hs, hn, dax, dhn, wp_rz, wp_n, reset_after, tmp, const
+):
+    """Steps end-1 .. start of `gru_backward`: dax (K, B, 3H) the chunk's dL/da, dhn (K, B, H)
+    dL/d(hn) (reset_after); wp_rz = pack(W_hr,hz) (K = 2H), wp_n = pack(W_hn) (K = H)."""
+    H = dh.shape[1]
+    for t in range(end - 1, start - 1, -1):
+        k = t - start
+        a, h_prev, d = gates[t], hs[t], dax[k]
+        dyt = dy[t] if use_dy else dy[0]
+        if reset_after:
+            gru_bwd_after(dh, dyt, use_dy, a, h_prev, hn[t], d, dhn[k], const)
+            matmul_packed(dhn[k], wp_n, H, dh, True)
+        else:
+            gru_bwd_zn(dh, dyt, use_dy, a, h_prev, d, const)
+            matmul_packed(d[:, 2 * H :], wp_n, H, tmp, False)  # da_n W_hn
+            gru_bwd_r(dh, tmp, a, h_prev, d, const)
+        matmul_packed(d[:, : 2 * H], wp_rz, H, dh, True)
+
+
 # -- RNN ------------------------------------------------------------------------------------
 
 
 @numba.njit(**_JIT)
-def rnn_fwd_step(h, rec, relu, const):
-    """h (B, H) holds x W_ih^T + b; h = phi(h + rec)."""
+def rnn_activate(h, relu, const):
+    """h (B, H) = phi(h) in place: max(h, 0) or tanh(h)."""
     if relu:
         for b in range(h.shape[0]):
-            hr, rr = h[b], rec[b]
+            hr = h[b]
             for j in range(h.shape[1]):
-                v = hr[j] + rr[j]
+                v = hr[j]
                 hr[j] = v if (v > const.zero or v != v) else const.zero  # np.maximum(v, 0)
     else:
-        H = h.shape[1]
-        tanh_rows(h, rec, 0, H, const)
+        tanh_inplace_rows(h, 0, h.shape[1], const)
 
 
 @numba.njit(**_JIT)
@@ -464,6 +719,26 @@ def rnn_bwd_step(dh, dy, use_dy, h, relu, da, const):
                 dar[j] = dhr[j] * (const.one - hr[j] * hr[j])
 
 
+@numba.njit(**_JIT)
+def rnn_fwd_seq(hs, wp_hh, relu, const):
+    """Every step of `rnn_forward`: hs[1:] holds x W_ih^T + b; wp_hh = pack(W_hh^T)."""
+    H = hs.shape[2]
+    for t in range(hs.shape[0] - 1):
+        h = hs[t + 1]
+        matmul_packed(hs[t], wp_hh, H, h, True)  # a = (x W_ih^T + b) + h_{t-1} W_hh^T
+        rnn_activate(h, relu, const)
+
+
+@numba.njit(**_JIT)
+def rnn_bwd_seq(start, end, dh, dy, use_dy, hs, relu, da, wp_hh, const):
+    """Steps end-1 .. start of `rnn_backward`, da (K, B, H) the chunk's dL/da."""
+    H = dh.shape[1]
+    for t in range(end - 1, start - 1, -1):
+        dyt = dy[t] if use_dy else dy[0]
+        rnn_bwd_step(dh, dyt, use_dy, hs[t + 1], relu, da[t - start], const)
+        matmul_packed(da[t - start], wp_hh, H, dh, False)
+
+
 def _bind(const: Constants) -> SimpleNamespace:
     """The kernels that `backend.kernels` hands out: each public kernel with `const` as
     its last argument. These wrappers close over `const` alone (the kernels are globals),
@@ -478,69 +753,43 @@ def _bind(const: Constants) -> SimpleNamespace:
         return tanh_vec(z, out, const)
 
     @numba.njit(**_JIT)
-    def lstm_fwd_step_(a, bias, rec, c_prev, c, tc, h):
-        return lstm_fwd_step(a, bias, rec, c_prev, c, tc, h, const)
+    def lstm_fwd_seq_(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec):
+        return lstm_fwd_seq(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec, const)
 
     @numba.njit(**_JIT)
-    def lstm_bwd_step_(dh, dy, use_dy, a, tc, c_prev, dc, d):
-        return lstm_bwd_step(dh, dy, use_dy, a, tc, c_prev, dc, d, const)
+    def lstm_bwd_seq_(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, wp_hh):
+        return lstm_bwd_seq(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, wp_hh, const)
 
     @numba.njit(**_JIT)
-    def lstm_fwd_seq_(gates, bias, hs, cs, tc, w_hh_t, rec):
-        return lstm_fwd_seq(gates, bias, hs, cs, tc, w_hh_t, rec, const)
+    def gru_fwd_seq_(gates, hs, hn, wp_a, wp_n, b_hn, use_b_hn, reset_after, rec, nrec):
+        return gru_fwd_seq(gates, hs, hn, wp_a, wp_n, b_hn, use_b_hn, reset_after, rec, nrec, const)
 
     @numba.njit(**_JIT)
-    def lstm_bwd_seq_(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, w_hh):
-        return lstm_bwd_seq(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, w_hh, const)
+    def gru_bwd_seq_(start, end, dh, dy, use_dy, gates, hs, hn, dax, dhn, wp_rz, wp_n, ra, tmp):
+        return gru_bwd_seq(
+            start, end, dh, dy, use_dy, gates, hs, hn, dax, dhn, wp_rz, wp_n, ra, tmp, const
+        )
 
     @numba.njit(**_JIT)
-    def gru_fwd_rz_(a, rec, h_prev, hn):
-        return gru_fwd_rz(a, rec, h_prev, hn, const)
+    def rnn_fwd_seq_(hs, wp_hh, relu):
+        return rnn_fwd_seq(hs, wp_hh, relu, const)
 
     @numba.njit(**_JIT)
-    def gru_fwd_n_(a, nrec, h_prev, h):
-        return gru_fwd_n(a, nrec, h_prev, h, const)
-
-    @numba.njit(**_JIT)
-    def gru_fwd_after_(a, rec, b_hn, use_b_hn, h_prev, hn, h):
-        return gru_fwd_after(a, rec, b_hn, use_b_hn, h_prev, hn, h, const)
-
-    @numba.njit(**_JIT)
-    def gru_bwd_zn_(dh, dy, use_dy, a, h_prev, d):
-        return gru_bwd_zn(dh, dy, use_dy, a, h_prev, d, const)
-
-    @numba.njit(**_JIT)
-    def gru_bwd_r_(dh, drh, a, h_prev, d):
-        return gru_bwd_r(dh, drh, a, h_prev, d, const)
-
-    @numba.njit(**_JIT)
-    def gru_bwd_after_(dh, dy, use_dy, a, h_prev, hn, d, dhn):
-        return gru_bwd_after(dh, dy, use_dy, a, h_prev, hn, d, dhn, const)
-
-    @numba.njit(**_JIT)
-    def rnn_fwd_step_(h, rec, relu):
-        return rnn_fwd_step(h, rec, relu, const)
-
-    @numba.njit(**_JIT)
-    def rnn_bwd_step_(dh, dy, use_dy, h, relu, da):
-        return rnn_bwd_step(dh, dy, use_dy, h, relu, da, const)
+    def rnn_bwd_seq_(start, end, dh, dy, use_dy, hs, relu, da, wp_hh):
+        return rnn_bwd_seq(start, end, dh, dy, use_dy, hs, relu, da, wp_hh, const)
 
     return SimpleNamespace(
-        SMALL_MACS=SMALL_MACS,
+        FUSE_BYTES=FUSE_BYTES,
+        pack=pack,
+        matmul_packed=matmul_packed,
         sigmoid_vec=sigmoid_vec_,
         tanh_vec=tanh_vec_,
-        lstm_fwd_step=lstm_fwd_step_,
-        lstm_bwd_step=lstm_bwd_step_,
         lstm_fwd_seq=lstm_fwd_seq_,
         lstm_bwd_seq=lstm_bwd_seq_,
-        gru_fwd_rz=gru_fwd_rz_,
-        gru_fwd_n=gru_fwd_n_,
-        gru_fwd_after=gru_fwd_after_,
-        gru_bwd_zn=gru_bwd_zn_,
-        gru_bwd_r=gru_bwd_r_,
-        gru_bwd_after=gru_bwd_after_,
-        rnn_fwd_step=rnn_fwd_step_,
-        rnn_bwd_step=rnn_bwd_step_,
+        gru_fwd_seq=gru_fwd_seq_,
+        gru_bwd_seq=gru_bwd_seq_,
+        rnn_fwd_seq=rnn_fwd_seq_,
+        rnn_bwd_seq=rnn_bwd_seq_,
     )
 
 

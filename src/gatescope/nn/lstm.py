@@ -95,17 +95,17 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None, edits=None) -> LSTMCach
     """
     T, B, D = x.shape
     H = h0.shape[1]
+    nb = kernels(x.dtype, backend) if edits is None else None
+    if nb is not None:
+        return _lstm_forward_kernels(nb, x, h0, c0, w_ih, w_hh, b)
     gates = np.matmul(x.reshape(T * B, D), w_ih.T).reshape(T, B, 4 * H)  # all input projections
     hs = np.empty((T + 1, B, H), x.dtype)
     cs = np.empty((T + 1, B, H), x.dtype)
     tanh_c = np.empty((T, B, H), x.dtype)
     hs[0], cs[0] = h0, c0
     rec = np.empty((B, 4 * H), x.dtype)  # h_{t-1} W_hh^T
-    w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H): a plain (not transposed) BLAS product
     cache = LSTMCache(x, gates, hs, cs, tanh_c, edits)
-    nb = kernels(x.dtype, backend) if edits is None else None
-    if nb is not None:
-        return _lstm_forward_kernels(nb, cache, b, w_hh_t, rec)
+    w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H): a plain (not transposed) BLAS product
     if b is not None:
         gates += b
     ig = np.empty((B, H), x.dtype)  # i * g
@@ -129,19 +129,29 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, backend=None, edits=None) -> LSTMCach
     return cache
 
 
-def _lstm_forward_kernels(nb, cache: LSTMCache, b, w_hh_t, rec) -> LSTMCache:
-    """`lstm_forward`'s steps by a backend's kernels: everything after the recurrent product,
-    bias included, is one call a step; small LSTMs run the whole sequence in one call."""
-    gates, hs, cs, tanh_c = cache.gates, cache.hs, cache.cs, cache.tanh_c
-    B, H = hs.shape[1:]
-    bias = b if b is not None else np.zeros(4 * H, gates.dtype)
-    if B * H * 4 * H <= nb.SMALL_MACS:
-        nb.lstm_fwd_seq(gates, bias, hs, cs, tanh_c, w_hh_t, rec)
-        return cache
-    for t in range(gates.shape[0]):
-        np.matmul(hs[t], w_hh_t, out=rec)
-        nb.lstm_fwd_step(gates[t], bias, rec, cs[t], cs[t + 1], tanh_c[t], hs[t + 1])
-    return cache
+def _lstm_forward_kernels(nb, x, h0, c0, w_ih, w_hh, b) -> LSTMCache:
+    """`lstm_forward` by a backend's kernels: the whole sequence in one call, the recurrent
+    product against W_hh^T packed once (`nb.pack`), everything after it (bias included) in
+    one pass a step. While both packed weights fit in `nb.FUSE_BYTES` (the L2 cache), each
+    step's input projection x_t W_ih^T is computed there too, just before it is used (the
+    gate block is then written once and read from cache); above, in one product first."""
+    T, B, D = x.shape
+    H = h0.shape[1]
+    wp_ih, wp_hh = nb.pack(w_ih.T), nb.pack(w_hh.T)
+    fuse = wp_ih.nbytes + wp_hh.nbytes <= nb.FUSE_BYTES
+    if fuse:
+        gates = np.empty((T, B, 4 * H), x.dtype)
+        x = x if x.strides[2] == x.itemsize else np.ascontiguousarray(x)  # unit-stride rows
+    else:
+        gates = np.matmul(x.reshape(T * B, D), w_ih.T).reshape(T, B, 4 * H)
+    hs = np.empty((T + 1, B, H), x.dtype)
+    cs = np.empty((T + 1, B, H), x.dtype)
+    tanh_c = np.empty((T, B, H), x.dtype)
+    hs[0], cs[0] = h0, c0
+    bias = b if b is not None else np.zeros(4 * H, x.dtype)
+    rec = np.empty((B, 4 * H), x.dtype)  # h_{t-1} W_hh^T
+    nb.lstm_fwd_seq(fuse, x, wp_ih, gates, bias, hs, cs, tanh_c, wp_hh, rec)
+    return LSTMCache(x, gates, hs, cs, tanh_c)
 
 
 def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
@@ -172,12 +182,14 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
     tmp = np.empty((B, H), dt)
     dc3 = dc[:, None, :]  # (B, 1, H), broadcast over the i, f, g blocks
     nb = kernels(dt, backend)
+    wp_hh = nb.pack(w_hh) if nb is not None else None  # W_hh packed once for every step
     for end in range(T, 0, -K):
         start = max(0, end - K)
         n = end - start
         d = da[:n]
         if nb is not None:  # a backend's kernels instead of the NumPy below
-            _lstm_backward_kernels(nb, cache, start, end, dy, dh, dc, d, w_hh)
+            dys = dy if dy is not None else dh[None]  # (T, B, H), or a stand-in, never read
+            nb.lstm_bwd_seq(start, end, dh, dys, dy is not None, gates, tanh_c, cs, dc, d, wp_hh)
             _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, grads, scratch)
             continue
         a = gates[start:end]  # (n, B, 4H)
@@ -212,23 +224,6 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
             np.matmul(d[k], w_hh, out=dh)  # dh_{t-1}
         _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, grads, scratch)
     return dx, dh, dc, *grads
-
-
-def _lstm_backward_kernels(nb, cache: LSTMCache, start, end, dy, dh, dc, d, w_hh):
-    """Steps end-1 .. start of `lstm_backward` by a backend's kernels: the factors and
-    dL/da (into d) in one call a step; small LSTMs run the whole chunk in one call."""
-    gates, tanh_c, cs = cache.gates, cache.tanh_c, cache.cs
-    B, H = dh.shape
-    if B * H * 4 * H <= nb.SMALL_MACS:
-        dys = dy if dy is not None else dh[None]
-        w_hh_c = np.ascontiguousarray(w_hh)
-        nb.lstm_bwd_seq(start, end, dh, dys, dy is not None, gates, tanh_c, cs, dc, d, w_hh_c)
-        return
-    for t in reversed(range(start, end)):
-        dy_t = dy[t] if dy is not None else dh
-        k = t - start
-        nb.lstm_bwd_step(dh, dy_t, dy is not None, gates[t], tanh_c[t], cs[t], dc, d[k])
-        np.matmul(d[k], w_hh, out=dh)
 
 
 def _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, grads, scratch):

@@ -77,15 +77,14 @@ def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity, backend=None, edits=None) ->
     np.matmul(x.reshape(T * B, D), w_ih.T, out=hs[1:].reshape(T * B, H))  # input projections
     if b is not None:
         hs[1:] += b
+    nb = kernels(x.dtype, backend) if edits is None else None
+    if nb is not None:  # a backend's kernels: the whole sequence in one call
+        nb.rnn_fwd_seq(hs, nb.pack(w_hh.T), nonlinearity == "relu")
+        return RNNCache(x, hs, edits)
     rec = np.empty((B, H), x.dtype)
     w_hh_t = w_hh.T
-    nb = kernels(x.dtype, backend) if edits is None else None
-    relu = nonlinearity == "relu"
     for t in range(T):
         np.matmul(hs[t], w_hh_t, out=rec)
-        if nb is not None:  # a backend's kernel: phi(a) in one call
-            nb.rnn_fwd_step(hs[t + 1], rec, relu)
-            continue
         hs[t + 1] += rec
         _activate(hs[t + 1], nonlinearity, out=hs[t + 1])
         if edits is not None:  # an intervention: change h_t before step t + 1 reads it
@@ -115,29 +114,32 @@ def rnn_backward(cache: RNNCache, dy, dhT, w_ih, w_hh, nonlinearity, backend=Non
     ed = cache.edits
     if ed is not None:
         nb = None  # an edited forward: the NumPy steps below, with the edit hooks
+    if nb is not None:
+        wp_hh = nb.pack(w_hh)  # W_hh packed once for every step
+        dys = dy if dy is not None else dh[None]  # (T, B, H), or a stand-in, never read
     for end in range(T, 0, -K):
         start = max(0, end - K)
-        for t in reversed(range(start, end)):
-            d = da[t - start]
-            if ed is not None:
-                if dy is not None:
-                    dh += dy[t]
-                h = ed.original(t, "h", hs[t + 1])  # phi' at the value computed
-                np.multiply(ed.grad(t, "h", dh), _activation_grad(h, nonlinearity), out=d)
-            elif nb is not None:
-                dy_t = dy[t] if dy is not None else dh
-                nb.rnn_bwd_step(dh, dy_t, dy is not None, hs[t + 1], relu, d)
-            else:
-                if dy is not None:
-                    dh += dy[t]
-                h = hs[t + 1]
-                if relu:
-                    np.greater(h, 0, out=tmp)  # phi'(a) = [h > 0]
+        if nb is not None:  # a backend's kernels: the chunk's steps in one call
+            nb.rnn_bwd_seq(start, end, dh, dys, dy is not None, hs, relu, da, wp_hh)
+        else:
+            for t in reversed(range(start, end)):
+                d = da[t - start]
+                if ed is not None:
+                    if dy is not None:
+                        dh += dy[t]
+                    h = ed.original(t, "h", hs[t + 1])  # phi' at the value computed
+                    np.multiply(ed.grad(t, "h", dh), _activation_grad(h, nonlinearity), out=d)
                 else:
-                    np.multiply(h, h, out=tmp)
-                    np.subtract(1, tmp, out=tmp)  # phi'(a) = 1 - h^2
-                np.multiply(dh, tmp, out=d)
-            np.matmul(d, w_hh, out=dh)
+                    if dy is not None:
+                        dh += dy[t]
+                    h = hs[t + 1]
+                    if relu:
+                        np.greater(h, 0, out=tmp)  # phi'(a) = [h > 0]
+                    else:
+                        np.multiply(h, h, out=tmp)
+                        np.subtract(1, tmp, out=tmp)  # phi'(a) = 1 - h^2
+                    np.multiply(dh, tmp, out=d)
+                np.matmul(d, w_hh, out=dh)
         n = (end - start) * B
         d2 = da[: end - start].reshape(n, H)
         np.matmul(d2, w_ih, out=dx[start:end].reshape(n, D))
