@@ -25,9 +25,9 @@ LN'(ds (1 - s^2) gamma_c) over H and LN'(da gamma_hh) over 4H) in one pass per r
 Variant options reach the kernels as None or a value (peephole weights, a gate's column,
 cifg's coupling, noaf): numba prunes an `is None` branch when it compiles, so each variant
 gets a loop with no run-time tests in it, which LLVM vectorises (a test per unit stops it).
-Layer norm's row sums run in 8 interleaved partial sums (a fixed order, so deterministic):
-one running sum would be a chain of dependent adds, 4 cycles each, and fastmath "contract"
-(all these kernels allow) does not let LLVM reorder a sum.
+Layer norm's row sums alone are compiled with fastmath "reassoc" as well as "contract", so
+that LLVM sums in vector lanes (an order fixed in the compiled code: deterministic); one
+running sum would be a chain of dependent adds, 4 cycles each.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ from .kernels_numba import (
     constants,
     matmul_into,
     sigmoid,
+    sigmoid_rows_b,
     tanh,
+    tanh_rows_b,
 )
 from .lstm_variants import LN_EPS
 
@@ -132,11 +134,38 @@ def squash_rows(gates, c, s, h, noaf, const):
 
 
 @numba.njit(**_JIT)
+def sig_peep_inplace_rows(a, lo, bias, rec, n, peep, plo, cc, const):
+    """a[:, lo:lo+n] = sigmoid(((a + bias) + rec)[:, lo:lo+n] + peep[plo:plo+n] * cc), in
+    place (one view read and written: an output that might overlap an input stops LLVM's
+    vectorisation at run time)."""
+    bb, pp = bias[lo : lo + n], peep[plo : plo + n]
+    for b in range(a.shape[0]):
+        ar, rr, cr = a[b, lo : lo + n], rec[b, lo : lo + n], cc[b]
+        for j in range(n):
+            ar[j] = sigmoid(((ar[j] + bb[j]) + rr[j]) + pp[j] * cr[j], const)
+
+
+@numba.njit(**_JIT)
 def fwd_step(u, bias, rec, gates, c_prev, c, s, h, ui, uf, ug, uo, peep, cifg, noaf, const):
-    """One step: u (B, G*H) the input projection (may be `gates` itself), rec (B, G*H),
-    bias (G*H,); ui uf ug uo: each gate's column in u, or None where the variant lacks it
-    (its constant is already in `gates`); peep (3H,) or None; cifg, noaf: None or 1."""
+    """One step: u (B, G*H) the input projection, or None when it is `gates` itself (G = 4,
+    blocks i f g o: activated in place); rec (B, G*H), bias (G*H,); ui uf ug uo: each
+    gate's column in u, or None where the variant lacks it (its constant is already in
+    `gates`); peep (3H,) or None; cifg, noaf: None or 1."""
     H = c.shape[1]
+    if u is None:
+        if peep is None:
+            sigmoid_rows_b(gates, bias, rec, 0, 2 * H, const)  # i, f
+        else:
+            sig_peep_inplace_rows(gates, 0, bias, rec, H, peep, 0, c_prev, const)
+            sig_peep_inplace_rows(gates, H, bias, rec, H, peep, H, c_prev, const)
+        tanh_rows_b(gates, bias, rec, 2 * H, 3 * H, const)
+        cell_rows(gates, c_prev, c, const)
+        if peep is None:
+            sigmoid_rows_b(gates, bias, rec, 3 * H, 4 * H, const)
+        else:  # o peeks at the new cell
+            sig_peep_inplace_rows(gates, 3 * H, bias, rec, H, peep, 2 * H, c, const)
+        squash_rows(gates, c, s, h, noaf, const)
+        return
     if uf is not None:
         sig_rows(u, uf, bias, rec, gates, H, H, peep, H, c_prev, const)
     if ui is not None:
@@ -146,7 +175,7 @@ def fwd_step(u, bias, rec, gates, c_prev, c, s, h, ui, uf, ug, uo, peep, cifg, n
     tanh_rows(u, ug, bias, rec, gates, 2 * H, H, const)
     cell_rows(gates, c_prev, c, const)
     if uo is not None:
-        sig_rows(u, uo, bias, rec, gates, 3 * H, H, peep, 2 * H, c, const)  # peephole: the new cell
+        sig_rows(u, uo, bias, rec, gates, 3 * H, H, peep, 2 * H, c, const)
     squash_rows(gates, c, s, h, noaf, const)
 
 
@@ -197,13 +226,20 @@ def bwd_step(dh, dy, use_dy, gates, s, c_prev, dc, d, ki, kf, kg, ko, peep, cifg
 
 @numba.njit(**_JIT)
 def fwd_seq(u, bias, hs, cs, gates, s, w_hh_t, rec, ui, uf, ug, uo, peep, cifg, noaf, const):
-    """Every step of the forward, the recurrent product a loop (small sizes)."""
+    """Every step of the forward, the recurrent product a loop (small sizes); u as in
+    `fwd_step` (None: in place in gates)."""
     for t in range(gates.shape[0]):
         matmul_into(hs[t], w_hh_t, rec, const)
-        fwd_step(
-            u[t], bias, rec, gates[t], cs[t], cs[t + 1], s[t], hs[t + 1],
-            ui, uf, ug, uo, peep, cifg, noaf, const,
-        )  # fmt: skip
+        if u is None:
+            fwd_step(
+                None, bias, rec, gates[t], cs[t], cs[t + 1], s[t], hs[t + 1],
+                ui, uf, ug, uo, peep, cifg, noaf, const,
+            )  # fmt: skip
+        else:
+            fwd_step(
+                u[t], bias, rec, gates[t], cs[t], cs[t + 1], s[t], hs[t + 1],
+                ui, uf, ug, uo, peep, cifg, noaf, const,
+            )  # fmt: skip
 
 
 @numba.njit(**_JIT)
@@ -224,47 +260,29 @@ def bwd_seq(start, end, dh, dy, use_dy, gates, s, cs, dc, d, w_hh, ki, kf, kg, k
 # Layer norm
 
 
-@numba.njit(**_INLINE)
+# The row sums alone may be reassociated ("reassoc"): LLVM then sums in vector lanes, a
+# fixed order for the compiled code (the same bits run to run), where one running sum is a
+# chain of dependent adds (4 cycles each). Their own functions, so the flag stays here.
+_SUM = {"nogil": True, "cache": True, "error_model": "numpy", "fastmath": {"contract", "reassoc"}}
+
+
+@numba.njit(**_SUM)
 def row_sum(z, n, const):
-    """sum(z[:n]) in 8 interleaved partial sums, then their tree, then the tail."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = const.zero
-    m = n - n % 8
-    for j in range(0, m, 8):
-        s0 += z[j]
-        s1 += z[j + 1]
-        s2 += z[j + 2]
-        s3 += z[j + 3]
-        s4 += z[j + 4]
-        s5 += z[j + 5]
-        s6 += z[j + 6]
-        s7 += z[j + 7]
-    tail = const.zero
-    for j in range(m, n):
-        tail += z[j]
-    return (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))) + tail
+    """sum(z[:n])."""
+    acc = const.zero
+    for j in range(n):
+        acc += z[j]
+    return acc
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_SUM)
 def centred_sq_sum(z, mean, n, const):
-    """sum((z[:n] - mean)^2), as `row_sum`."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = const.zero
-    m = n - n % 8
-    for j in range(0, m, 8):
-        e0, e1, e2, e3 = z[j] - mean, z[j + 1] - mean, z[j + 2] - mean, z[j + 3] - mean
-        e4, e5, e6, e7 = z[j + 4] - mean, z[j + 5] - mean, z[j + 6] - mean, z[j + 7] - mean
-        s0 += e0 * e0
-        s1 += e1 * e1
-        s2 += e2 * e2
-        s3 += e3 * e3
-        s4 += e4 * e4
-        s5 += e5 * e5
-        s6 += e6 * e6
-        s7 += e7 * e7
-    tail = const.zero
-    for j in range(m, n):
+    """sum((z[:n] - mean)^2)."""
+    acc = const.zero
+    for j in range(n):
         e = z[j] - mean
-        tail += e * e
-    return (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))) + tail
+        acc += e * e
+    return acc
 
 
 @numba.njit(**_INLINE)
@@ -295,25 +313,14 @@ def ln_rows(z, gain, bias, y, r, out, eps, const):
                 orow[j] = yr[j] * gain[j] + bias[j]
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_SUM)
 def ln_back_sums(g, y, n, const):
-    """(sum g, sum g y) over n entries, each in 4 interleaved partial sums."""
-    a0 = a1 = a2 = a3 = p0 = p1 = p2 = p3 = const.zero
-    m = n - n % 4
-    for j in range(0, m, 4):
-        a0 += g[j]
-        a1 += g[j + 1]
-        a2 += g[j + 2]
-        a3 += g[j + 3]
-        p0 += g[j] * y[j]
-        p1 += g[j + 1] * y[j + 1]
-        p2 += g[j + 2] * y[j + 2]
-        p3 += g[j + 3] * y[j + 3]
-    ta = tp = const.zero
-    for j in range(m, n):
-        ta += g[j]
-        tp += g[j] * y[j]
-    return ((a0 + a1) + (a2 + a3)) + ta, ((p0 + p1) + (p2 + p3)) + tp
+    """(sum g, sum g y) over g[:n], y[:n]."""
+    sg = sgy = const.zero
+    for j in range(n):
+        sg += g[j]
+        sgy += g[j] * y[j]
+    return sg, sgy
 
 
 @numba.njit(**_JIT)
@@ -330,6 +337,35 @@ def ln_back_rows(dy, gain, y, r, out, const):
         mg, mgy, rb = sg / mf, sgy / mf, r[b, 0]
         for j in range(M):
             orow[j] = rb * ((orow[j] - mg) - yr[j] * mgy)
+
+
+@numba.njit(**_JIT)
+def ln_chunk_rows(d, dnc, g_ih, lnu, ru, lnv, lnc, du, acc, const):
+    """A finished chunk's rows (n B of them): du = LN'(d gamma_ih), and the layer-norm
+    parameters' gradients added into acc (4, 4H), float64 (one running sum per entry over
+    every row of the sequence, so in a wider type): rows sum d LN(u), d LN(v), dnc LN(c),
+    dnc (the last two over H)."""
+    N, M = d.shape
+    H = dnc.shape[1]
+    mf = d.dtype.type(M)
+    a_ih, a_hh, a_c, a_bc = acc[0], acc[1], acc[2], acc[3]
+    for b in range(N):
+        dr, ur, vr, orow = d[b], lnu[b], lnv[b], du[b]
+        for j in range(M):
+            a_ih[j] += dr[j] * ur[j]
+        for j in range(M):
+            a_hh[j] += dr[j] * vr[j]
+        for j in range(M):
+            orow[j] = dr[j] * g_ih[j]
+        sg, sgy = ln_back_sums(orow, ur, M, const)
+        mg, mgy, rb = sg / mf, sgy / mf, ru[b, 0]
+        for j in range(M):
+            orow[j] = rb * ((orow[j] - mg) - ur[j] * mgy)
+        nr, cr = dnc[b], lnc[b]
+        for j in range(H):
+            a_c[j] += nr[j] * cr[j]
+        for j in range(H):
+            a_bc[j] += nr[j]
 
 
 @numba.njit(**_JIT)
@@ -470,8 +506,8 @@ def _bind(const: Constants, eps) -> SimpleNamespace:
         ln_rows(z, gain, bias, y, r, out, eps, const)
 
     @numba.njit(**_JIT)
-    def ln_back_rows_(dy, gain, y, r, out):
-        ln_back_rows(dy, gain, y, r, out, const)
+    def ln_chunk_rows_(d, dnc, g_ih, lnu, ru, lnv, lnc, du, acc):
+        ln_chunk_rows(d, dnc, g_ih, lnu, ru, lnv, lnc, du, acc, const)
 
     @numba.njit(**_JIT)
     def ln_fwd_step_(a, rec, c_prev, c, s, h, lnv, rv, lnc, rc, g_hh, g_c, beta):
@@ -503,7 +539,7 @@ def _bind(const: Constants, eps) -> SimpleNamespace:
         fwd_seq=fwd_seq_,
         bwd_seq=bwd_seq_,
         ln_rows=ln_rows_,
-        ln_back_rows=ln_back_rows_,
+        ln_chunk_rows=ln_chunk_rows_,
         ln_fwd_step=ln_fwd_step_,
         ln_bwd_step=ln_bwd_step_,
         ln_fwd_seq=ln_fwd_seq_,

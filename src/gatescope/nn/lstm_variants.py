@@ -329,12 +329,14 @@ def _forward_kernels(nb, cache: VariantCache, u: np.ndarray, p: dict[str, np.nda
     b = p.get("bias")
     bias = b if b is not None else np.zeros(G * H, gates.dtype)
     opts = _kernel_options(variant, p, H)
+    inplace = u is gates  # G = 4: the kernels activate the gates in place (u None)
     if small:
-        nb.fwd_seq(u, bias, hs, cs, gates, s, w_hh_t, rec, *opts)
+        nb.fwd_seq(None if inplace else u, bias, hs, cs, gates, s, w_hh_t, rec, *opts)
         return cache
     for t in range(T):
         np.matmul(hs[t], w_hh_t, out=rec)
-        nb.fwd_step(u[t], bias, rec, gates[t], cs[t], cs[t + 1], s[t], hs[t + 1], *opts)
+        ut = None if inplace else u[t]
+        nb.fwd_step(ut, bias, rec, gates[t], cs[t], cs[t + 1], s[t], hs[t + 1], *opts)
     return cache
 
 
@@ -373,6 +375,8 @@ def variant_backward(
     du = da if not is_ln else np.empty_like(da)  # dL/d(u_t), the input projection
     dx = np.empty((T, B, D), dt)
     grads = {n: np.zeros_like(a) for n, a in p.items()}
+    # the kernels sum layer norm's gain gradients over the sequence in float64
+    acc = np.zeros((4, G * H)) if is_ln and nb is not None else None
     dh = np.array(dhT, dtype=dt)  # (B, H)
     dc = np.array(dcT, dtype=dt)  # (B, H)
     for end in range(T, 0, -K):
@@ -380,11 +384,16 @@ def variant_backward(
         n = end - start
         bufs = (da[:n], dv[:n], dnc[:n] if is_ln else None)
         if nb is not None:
-            _backward_kernels(nb, cache, p, start, end, dy, dh, dc, *bufs)
+            _backward_kernels(nb, cache, p, start, end, dy, dh, dc, *bufs, du[:n], acc)
         else:
             for t in reversed(range(start, end)):
                 dh, dc = _backward_step(cache, p, t, t - start, dy, dh, dc, *bufs)
         _chunk_products(nb, cache, p, start, end, *bufs, du[:n], dx, grads)
+    if acc is not None:
+        names = ("ln_gain_ih", "ln_gain_hh", "ln_gain_c", "ln_bias_c")
+        for k, name in enumerate(names):
+            if name in grads:
+                grads[name][...] = acc[k, : grads[name].shape[0]]
     return dx, dh, dc, grads
 
 
@@ -435,9 +444,11 @@ def _backward_step(cache: VariantCache, p, t: int, k: int, dy, dh, dc, da, dv, d
     return dv[k] @ p["weight_hh"], dc  # dh_{t-1}
 
 
-def _backward_kernels(nb, cache: VariantCache, p, start, end, dy, dh, dc, da, dv, dnc):
+def _backward_kernels(nb, cache: VariantCache, p, start, end, dy, dh, dc, da, dv, dnc, du, acc):
     """Steps end-1 .. start of `variant_backward` by a backend's kernels, in place in dh and
-    dc: one call a step before the product dh = dv W_hh; at small sizes one call."""
+    dc: one call a step before the product dh = dv W_hh; at small sizes one call. Layer
+    norm: also du = LN'(da gamma_ih) and the gains' gradients (into acc), step by step while
+    the step's rows are in cache (`kernels_variants_numba.ln_chunk_rows`)."""
     variant, gates, cs, s, ln = cache.variant, cache.gates, cache.cs, cache.s, cache.ln
     B, H = dh.shape
     G = len(BLOCKS[variant])
@@ -446,10 +457,15 @@ def _backward_kernels(nb, cache: VariantCache, p, start, end, dy, dh, dc, da, dv
     use_dy = dy is not None
     if variant == "layernorm":
         lns = (ln["c"], ln["rc"], p["ln_gain_c"], p["ln_gain_hh"], ln["v"], ln["rv"])
+        g_ih, lnu, ru = p["ln_gain_ih"], ln["u"], ln["ru"]
         if small:
             dys = dy if use_dy else dh[None]
             args = (gates, s, cs, dc, da, dnc, *lns, dv, np.ascontiguousarray(w_hh))
             nb.ln_bwd_seq(start, end, dh, dys, use_dy, *args)
+            rows = slice(start, end)
+            chunk = (_rows(a) for a in (da, dnc))
+            lnt = (_rows(a[rows]) for a in (lnu, ru, ln["v"], ln["c"]))
+            nb.ln_chunk_rows(*chunk, g_ih, *lnt, _rows(du), acc)
             return
         lc, rc, g_c, g_hh, lv, rv = lns
         for t in reversed(range(start, end)):
@@ -459,6 +475,7 @@ def _backward_kernels(nb, cache: VariantCache, p, start, end, dy, dh, dc, da, dv
                 dh, dy_t, use_dy, gates[t], s[t], cs[t], dc, da[k], dnc[k], lc[t], rc[t], g_c,
                 g_hh, lv[t], rv[t], dv[k],
             )  # fmt: skip
+            nb.ln_chunk_rows(da[k], dnc[k], g_ih, lnu[t], ru[t], lv[t], lc[t], du[k], acc)
             np.matmul(dv[k], w_hh, out=dh)
         return
     opts = _kernel_options(variant, p, H)
@@ -476,13 +493,14 @@ def _backward_kernels(nb, cache: VariantCache, p, start, end, dy, dh, dc, da, dv
 
 def _chunk_products(nb, cache: VariantCache, p, start, end, da, dv, dnc, du, dx, grads):
     """One finished chunk: du (layer norm: LN'(da gamma_ih)), dx = du W_ih, and every
-    parameter's gradient summed over its steps into `grads`."""
+    parameter's gradient summed over its steps into `grads` (with the kernels, layer norm's
+    du and gains are done: `_backward_kernels`)."""
     x, hs, cs, ln = cache.x, cache.hs, cache.cs, cache.ln
     n, B, GH = da.shape
     H = hs.shape[2]
     rows = slice(start, end)
     d2 = _rows(da)  # (n B, G H)
-    if cache.variant == "layernorm":
+    if cache.variant == "layernorm" and nb is None:  # (the kernels did this step by step)
         lnu = _rows(ln["u"][rows])
         grads["ln_gain_ih"] += np.einsum("ij,ij->j", d2, lnu)
         grads["ln_gain_hh"] += np.einsum("ij,ij->j", d2, _rows(ln["v"][rows]))
@@ -491,10 +509,7 @@ def _chunk_products(nb, cache: VariantCache, p, start, end, da, dv, dnc, du, dx,
         if "ln_bias_c" in p:
             grads["ln_bias_c"] += dn2.sum(axis=0)
         g_ih, r = p["ln_gain_ih"], _rows(ln["ru"][rows])
-        if nb is not None:
-            nb.ln_back_rows(d2, g_ih, lnu, r, _rows(du))
-        else:
-            _rows(du)[...] = layer_norm_backward(d2 * g_ih, lnu, r)
+        _rows(du)[...] = layer_norm_backward(d2 * g_ih, lnu, r)
     du2 = _rows(du)
     np.matmul(du2, p["weight_ih"], out=_rows(dx[rows]))
     grads["weight_ih"] += du2.T @ _rows(x[rows])
