@@ -49,7 +49,6 @@ from .kernels_numba import (
     tanh,
     tanh_rows_b,
 )
-from .lstm_variants import LN_EPS
 
 # --------------------------------------------------------------------------------------------
 # Row helpers: one loop each (LLVM vectorises short loops one by one, kernels_numba.py)
@@ -477,9 +476,10 @@ def ln_bwd_seq(start, end, dh, dy, use_dy, gates, s, cs, dc, d, dnc, lnc, rc, g_
 # --------------------------------------------------------------------------------------------
 
 
-def _bind(const: Constants, eps) -> SimpleNamespace:
-    """The kernels `backend.variant_kernels` hands out, `const` (and layer norm's eps, of the
-    float type) bound; closures over these constants alone, so numba's cache finds them."""
+def _bind(const: Constants) -> SimpleNamespace:
+    """The kernels `backend.variant_kernels` hands out, `const` bound (layer norm's eps, of
+    the float type, is an argument: `lstm_variants.LN_EPS` when called); closures over the
+    constants alone, so numba's cache finds them."""
 
     @numba.njit(**_JIT)
     def fwd_step_(u, bias, rec, gates, c_prev, c, s, h, ui, uf, ug, uo, peep, cifg, noaf):
@@ -502,7 +502,7 @@ def _bind(const: Constants, eps) -> SimpleNamespace:
         )  # fmt: skip
 
     @numba.njit(**_JIT)
-    def ln_rows_(z, gain, bias, y, r, out):
+    def ln_rows_(z, gain, bias, y, r, out, eps):
         ln_rows(z, gain, bias, y, r, out, eps, const)
 
     @numba.njit(**_JIT)
@@ -510,7 +510,7 @@ def _bind(const: Constants, eps) -> SimpleNamespace:
         ln_chunk_rows(d, dnc, g_ih, lnu, ru, lnv, lnc, du, acc, const)
 
     @numba.njit(**_JIT)
-    def ln_fwd_step_(a, rec, c_prev, c, s, h, lnv, rv, lnc, rc, g_hh, g_c, beta):
+    def ln_fwd_step_(a, rec, c_prev, c, s, h, lnv, rv, lnc, rc, g_hh, g_c, beta, eps):
         ln_fwd_step(a, rec, c_prev, c, s, h, lnv, rv, lnc, rc, g_hh, g_c, beta, eps, const)
 
     @numba.njit(**_JIT)
@@ -521,7 +521,7 @@ def _bind(const: Constants, eps) -> SimpleNamespace:
         )
 
     @numba.njit(**_JIT)
-    def ln_fwd_seq_(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, w_hh_t, rec):
+    def ln_fwd_seq_(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, w_hh_t, rec, eps):
         ln_fwd_seq(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, w_hh_t, rec, eps, const)
 
     @numba.njit(**_JIT)
@@ -547,6 +547,4 @@ def _bind(const: Constants, eps) -> SimpleNamespace:
     )
 
 
-KERNELS = {
-    np.dtype(dt): _bind(constants(dt), np.dtype(dt).type(LN_EPS)) for dt in (np.float32, np.float64)
-}
+KERNELS = {np.dtype(dt): _bind(constants(dt)) for dt in (np.float32, np.float64)}

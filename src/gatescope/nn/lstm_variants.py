@@ -213,7 +213,8 @@ def variant_forward(
         ln["u"] = np.empty((T, B, G * H), x.dtype)  # normalised input projections
         ln["ru"] = np.empty((T, B, 1), x.dtype)  # their 1 / std
         if nb is not None:  # u = LN(u) gamma_ih + b, in one pass
-            nb.ln_rows(_rows(u), p["ln_gain_ih"], b, _rows(ln["u"]), _rows(ln["ru"]), _rows(u))
+            eps = x.dtype.type(LN_EPS)
+            nb.ln_rows(_rows(u), p["ln_gain_ih"], b, _rows(ln["u"]), _rows(ln["ru"]), _rows(u), eps)
         else:
             ln["u"][...], ln["ru"][...] = layer_norm(u)
             np.multiply(ln["u"], p["ln_gain_ih"], out=u)
@@ -317,14 +318,15 @@ def _forward_kernels(nb, cache: VariantCache, u: np.ndarray, p: dict[str, np.nda
             gates[:, :, k * H : (k + 1) * H] = 1
     if variant == "layernorm":
         lns = (ln["v"], ln["rv"], ln["c"], ln["rc"])
+        eps = gates.dtype.type(LN_EPS)  # read when called (a test sets it to 0)
         gains = (p["ln_gain_hh"], p["ln_gain_c"], p.get("ln_bias_c"))
         if small:
-            nb.ln_fwd_seq(gates, hs, cs, s, *lns, *gains, w_hh_t, rec)
+            nb.ln_fwd_seq(gates, hs, cs, s, *lns, *gains, w_hh_t, rec, eps)
             return cache
         for t in range(T):
             np.matmul(hs[t], w_hh_t, out=rec)
             lnt = (a[t] for a in lns)
-            nb.ln_fwd_step(gates[t], rec, cs[t], cs[t + 1], s[t], hs[t + 1], *lnt, *gains)
+            nb.ln_fwd_step(gates[t], rec, cs[t], cs[t + 1], s[t], hs[t + 1], *lnt, *gains, eps)
         return cache
     b = p.get("bias")
     bias = b if b is not None else np.zeros(G * H, gates.dtype)
