@@ -56,8 +56,12 @@ Backward, given dh = dL/dh_t (from the output and from step t+1) and dc = dL/dc_
     dW_hh = dv^T h_{t-1}, db = sum da, dp and the gains from sums of products,
 
 where LN'(dy) = (dy - mean(dy) - y * mean(dy * y)) / sqrt(var + eps) is layer norm's
-backward (y the normalised value). One readable sequence implementation: a Python loop over
-steps, with the input projections (and their normalisation) done for all steps at once.
+backward (y the normalised value). One readable sequence implementation, the reference: a
+Python loop over steps, with the input projections (and their normalisation) done for all
+steps at once, and backward in chunks of steps as in lstm.py (each finished chunk's products
+and parameter sums at once). Without edits, `backend.variant_kernels` may hand each step's
+element-wise work to numba kernels (`kernels_variants_numba.py`), tested against this code
+at `backend.TOLERANCE` (tests/test_variant_kernels.py).
 """
 
 from __future__ import annotations
