@@ -83,3 +83,13 @@ def kernels(dtype: np.dtype, name: str | None = None):
     """The kernel table for `dtype` of `backend(name)`, or None for the NumPy reference."""
     chosen = backend(name)
     return None if chosen == "numpy" else _tables(chosen)[np.dtype(dtype)]
+
+
+def variant_kernels(dtype: np.dtype, name: str | None = None):
+    """The LSTM variants' kernel table (`kernels_variants_numba`) for `dtype` of
+    `backend(name)`, or None for the NumPy reference of `lstm_variants.py`."""
+    if backend(name) == "numpy":
+        return None
+    from . import kernels_variants_numba
+
+    return kernels_variants_numba.KERNELS[np.dtype(dtype)]

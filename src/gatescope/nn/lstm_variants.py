@@ -56,8 +56,12 @@ Backward, given dh = dL/dh_t (from the output and from step t+1) and dc = dL/dc_
     dW_hh = dv^T h_{t-1}, db = sum da, dp and the gains from sums of products,
 
 where LN'(dy) = (dy - mean(dy) - y * mean(dy * y)) / sqrt(var + eps) is layer norm's
-backward (y the normalised value). One readable sequence implementation: a Python loop over
-steps, with the input projections (and their normalisation) done for all steps at once.
+backward (y the normalised value). One readable sequence implementation, the reference: a
+Python loop over steps, with the input projections (and their normalisation) done for all
+steps at once, and backward in chunks of steps as in lstm.py (each finished chunk's products
+and parameter sums at once). Without edits, `backend.variant_kernels` may hand each step's
+element-wise work to numba kernels (`kernels_variants_numba.py`), tested against this code
+at `backend.TOLERANCE` (tests/test_variant_kernels.py).
 """
 
 from __future__ import annotations
@@ -66,9 +70,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backend import variant_kernels
 from .edits import EditPlan
 from .functional import sigmoid, tanh
-from .recurrent import LSTM_VARIANTS, init_packed
+from .recurrent import LSTM_VARIANTS, chunk_steps, init_packed
 
 VARIANTS = LSTM_VARIANTS
 LN_EPS = 1e-5  # layer norm's epsilon (PyTorch's LayerNorm default)
@@ -186,11 +191,14 @@ def variant_forward(
     c0: np.ndarray,
     p: dict[str, np.ndarray],
     edits: EditPlan | None = None,
+    backend: str | None = None,
 ) -> VariantCache:
     """A sequence: x (T, B, D), h0, c0 (B, H), one layer's params -> cache with every gate.
 
     `edits` (an `edits.EditPlan`) changes i f g o c h right after each is computed (a gate
     a variant lacks: the constant it acts as), so everything after reads the edited value.
+    `backend` (see `backend.backend`) may hand each step's element-wise work to a kernel
+    (`kernels_variants_numba.py`); with edits this NumPy code runs, never the kernels.
     """
     ed = edits if edits is not None else _NO_EDITS
     blocks = BLOCKS[check_variant(variant)]
@@ -199,34 +207,48 @@ def variant_forward(
     G = len(blocks)
     w_ih, w_hh, b = p["weight_ih"], p["weight_hh"], p.get("bias")
     is_ln, peep = variant == "layernorm", p.get("peephole")
+    nb = variant_kernels(x.dtype, backend) if edits is None else None
     ln: dict[str, np.ndarray] = {}
 
-    u = (x.reshape(T * B, D) @ w_ih.T).reshape(T, B, G * H)  # input projections, at once
+    gates = np.empty((T, B, 4 * H), x.dtype)
+    u = gates if G == 4 else np.empty((T, B, G * H), x.dtype)  # G = 4: in place, as lstm.py
+    np.matmul(x.reshape(T * B, D), w_ih.T, out=u.reshape(T * B, G * H))  # all steps at once
     if is_ln:
-        ln["u"], ln["ru"] = layer_norm(u)  # (T, B, 4H), (T, B, 1)
-        u = ln["u"] * p["ln_gain_ih"]
+        ln["u"] = np.empty((T, B, G * H), x.dtype)  # normalised input projections
+        ln["ru"] = np.empty((T, B, 1), x.dtype)  # their 1 / std
+        if nb is not None:  # u = LN(u) gamma_ih + b, in one pass
+            eps = x.dtype.type(LN_EPS)
+            nb.ln_rows(_rows(u), p["ln_gain_ih"], b, _rows(ln["u"]), _rows(ln["ru"]), _rows(u), eps)
+        else:
+            ln["u"][...], ln["ru"][...] = layer_norm(u)
+            np.multiply(ln["u"], p["ln_gain_ih"], out=u)
+            if b is not None:
+                u += b
         ln["v"] = np.empty((T, B, G * H), x.dtype)  # normalised recurrent projections
         ln["rv"] = np.empty((T, B, 1), x.dtype)
         ln["c"] = np.empty((T, B, H), x.dtype)  # normalised cells
         ln["rc"] = np.empty((T, B, 1), x.dtype)
-    if b is not None:
-        u = u + b
+    elif b is not None and nb is None:
+        u += b  # (the kernels add the bias as they go)
 
-    gates = np.empty((T, B, 4 * H), x.dtype)
     hs = np.empty((T + 1, B, H), x.dtype)
     cs = np.empty((T + 1, B, H), x.dtype)
     s = np.empty((T, B, H), x.dtype)
     hs[0], cs[0] = h0, c0
+    cache = VariantCache(variant, x, gates, hs, cs, s, ln, edits)
+    if nb is not None:
+        return _forward_kernels(nb, cache, u, p)
     for t in range(T):
         c_prev = cs[t]
         v = hs[t] @ w_hh.T  # (B, G*H)
         if is_ln:
             ln["v"][t], ln["rv"][t] = layer_norm(v)
-            v = ln["v"][t] * p["ln_gain_hh"]
-        a = _blocks_of(u[t] + v, blocks, H)  # pre-activations by gate, each (B, H)
+            v = np.multiply(ln["v"][t], p["ln_gain_hh"], out=v)
+        v += u[t]
+        a = _blocks_of(v, blocks, H)  # pre-activations a_t by gate, each (B, H)
         if peep is not None:
-            a["i"] = a["i"] + peep[:H] * c_prev
-            a["f"] = a["f"] + peep[H : 2 * H] * c_prev
+            a["i"] += peep[:H] * c_prev
+            a["f"] += peep[H : 2 * H] * c_prev
         i, f, g, o = (gates[t, :, k * H : (k + 1) * H] for k in range(4))
         if "f" in blocks:
             sigmoid(a["f"], out=f)
@@ -247,21 +269,81 @@ def variant_forward(
         c += i * g
         ed.apply(t, "c", c)
         if "o" in blocks:
-            sigmoid(a["o"] + peep[2 * H :] * c if peep is not None else a["o"], out=o)
+            if peep is not None:
+                a["o"] += peep[2 * H :] * c
+            sigmoid(a["o"], out=o)
         else:
             o[...] = 1  # nog
         ed.apply(t, "o", o)
         if is_ln:
             ln["c"][t], ln["rc"][t] = layer_norm(c)
-            nc = ln["c"][t] * p["ln_gain_c"]
-            tanh(nc + p["ln_bias_c"] if "ln_bias_c" in p else nc, out=s[t])
+            nc = np.multiply(ln["c"][t], p["ln_gain_c"], out=s[t])
+            if "ln_bias_c" in p:
+                nc += p["ln_bias_c"]
+            tanh(nc, out=s[t])
         elif variant == "noaf":
             s[t] = c
         else:
             tanh(c, out=s[t])
         np.multiply(o, s[t], out=hs[t + 1])
         ed.apply(t, "h", hs[t + 1])
-    return VariantCache(variant, x, gates, hs, cs, s, ln, edits)
+    return cache
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """(T, B, N) -> (T * B, N), a view."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def _kernel_options(variant: str, p: dict[str, np.ndarray], H: int) -> tuple:
+    """The generic kernels' variant options: each gate's column in the G blocks (None where
+    missing), the peepholes, cifg's coupling, noaf (None or 1: see kernels_variants_numba)."""
+    col = {name: k * H for k, name in enumerate(BLOCKS[variant])}
+    return (
+        col.get("i"), col.get("f"), col["g"], col.get("o"), p.get("peephole"),
+        1 if variant == "cifg" else None, 1 if variant == "noaf" else None,
+    )  # fmt: skip
+
+
+def _forward_kernels(nb, cache: VariantCache, u: np.ndarray, p: dict[str, np.ndarray]):
+    """`variant_forward`'s steps by a backend's kernels: one call a step after the
+    recurrent product; at small sizes the whole sequence in one call."""
+    variant, gates, hs, cs, s, ln = (
+        cache.variant, cache.gates, cache.hs, cache.cs, cache.s, cache.ln
+    )  # fmt: skip
+    blocks = BLOCKS[variant]
+    T, B, _ = gates.shape
+    H, G = hs.shape[2], len(blocks)
+    w_hh_t = np.ascontiguousarray(p["weight_hh"].T)  # (H, G*H): a plain BLAS product
+    rec = np.empty((B, G * H), gates.dtype)  # h_{t-1} W_hh^T
+    small = B * H * G * H <= nb.SMALL_MACS
+    for k, name in enumerate("ifgo"):  # the gates a variant lacks: their constants, once
+        if name not in blocks and not (variant == "cifg" and name == "i"):
+            gates[:, :, k * H : (k + 1) * H] = 1
+    if variant == "layernorm":
+        lns = (ln["v"], ln["rv"], ln["c"], ln["rc"])
+        eps = gates.dtype.type(LN_EPS)  # read when called (a test sets it to 0)
+        gains = (p["ln_gain_hh"], p["ln_gain_c"], p.get("ln_bias_c"))
+        if small:
+            nb.ln_fwd_seq(gates, hs, cs, s, *lns, *gains, w_hh_t, rec, eps)
+            return cache
+        for t in range(T):
+            np.matmul(hs[t], w_hh_t, out=rec)
+            lnt = (a[t] for a in lns)
+            nb.ln_fwd_step(gates[t], rec, cs[t], cs[t + 1], s[t], hs[t + 1], *lnt, *gains, eps)
+        return cache
+    b = p.get("bias")
+    bias = b if b is not None else np.zeros(G * H, gates.dtype)
+    opts = _kernel_options(variant, p, H)
+    inplace = u is gates  # G = 4: the kernels activate the gates in place (u None)
+    if small:
+        nb.fwd_seq(None if inplace else u, bias, hs, cs, gates, s, w_hh_t, rec, *opts)
+        return cache
+    for t in range(T):
+        np.matmul(hs[t], w_hh_t, out=rec)
+        ut = None if inplace else u[t]
+        nb.fwd_step(ut, bias, rec, gates[t], cs[t], cs[t + 1], s[t], hs[t + 1], *opts)
+    return cache
 
 
 def variant_backward(
@@ -270,6 +352,7 @@ def variant_backward(
     dy: np.ndarray | None,
     dhT: np.ndarray,
     dcT: np.ndarray,
+    backend: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """BPTT: dy (T, B, H) or None, dhT, dcT (B, H) -> dx, dh0, dc0, grads by short name.
 
@@ -277,85 +360,171 @@ def variant_backward(
     edit (`EditPlan.grad`: times mul) before reaching what computed it, and each gate's
     derivative is taken at the value it computed (`EditPlan.original`). This loop is also
     the backward of the vanilla LSTM when it was edited.
+
+    Time runs backwards in chunks of K steps (`recurrent.chunk_steps`), as in lstm.py: a
+    finished chunk's dL/da goes through the products for dx and the weight gradients at
+    once, so dL/da is never held for the whole sequence. Without edits, `backend` may hand
+    each step's element-wise work to a kernel (`kernels_variants_numba.py`).
     """
-    variant, x, gates, hs, cs, s, ln = (
-        cache.variant, cache.x, cache.gates, cache.hs, cache.cs, cache.s, cache.ln
-    )  # fmt: skip
-    blocks = BLOCKS[variant]
+    variant, x, hs = cache.variant, cache.x, cache.hs
     T, B, D = x.shape
     H = hs.shape[2]
-    G = len(blocks)
-    w_ih, w_hh = p["weight_ih"], p["weight_hh"]
+    G = len(BLOCKS[variant])
+    dt = x.dtype
+    is_ln = variant == "layernorm"
+    nb = variant_kernels(dt, backend) if cache.edits is None else None
+
+    K = chunk_steps(T, B)
+    da = np.empty((K, B, G * H), dt)  # dL/d(pre-activations a_t) of one chunk
+    dv = da if not is_ln else np.empty_like(da)  # dL/d(v_t), the recurrent projection
+    dnc = np.empty((K, B, H), dt) if is_ln else None  # dL/d(LN(c_t) gamma_c + beta_c)
+    du = da if not is_ln else np.empty_like(da)  # dL/d(u_t), the input projection
+    dx = np.empty((T, B, D), dt)
+    grads = {n: np.zeros_like(a) for n, a in p.items()}
+    # the kernels sum layer norm's gain gradients over the sequence in float64
+    acc = np.zeros((4, G * H)) if is_ln and nb is not None else None
+    dh = np.array(dhT, dtype=dt)  # (B, H)
+    dc = np.array(dcT, dtype=dt)  # (B, H)
+    for end in range(T, 0, -K):
+        start = max(0, end - K)
+        n = end - start
+        bufs = (da[:n], dv[:n], dnc[:n] if is_ln else None)
+        if nb is not None:
+            _backward_kernels(nb, cache, p, start, end, dy, dh, dc, *bufs, du[:n], acc)
+        else:
+            for t in reversed(range(start, end)):
+                dh, dc = _backward_step(cache, p, t, t - start, dy, dh, dc, *bufs)
+        _chunk_products(nb, cache, p, start, end, *bufs, du[:n], dx, grads)
+    if acc is not None:
+        names = ("ln_gain_ih", "ln_gain_hh", "ln_gain_c", "ln_bias_c")
+        for k, name in enumerate(names):
+            if name in grads:
+                grads[name][...] = acc[k, : grads[name].shape[0]]
+    return dx, dh, dc, grads
+
+
+def _backward_step(cache: VariantCache, p, t: int, k: int, dy, dh, dc, da, dv, dnc):
+    """Step t of the reference backward: da[k], dv[k], dnc[k]; -> dh_{t-1}, dc_{t-1}."""
+    variant, gates, cs, s, ln = cache.variant, cache.gates, cache.cs, cache.s, cache.ln
+    blocks = BLOCKS[variant]
+    H = cs.shape[2]
     is_ln, peep = variant == "layernorm", p.get("peephole")
     ed = cache.edits if cache.edits is not None else _NO_EDITS
-
-    da = np.zeros((T, B, G * H), x.dtype)  # dL/d(pre-activations a_t)
-    dv = da if not is_ln else np.empty_like(da)  # dL/d(v_t), the recurrent projection
-    dnc = np.empty((T, B, H), x.dtype) if is_ln else None  # dL/d(LN(c_t) gamma_c + beta_c)
-    dh = np.array(dhT, dtype=x.dtype)  # (B, H)
-    dc = np.array(dcT, dtype=x.dtype)  # (B, H)
-    for t in reversed(range(T)):
-        if dy is not None:
-            dh = dh + dy[t]
-        dh = ed.grad(t, "h", dh)  # dL/dh_t before its edit
-        i, f, g, o = (gates[t, :, k * H : (k + 1) * H] for k in range(4))
-        # each gate's own derivative is at the value it computed, before any edit
-        i0, f0, g0, o0 = (ed.original(t, n, a) for n, a in zip("ifgo", (i, f, g, o)))
-        c_prev, st = cs[t], s[t]
-        d = _blocks_of(da[t], blocks, H)  # views into da[t], by gate
-        do = ed.grad(t, "o", dh * st)
-        ds = dh * o
-        if is_ln:
-            dnc[t] = ds * (1 - st * st)
-            dc = dc + layer_norm_backward(dnc[t] * p["ln_gain_c"], ln["c"][t], ln["rc"][t])
-        elif variant == "noaf":
-            dc = dc + ds
-        else:
-            dc = dc + ds * (1 - st * st)
-        if "o" in blocks:
-            d["o"][...] = do * o0 * (1 - o0)
-            if peep is not None:
-                dc = dc + d["o"] * peep[2 * H :]
-        dc = ed.grad(t, "c", dc)  # dL/dc_t before its edit
-        di = ed.grad(t, "i", dc * g)
-        df = dc * c_prev
-        if variant == "cifg":
-            df -= di  # i = 1 - f
-        df = ed.grad(t, "f", df)
-        d["g"][...] = ed.grad(t, "g", dc * i) * (1 - g0 * g0)
-        if "i" in blocks:
-            d["i"][...] = di * i0 * (1 - i0)
-        if "f" in blocks:
-            d["f"][...] = df * f0 * (1 - f0)
-        dc = dc * f  # dc_{t-1}
-        if peep is not None:
-            dc += d["i"] * peep[:H] + d["f"] * peep[H : 2 * H]
-        if is_ln:
-            dv[t] = layer_norm_backward(da[t] * p["ln_gain_hh"], ln["v"][t], ln["rv"][t])
-        dh = dv[t] @ w_hh  # dh_{t-1}
-
-    grads: dict[str, np.ndarray] = {}
-    du = da
+    if dy is not None:
+        dh = dh + dy[t]
+    dh = ed.grad(t, "h", dh)  # dL/dh_t before its edit
+    i, f, g, o = (gates[t, :, k_ * H : (k_ + 1) * H] for k_ in range(4))
+    # each gate's own derivative is at the value it computed, before any edit
+    i0, f0, g0, o0 = (ed.original(t, n, a) for n, a in zip("ifgo", (i, f, g, o)))
+    c_prev, st = cs[t], s[t]
+    d = _blocks_of(da[k], blocks, H)  # views into da[k], by gate
+    do = ed.grad(t, "o", dh * st)
+    ds = dh * o
     if is_ln:
-        grads["ln_gain_ih"] = (da * ln["u"]).sum(axis=(0, 1))
-        grads["ln_gain_hh"] = (da * ln["v"]).sum(axis=(0, 1))
-        grads["ln_gain_c"] = (dnc * ln["c"]).sum(axis=(0, 1))
-        if "ln_bias_c" in p:
-            grads["ln_bias_c"] = dnc.sum(axis=(0, 1))
-        du = layer_norm_backward(da * p["ln_gain_ih"], ln["u"], ln["ru"])
-    du2 = du.reshape(T * B, G * H)
-    dx = (du2 @ w_ih).reshape(T, B, D)
-    grads["weight_ih"] = du2.T @ x.reshape(T * B, D)
-    grads["weight_hh"] = dv.reshape(T * B, G * H).T @ hs[:-1].reshape(T * B, H)
-    if "bias" in p:
-        grads["bias"] = da.sum(axis=(0, 1))
+        dnc[k] = ds * (1 - st * st)
+        dc = dc + layer_norm_backward(dnc[k] * p["ln_gain_c"], ln["c"][t], ln["rc"][t])
+    elif variant == "noaf":
+        dc = dc + ds
+    else:
+        dc = dc + ds * (1 - st * st)
+    if "o" in blocks:
+        d["o"][...] = do * o0 * (1 - o0)
+        if peep is not None:
+            dc = dc + d["o"] * peep[2 * H :]
+    dc = ed.grad(t, "c", dc)  # dL/dc_t before its edit
+    di = ed.grad(t, "i", dc * g)
+    df = dc * c_prev
+    if variant == "cifg":
+        df -= di  # i = 1 - f
+    df = ed.grad(t, "f", df)
+    d["g"][...] = ed.grad(t, "g", dc * i) * (1 - g0 * g0)
+    if "i" in blocks:
+        d["i"][...] = di * i0 * (1 - i0)
+    if "f" in blocks:
+        d["f"][...] = df * f0 * (1 - f0)
+    dc = dc * f  # dc_{t-1}
     if peep is not None:
-        d = _blocks_of(da, blocks, H)
-        grads["peephole"] = np.concatenate(
-            [
-                (d["i"] * cs[:-1]).sum(axis=(0, 1)),
-                (d["f"] * cs[:-1]).sum(axis=(0, 1)),
-                (d["o"] * cs[1:]).sum(axis=(0, 1)),
-            ]
-        )
-    return dx, dh, dc, grads
+        dc += d["i"] * peep[:H] + d["f"] * peep[H : 2 * H]
+    if is_ln:
+        dv[k] = layer_norm_backward(da[k] * p["ln_gain_hh"], ln["v"][t], ln["rv"][t])
+    return dv[k] @ p["weight_hh"], dc  # dh_{t-1}
+
+
+def _backward_kernels(nb, cache: VariantCache, p, start, end, dy, dh, dc, da, dv, dnc, du, acc):
+    """Steps end-1 .. start of `variant_backward` by a backend's kernels, in place in dh and
+    dc: one call a step before the product dh = dv W_hh; at small sizes one call. Layer
+    norm: also du = LN'(da gamma_ih) and the gains' gradients (into acc), step by step while
+    the step's rows are in cache (`kernels_variants_numba.ln_chunk_rows`)."""
+    variant, gates, cs, s, ln = cache.variant, cache.gates, cache.cs, cache.s, cache.ln
+    B, H = dh.shape
+    G = len(BLOCKS[variant])
+    w_hh = p["weight_hh"]
+    small = B * H * G * H <= nb.SMALL_MACS
+    use_dy = dy is not None
+    if variant == "layernorm":
+        lns = (ln["c"], ln["rc"], p["ln_gain_c"], p["ln_gain_hh"], ln["v"], ln["rv"])
+        g_ih, lnu, ru = p["ln_gain_ih"], ln["u"], ln["ru"]
+        if small:
+            dys = dy if use_dy else dh[None]
+            args = (gates, s, cs, dc, da, dnc, *lns, dv, np.ascontiguousarray(w_hh))
+            nb.ln_bwd_seq(start, end, dh, dys, use_dy, *args)
+            rows = slice(start, end)
+            chunk = (_rows(a) for a in (da, dnc))
+            lnt = (_rows(a[rows]) for a in (lnu, ru, ln["v"], ln["c"]))
+            nb.ln_chunk_rows(*chunk, g_ih, *lnt, _rows(du), acc)
+            return
+        lc, rc, g_c, g_hh, lv, rv = lns
+        for t in reversed(range(start, end)):
+            k = t - start
+            dy_t = dy[t] if use_dy else dh
+            nb.ln_bwd_step(
+                dh, dy_t, use_dy, gates[t], s[t], cs[t], dc, da[k], dnc[k], lc[t], rc[t], g_c,
+                g_hh, lv[t], rv[t], dv[k],
+            )  # fmt: skip
+            nb.ln_chunk_rows(da[k], dnc[k], g_ih, lnu[t], ru[t], lv[t], lc[t], du[k], acc)
+            np.matmul(dv[k], w_hh, out=dh)
+        return
+    opts = _kernel_options(variant, p, H)
+    if small:
+        dys = dy if use_dy else dh[None]
+        w_hh_c = np.ascontiguousarray(w_hh)
+        nb.bwd_seq(start, end, dh, dys, use_dy, gates, s, cs, dc, da, w_hh_c, *opts)
+        return
+    for t in reversed(range(start, end)):
+        k = t - start
+        dy_t = dy[t] if use_dy else dh
+        nb.bwd_step(dh, dy_t, use_dy, gates[t], s[t], cs[t], dc, da[k], *opts)
+        np.matmul(da[k], w_hh, out=dh)
+
+
+def _chunk_products(nb, cache: VariantCache, p, start, end, da, dv, dnc, du, dx, grads):
+    """One finished chunk: du (layer norm: LN'(da gamma_ih)), dx = du W_ih, and every
+    parameter's gradient summed over its steps into `grads` (with the kernels, layer norm's
+    du and gains are done: `_backward_kernels`)."""
+    x, hs, cs, ln = cache.x, cache.hs, cache.cs, cache.ln
+    n, B, GH = da.shape
+    H = hs.shape[2]
+    rows = slice(start, end)
+    d2 = _rows(da)  # (n B, G H)
+    if cache.variant == "layernorm" and nb is None:  # (the kernels did this step by step)
+        lnu = _rows(ln["u"][rows])
+        grads["ln_gain_ih"] += np.einsum("ij,ij->j", d2, lnu)
+        grads["ln_gain_hh"] += np.einsum("ij,ij->j", d2, _rows(ln["v"][rows]))
+        dn2 = _rows(dnc)
+        grads["ln_gain_c"] += np.einsum("ij,ij->j", dn2, _rows(ln["c"][rows]))
+        if "ln_bias_c" in p:
+            grads["ln_bias_c"] += dn2.sum(axis=0)
+        g_ih, r = p["ln_gain_ih"], _rows(ln["ru"][rows])
+        _rows(du)[...] = layer_norm_backward(d2 * g_ih, lnu, r)
+    du2 = _rows(du)
+    np.matmul(du2, p["weight_ih"], out=_rows(dx[rows]))
+    grads["weight_ih"] += du2.T @ _rows(x[rows])
+    grads["weight_hh"] += _rows(dv).T @ _rows(hs[rows])
+    if "bias" in p:
+        grads["bias"] += d2.sum(axis=0)
+    if "peephole" in p:
+        d = _blocks_of(d2, BLOCKS[cache.variant], H)
+        gp = grads["peephole"]
+        gp[:H] += np.einsum("ij,ij->j", d["i"], _rows(cs[rows]))
+        gp[H : 2 * H] += np.einsum("ij,ij->j", d["f"], _rows(cs[rows]))
+        gp[2 * H :] += np.einsum("ij,ij->j", d["o"], _rows(cs[start + 1 : end + 1]))
