@@ -92,8 +92,9 @@ def check(case, size, num_layers, dtype, monkeypatch, scale=1.0, seed=3):
 
 
 def test_the_size_switch_and_chunks_are_where_the_sizes_say():
-    nb = backend._tables("numba")
-    small = 65536 if nb is None else nb[np.dtype(np.float64)].SMALL_MACS
+    from gatescope.nn import kernels_variants_numba
+
+    small = kernels_variants_numba.SMALL_MACS
     for name, (B, T, _, H) in SIZES.items():
         for G in (3, 4):  # 3 and 4 gate blocks: the same side of the switch
             assert (B * H * G * H <= small) == name.startswith("small"), (name, G)

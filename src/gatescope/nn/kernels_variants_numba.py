@@ -6,7 +6,7 @@ contract as `kernels_numba.py`: the NumPy code of `lstm_variants.py` is the refe
 every output, state, trace entry and gradient agrees with it within `backend.TOLERANCE`
 (tests/test_variant_kernels.py), with the same bits run to run (no threads; every sum in a
 fixed order). The matrix products stay in NumPy (BLAS), except at small sizes
-(`kernels_numba.SMALL_MACS`), where the whole forward, and each chunk of backward, is one
+(`SMALL_MACS` below), where the whole forward, and each chunk of backward, is one
 call with the recurrent product as `kernels_numba.matmul_into`. The exp, sigmoid and tanh are
 those of `kernels_numba.py` (imported, as are its compiler flags and constants).
 
@@ -40,7 +40,6 @@ import numpy as np
 from .kernels_numba import (
     _INLINE,
     _JIT,
-    SMALL_MACS,
     Constants,
     constants,
     matmul_into,
@@ -49,6 +48,10 @@ from .kernels_numba import (
     tanh,
     tanh_rows_b,
 )
+
+# Multiply-adds per step of the recurrent product at or below which a BLAS call and a
+# Python-level step cost more than the product: there the whole sequence is one call.
+SMALL_MACS = 65536
 
 # --------------------------------------------------------------------------------------------
 # Row helpers: one loop each (LLVM vectorises short loops one by one, kernels_numba.py)
