@@ -10,6 +10,7 @@
     gi.cell_state_jacobian(lstm, x, cut_h=True)     # ... and the same from the backward pass
     gi.input_influence(lstm, x, [(0, 99)], window=50, head=head)  # ||dz_p/dx_t|| per step t
     y, state = gi.intervene(lstm, x, [gi.Edit("f", steps=[3], units=[0, 2], value=0.0)])
+    gi.connectivity(seq2seq_model, src)             # (B, T, S): ||d logit_t / d e_s||
 
 `gatescope.inspect.model` does the same for a trained `SequenceModel` and a task batch;
 `gatescope.inspect.units` finds interpretable units in a text, `gatescope.inspect.influence`
@@ -50,6 +51,7 @@ from .influence import (
 )
 from .interventions import Edit, intervene
 from .model import model_gradient_flow, model_state_gradients, output_gradient
+from .seq2seq import connectivity
 
 __all__ = [
     "GATES",
@@ -61,6 +63,7 @@ __all__ = [
     "capacity_curve",
     "cell_state_jacobian",
     "chapter_formula",
+    "connectivity",
     "document_influence",
     "finite_difference_cell_jacobian",
     "forget_gate_product",
