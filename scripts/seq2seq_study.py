@@ -153,8 +153,9 @@ def train(only: str | None) -> None:
         _cli_train("reverse_bahdanau", "--no-progress")
     if only in (None, "train-none"):
         _cli_train("reverse_none", "--attention", "none", "--steps", str(NONE_STEPS), "--quiet")
-    if only in (None, "train-trick"):
+    if only in (None, "train-trick", "train-trick-plain"):
         _trick_train("trick_plain", False)
+    if only in (None, "train-trick", "train-trick-reversed"):
         _trick_train("trick_reversed", True)
 
 
@@ -267,7 +268,17 @@ def measure() -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", choices=("train-attn", "train-none", "train-trick", "measure"))
+    p.add_argument(
+        "--only",
+        choices=(
+            "train-attn",
+            "train-none",
+            "train-trick",
+            "train-trick-plain",
+            "train-trick-reversed",
+            "measure",
+        ),
+    )
     a = p.parse_args()
     if a.only != "measure":
         train(a.only)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -67,9 +68,7 @@ def test_summary_connectivity_is_measured(demo_dir):
     tgt = task.encode([ex["target"]], side="tgt", eos=True)
     for attention in ATTENTIONS:
         model, _, _ = read_model_file(demo_dir / summary["models"][attention]["checkpoint"])
-        twin = Seq2Seq.from_config(
-            model.config.__class__(**{**model.config.to_dict(), "dtype": "float64"})
-        )
+        twin = Seq2Seq.from_config(dataclasses.replace(model.config, dtype="float64"))
         twin.load_params({k: v.astype(np.float64) for k, v in model.params.items()})
         np.testing.assert_allclose(
             np.array(ex["connectivity"][attention]), connectivity(twin, src, tgt)[0], rtol=1e-12
@@ -83,3 +82,13 @@ def test_seq2seq_demo_refuses_memory_options(run_cli, tmp_path):
     assert r.code == 2 and "--length" in r.err and "Traceback" not in r.err
     r = run_cli("demo", "nonsense")
     assert r.code == 2
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_plot_connectivity_of_the_demo_models(demo_dir, run_cli, tmp_path, attention):
+    summary = json.loads((demo_dir / "summary.json").read_text())
+    ckpt = demo_dir / summary["models"][attention]["checkpoint"]
+    png = tmp_path / "c.png"
+    r = run_cli("seq2seq", "plot", "connectivity", ckpt, "Sep 27, 1994", "--out", png)
+    assert r.code == 0, r.err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and r.out.strip() == str(png)
