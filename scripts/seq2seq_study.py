@@ -121,9 +121,22 @@ def _trick_train(name: str, reverse_source: bool) -> None:
 
 
 def _load(name: str) -> tuple[Seq2Seq, dict]:
+    """The model and its record; a run still going is measured at its last checkpoint
+    (its record then says so: ``finished`` false, no CPU time)."""
     model, _, _ = read_model_file(_path(name))
-    with open(os.path.join(RUNS, f"{name}.json")) as f:
-        return model, json.load(f)
+    record = os.path.join(RUNS, f"{name}.json")
+    if os.path.exists(record):
+        with open(record) as f:
+            return model, {**json.load(f), "finished": True}
+    _, _, _, state = resume_state(_path(name))
+    return model, {
+        "cpu_seconds": None,
+        "wall_seconds": round(state.seconds, 1),
+        "steps": state.step,
+        "stop_reason": None,
+        "history": state.history,
+        "finished": False,
+    }
 
 
 def _mean_connectivity(model: Seq2Seq, length: int, n: int) -> np.ndarray:
@@ -230,6 +243,7 @@ def measure() -> None:
             "model": model.config.to_dict(),
             "steps": rec["steps"],
             "stop_reason": rec["stop_reason"],
+            "finished": rec["finished"],
             "cpu_seconds": rec["cpu_seconds"],
             "wall_seconds": rec["wall_seconds"],
             "history": [
