@@ -472,6 +472,7 @@ class Seq2Seq:
         self.params = self._init_params(as_generator(seed))
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.attention: np.ndarray | None = None  # (B, T, S) of the last forward / decode
+        self.d_source: np.ndarray | None = None  # (B, S, E) dL/d(embedded source), after backward
         self.logits: np.ndarray | None = None  # (B, T, V) of the last forward
         self._ctx: dict[str, Any] | None = None
         # (part, layer) -> EditPlan, set by `edited` only (gatescope.inspect.intervene)
@@ -618,6 +619,10 @@ class Seq2Seq:
         return self.params[f"{side}_embed"][ids]
 
     def _embed_backward(self, side: str, ids: np.ndarray, dX: np.ndarray) -> None:
+        """dX (T, B, E): the gradient of the embedded inputs ids (T, B), scattered into the
+        embedding table's gradient; the source side's dX is also kept for `d_source`."""
+        if side == "src":  # in the order the encoder read it (backward puts it back)
+            self._d_source_read = dX
         if self.config.encoding == "one_hot":
             return
         g = self.grads[f"{side}_embed"]
@@ -848,7 +853,10 @@ class Seq2Seq:
 
     def backward(self, dlogits: np.ndarray | None = None) -> None:
         """Exact gradients of the last `loss` (or of sum(logits * dlogits) after `forward`)
-        into ``grads``, overwriting them."""
+        into ``grads``, overwriting them; ``d_source`` (B, S, E) is the gradient with
+        respect to each source position's embedded input (one-hot rows with
+        ``encoding="one_hot"``), before it is scattered into ``src_embed``, indexed as the
+        source is written (also with ``reverse_source``). At a PAD position it is 0."""
         if self._ctx is None or (dlogits is None and "dlogits" not in self._ctx):
             raise RuntimeError("backward() called before loss(): run the model on a batch first")
         c = self.config
@@ -908,6 +916,11 @@ class Seq2Seq:
             dXd = dY
         self._embed_backward("tgt", ctx["y_in"].T, dXd)
         self._encode_backward(enc, dmemory, dfinals)
+        dsrc = self._d_source_read  # (S, B, E), in the encoder's reading order
+        if c.reverse_source:  # the reversal within length is its own inverse
+            dsrc = dsrc[enc["rev_t"], np.arange(dsrc.shape[1])[None, :]]
+        # (B, S, E): d/d(embedded source), indexed as the source is written
+        self.d_source = np.ascontiguousarray(dsrc.transpose(1, 0, 2))
 
     def _bahdanau_backward(self, ctx, dO, memory, dmemory):
         c = self.config

@@ -4,6 +4,7 @@ gatescope demo                      # ./gatescope-demo/report.html, about two mi
 gatescope demo --out DIR --length 80
 gatescope demo --update-bias 3      # the GRU with its forget bias: it solves recall too
 gatescope demo --quick              # a tiny version (seconds), for tests
+gatescope demo seq2seq              # dates with and without attention: ./gatescope-demo-seq2seq/
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from . import CLIError
 from .args import positive_int
 
 DEFAULT_OUT = "gatescope-demo"
+SEQ2SEQ_OUT = "gatescope-demo-seq2seq"
 
 
 def _length(text: str) -> int:
@@ -38,7 +40,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    p.add_argument(
+        "which",
+        nargs="?",
+        choices=("memory", "seq2seq"),
+        default="memory",
+        help="memory: rnn, gru and lstm on recall; seq2seq: dates with and without attention "
+        f"(into ./{SEQ2SEQ_OUT} unless --out)",
+    )
+    p.add_argument(
+        "--out",
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help=f"output folder (default: {DEFAULT_OUT}; {SEQ2SEQ_OUT} for seq2seq)",
+    )
     p.add_argument(
         "--length",
         type=_length,
@@ -64,6 +79,9 @@ def handler(args: argparse.Namespace) -> int:
 
     if args.seed < 0:
         raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    if args.which == "seq2seq":
+        return _seq2seq(args)
+    args.out = getattr(args, "out", DEFAULT_OUT)
     length = getattr(args, "length", None)
     if args.quick:
         config = DemoConfig.quick(length=length or 12)
@@ -132,3 +150,46 @@ def _print_table(console, summary: dict) -> None:
         "[dim]grad. 1st step / loss: ||dL/dh|| at the symbol step over ||dL/dh|| at the loss, "
         "untrained (measured).[/dim]"
     )
+
+
+def _seq2seq(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from gatescope.seq2seq_demo import ATTENTIONS, Seq2SeqDemoConfig, run_seq2seq_demo
+
+    for flag, given in (("--length", hasattr(args, "length")), ("--update-bias", args.update_bias)):
+        if given:
+            raise CLIError(f"{flag} is an option of the memory demo, not of `demo seq2seq`")
+    out = getattr(args, "out", SEQ2SEQ_OUT)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CLIError(f"--out {out!r} exists and is not a folder")
+    base = Seq2SeqDemoConfig.quick() if args.quick else Seq2SeqDemoConfig()
+    config = type(base)(**{**base.to_dict(), "seed": args.seed})
+    progress = not args.no_progress
+    err = Console(stderr=True, highlight=False)
+    console = Console(highlight=False)
+
+    def log(line: str) -> None:
+        if progress:
+            err.print(f"[dim]{line}[/dim]")
+
+    command = "gatescope" + "".join(f" {a}" for a in sys.argv[1:] if sys.argv[1:2] == ["demo"])
+    summary = run_seq2seq_demo(out, config, progress=progress, log=log, command=command)
+    n = summary["test"]["n"]
+    table = Table(title=f"dates, {n} held-out test pairs", title_justify="left")
+    for col in ("model", "params", "steps", "CPU seconds", "exact match", "token accuracy"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for a in ATTENTIONS:
+        m = summary["models"][a]
+        table.add_row(
+            {"bahdanau": "Bahdanau attention", "none": "no attention"}[a],
+            f"{m['params']:,}",
+            str(m["steps"]),
+            f"{m['cpu_seconds']:.1f}",
+            f"{m['exact_match']:.1%}",
+            f"{m['token_accuracy']:.1%}",
+        )
+    console.print(table)
+    console.print(f"report: {os.path.join(out, 'report.html')}", soft_wrap=True, highlight=False)
+    return 0

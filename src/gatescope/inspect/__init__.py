@@ -12,8 +12,10 @@
     y, state = gi.intervene(lstm, x, [gi.Edit("f", steps=[3], units=[0, 2], value=0.0)])
     logits = gi.intervene(s2s, (src, tgt), [gi.Edit("attention", steps=[2], value=one_hot)])
     gi.attention_alignment(s2s, task, texts)        # dates fields, reverse anti-diagonal
+    gi.connectivity(s2s, src)                       # (B, T, S): ||d logit_t / d e_s||
 
-`gatescope.inspect.seq2seq` reads a sequence-to-sequence model's attention on real examples.
+`gatescope.inspect.seq2seq` reads a sequence-to-sequence model's attention on real examples
+and measures its connectivity (how strongly each source position reaches each output).
 `gatescope.inspect.model` does the same for a trained `SequenceModel` and a task batch;
 `gatescope.inspect.units` finds interpretable units in a text, `gatescope.inspect.influence`
 measures the influence of earlier inputs, `gatescope.inspect.capacity` turns a sweep's
@@ -53,7 +55,7 @@ from .influence import (
 )
 from .interventions import Edit, intervene
 from .model import model_gradient_flow, model_state_gradients, output_gradient
-from .seq2seq import attention_alignment
+from .seq2seq import attention_alignment, connectivity
 
 __all__ = [
     "GATES",
@@ -66,6 +68,7 @@ __all__ = [
     "capacity_curve",
     "cell_state_jacobian",
     "chapter_formula",
+    "connectivity",
     "document_influence",
     "finite_difference_cell_jacobian",
     "forget_gate_product",
