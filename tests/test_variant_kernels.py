@@ -5,9 +5,9 @@ The measure and its reasons are those of tests/test_backends.py (whose helpers t
 use): per array, max|a - b| <= tol * max|b| + 8 * max|b' - b|, b' the reference with its
 sigmoid and tanh values an ulp off. Every output, final state, trace entry and gradient
 (dx, dstate0, every parameter's: peepholes and layer-norm gains included), both float
-types, 1 and 2 layers, sizes on both sides of the size switch (`SMALL_MACS`: at or below
-it, the whole forward and each chunk of backward are one call) and with backward's chunks
-of one step and of several; the same bits run to run; the reference where it must run.
+types, 1 and 2 layers, sizes inside one panel of the packed recurrent product and across several
+panels and row blocks (`kernels_numba.matmul_packed`), with backward's chunks of one step
+and of several; the same bits run to run; the reference where it must run.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from gatescope.nn.edits import EditPlan
 
 VARIANTS = [v for v in lv.VARIANTS if v != "vanilla"]
 # bias=False takes other kernel branches (no additive shift; layer norm: no beta_c)
-SIZES = {  # (B, T, D, H), as in test_backends.py, H = 56 above the switch for G = 3 and 4
-    "small": (3, 7, 4, 5),
-    "per-step": (8, 6, 5, 56),
-    "small-chunks": (2, 37, 3, 6),
-    "per-step-chunks": (8, 37, 3, 56),
+SIZES = {  # (B, T, D, H): narrow, G*H and H within one panel; wide, several panels, B = MR
+    "narrow": (3, 7, 4, 5),
+    "wide": (8, 6, 5, 56),
+    "narrow-chunks": (2, 37, 3, 6),
+    "wide-chunks": (8, 37, 3, 56),
 }
 CASES = [(v, {}) for v in VARIANTS] + [(v, {"bias": False}) for v in ("peephole", "layernorm")]
 
@@ -91,13 +91,18 @@ def check(case, size, num_layers, dtype, monkeypatch, scale=1.0, seed=3):
     assert_backends_agree(layer, x, rng, monkeypatch)
 
 
-def test_the_size_switch_and_chunks_are_where_the_sizes_say():
-    from gatescope.nn import kernels_variants_numba
+def test_the_sizes_cover_the_packed_product_and_the_chunks():
+    from gatescope.nn import kernels_numba
 
-    small = kernels_variants_numba.SMALL_MACS
-    for name, (B, T, _, H) in SIZES.items():
-        for G in (3, 4):  # 3 and 4 gate blocks: the same side of the switch
-            assert (B * H * G * H <= small) == name.startswith("small"), (name, G)
+    for dt in (np.float32, np.float64):
+        NR = kernels_numba.panel_width(np.dtype(dt))
+        for name, (B, _, _, H) in SIZES.items():
+            # backward's product has H columns, the forward's G*H (3 or 4 blocks): within
+            # one panel (and a partial one) or across several
+            assert (H < NR) == name.startswith("narrow"), (name, dt)
+            assert (H > NR) == name.startswith("wide"), (name, dt)
+            assert (B >= kernels_numba.MR) == name.startswith("wide"), name
+    for name, (B, T, _, _) in SIZES.items():
         assert (gs.nn.recurrent.chunk_steps(T, B) > 1) == name.endswith("chunks"), name
 
 
@@ -106,7 +111,7 @@ def test_the_size_switch_and_chunks_are_where_the_sizes_say():
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_kernels_match_the_reference(case, dtype, monkeypatch):
     """Two layers, backward in chunks of several steps, both sides of the size switch."""
-    for size in ("small-chunks", "per-step-chunks"):
+    for size in ("narrow-chunks", "wide-chunks"):
         check(case, SIZES[size], 2, dtype, monkeypatch)
 
 
@@ -145,7 +150,7 @@ def test_kernels_match_the_reference_anywhere(
 
 @needs_numba
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("size", ["small-chunks", "per-step-chunks"])
+@pytest.mark.parametrize("size", ["narrow-chunks", "wide-chunks"])
 def test_kernels_give_the_same_bits_run_to_run(size, variant, monkeypatch):
     B, T, D, H = SIZES[size]
     rng = np.random.default_rng(5)

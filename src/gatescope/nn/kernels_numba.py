@@ -486,23 +486,6 @@ def lstm_bwd_step(dh, dy, use_dy, a, tc, c_prev, dc, d, const):
 
 
 @numba.njit(**_JIT)
-def matmul_into(x, w, out, const):
-    """out (B, N) = x (B, K) @ w (K, N), w C-contiguous: row by row, summed in order of k
-    (a fixed order: the same bits every run). A plain loop, for the variants' kernels."""
-    B, K = x.shape
-    N = w.shape[1]
-    for b in range(B):
-        orow, xr = out[b], x[b]
-        x0, w0 = xr[0], w[0]
-        for j in range(N):
-            orow[j] = x0 * w0[j]
-        for k in range(1, K):
-            xv, wr = xr[k], w[k]
-            for j in range(N):
-                orow[j] += xv * wr[j]
-
-
-@numba.njit(**_JIT)
 def lstm_fwd_seq(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec, const):
     """Every step of `lstm_forward`: with `project`, gates[t] = x_t W_ih^T (else gates holds
     them already); rec = h_{t-1} W_hh^T (B, 4H); then the step. wp_ih = pack(W_ih^T)

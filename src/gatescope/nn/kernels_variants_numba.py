@@ -5,9 +5,9 @@ An optional accelerator, handed out by `backend.variant_kernels` and held to the
 contract as `kernels_numba.py`: the NumPy code of `lstm_variants.py` is the reference, and
 every output, state, trace entry and gradient agrees with it within `backend.TOLERANCE`
 (tests/test_variant_kernels.py), with the same bits run to run (no threads; every sum in a
-fixed order). The matrix products stay in NumPy (BLAS), except at small sizes
-(`SMALL_MACS` below), where the whole forward, and each chunk of backward, is one
-call with the recurrent product as `kernels_numba.matmul_into`. The exp, sigmoid and tanh are
+fixed order). The whole forward, and each chunk of backward, is one call, each step's
+recurrent product by `kernels_numba.matmul_packed` against W_hh packed once (as the vanilla
+LSTM's kernels do); the input projections and weight gradients stay in NumPy (BLAS). The exp, sigmoid and tanh are
 those of `kernels_numba.py` (imported, as are its compiler flags and constants).
 
 What a step does, per variant (equations in `lstm_variants.py`), on u (B, G*H) = the input
@@ -42,16 +42,13 @@ from .kernels_numba import (
     _JIT,
     Constants,
     constants,
-    matmul_into,
+    matmul_packed,
+    pack,
     sigmoid,
     sigmoid_rows_b,
     tanh,
     tanh_rows_b,
 )
-
-# Multiply-adds per step of the recurrent product at or below which a BLAS call and a
-# Python-level step cost more than the product: there the whole sequence is one call.
-SMALL_MACS = 65536
 
 # --------------------------------------------------------------------------------------------
 # Row helpers: one loop each (LLVM vectorises short loops one by one, kernels_numba.py)
@@ -227,11 +224,11 @@ def bwd_step(dh, dy, use_dy, gates, s, c_prev, dc, d, ki, kf, kg, ko, peep, cifg
 
 
 @numba.njit(**_JIT)
-def fwd_seq(u, bias, hs, cs, gates, s, w_hh_t, rec, ui, uf, ug, uo, peep, cifg, noaf, const):
-    """Every step of the forward, the recurrent product a loop (small sizes); u as in
-    `fwd_step` (None: in place in gates)."""
+def fwd_seq(u, bias, hs, cs, gates, s, wp_hh, rec, ui, uf, ug, uo, peep, cifg, noaf, const):
+    """Every step of the forward; wp_hh = pack(W_hh^T) (`kernels_numba.matmul_packed`); u as
+    in `fwd_step` (None: in place in gates)."""
     for t in range(gates.shape[0]):
-        matmul_into(hs[t], w_hh_t, rec, const)
+        matmul_packed(hs[t], wp_hh, rec.shape[1], rec, False)
         if u is None:
             fwd_step(
                 None, bias, rec, gates[t], cs[t], cs[t + 1], s[t], hs[t + 1],
@@ -245,9 +242,10 @@ def fwd_seq(u, bias, hs, cs, gates, s, w_hh_t, rec, ui, uf, ug, uo, peep, cifg, 
 
 
 @numba.njit(**_JIT)
-def bwd_seq(start, end, dh, dy, use_dy, gates, s, cs, dc, d, w_hh, ki, kf, kg, ko, peep, cifg,
+def bwd_seq(start, end, dh, dy, use_dy, gates, s, cs, dc, d, wp_hht, ki, kf, kg, ko, peep, cifg,
             noaf, const):  # fmt: skip
-    """Steps end-1 .. start of the backward, d (K, B, G*H) the chunk's dL/da (small sizes)."""
+    """Steps end-1 .. start of the backward, d (K, B, G*H) the chunk's dL/da; wp_hht =
+    pack(W_hh)."""
     for t in range(end - 1, start - 1, -1):
         dyt = dy[t] if use_dy else dy[0]
         k = t - start
@@ -255,7 +253,7 @@ def bwd_seq(start, end, dh, dy, use_dy, gates, s, cs, dc, d, w_hh, ki, kf, kg, k
             dh, dyt, use_dy, gates[t], s[t], cs[t], dc, d[k], ki, kf, kg, ko, peep, cifg, noaf,
             const,
         )  # fmt: skip
-        matmul_into(d[k], w_hh, dh, const)
+        matmul_packed(d[k], wp_hht, dh.shape[1], dh, False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,10 +450,10 @@ def ln_bwd_step(dh, dy, use_dy, gates, s, c_prev, dc, d, dnc, lnc, rc, g_c, g_hh
 
 
 @numba.njit(**_JIT)
-def ln_fwd_seq(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, w_hh_t, rec, eps, const):
-    """Every layer-norm step, the recurrent product a loop (small sizes)."""
+def ln_fwd_seq(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, wp_hh, rec, eps, const):
+    """Every layer-norm step; wp_hh = pack(W_hh^T)."""
     for t in range(gates.shape[0]):
-        matmul_into(hs[t], w_hh_t, rec, const)
+        matmul_packed(hs[t], wp_hh, rec.shape[1], rec, False)
         ln_fwd_step(
             gates[t], rec, cs[t], cs[t + 1], s[t], hs[t + 1], lnv[t], rv[t], lnc[t], rc[t],
             g_hh, g_c, beta, eps, const,
@@ -464,8 +462,8 @@ def ln_fwd_seq(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, w_hh_t, rec,
 
 @numba.njit(**_JIT)
 def ln_bwd_seq(start, end, dh, dy, use_dy, gates, s, cs, dc, d, dnc, lnc, rc, g_c, g_hh, lnv,
-               rv, dv, w_hh, const):  # fmt: skip
-    """Layer-norm steps end-1 .. start; d, dnc, dv: the chunk's (small sizes)."""
+               rv, dv, wp_hht, const):  # fmt: skip
+    """Layer-norm steps end-1 .. start; d, dnc, dv: the chunk's; wp_hht = pack(W_hh)."""
     for t in range(end - 1, start - 1, -1):
         dyt = dy[t] if use_dy else dy[0]
         k = t - start
@@ -473,7 +471,7 @@ def ln_bwd_seq(start, end, dh, dy, use_dy, gates, s, cs, dc, d, dnc, lnc, rc, g_
             dh, dyt, use_dy, gates[t], s[t], cs[t], dc, d[k], dnc[k], lnc[t], rc[t], g_c, g_hh,
             lnv[t], rv[t], dv[k], const,
         )  # fmt: skip
-        matmul_into(dv[k], w_hh, dh, const)
+        matmul_packed(dv[k], wp_hht, dh.shape[1], dh, False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -485,22 +483,14 @@ def _bind(const: Constants) -> SimpleNamespace:
     constants alone, so numba's cache finds them."""
 
     @numba.njit(**_JIT)
-    def fwd_step_(u, bias, rec, gates, c_prev, c, s, h, ui, uf, ug, uo, peep, cifg, noaf):
-        fwd_step(u, bias, rec, gates, c_prev, c, s, h, ui, uf, ug, uo, peep, cifg, noaf, const)
+    def fwd_seq_(u, bias, hs, cs, gates, s, wp_hh, rec, ui, uf, ug, uo, peep, cifg, noaf):
+        fwd_seq(u, bias, hs, cs, gates, s, wp_hh, rec, ui, uf, ug, uo, peep, cifg, noaf, const)
 
     @numba.njit(**_JIT)
-    def bwd_step_(dh, dy, use_dy, gates, s, c_prev, dc, d, ki, kf, kg, ko, peep, cifg, noaf):
-        bwd_step(dh, dy, use_dy, gates, s, c_prev, dc, d, ki, kf, kg, ko, peep, cifg, noaf, const)
-
-    @numba.njit(**_JIT)
-    def fwd_seq_(u, bias, hs, cs, gates, s, w_hh_t, rec, ui, uf, ug, uo, peep, cifg, noaf):
-        fwd_seq(u, bias, hs, cs, gates, s, w_hh_t, rec, ui, uf, ug, uo, peep, cifg, noaf, const)
-
-    @numba.njit(**_JIT)
-    def bwd_seq_(start, end, dh, dy, use_dy, gates, s, cs, dc, d, w_hh, ki, kf, kg, ko, peep,
+    def bwd_seq_(start, end, dh, dy, use_dy, gates, s, cs, dc, d, wp_hht, ki, kf, kg, ko, peep,
                  cifg, noaf):  # fmt: skip
         bwd_seq(
-            start, end, dh, dy, use_dy, gates, s, cs, dc, d, w_hh, ki, kf, kg, ko, peep, cifg,
+            start, end, dh, dy, use_dy, gates, s, cs, dc, d, wp_hht, ki, kf, kg, ko, peep, cifg,
             noaf, const,
         )  # fmt: skip
 
@@ -513,38 +503,23 @@ def _bind(const: Constants) -> SimpleNamespace:
         ln_chunk_rows(d, dnc, g_ih, lnu, ru, lnv, lnc, du, acc, const)
 
     @numba.njit(**_JIT)
-    def ln_fwd_step_(a, rec, c_prev, c, s, h, lnv, rv, lnc, rc, g_hh, g_c, beta, eps):
-        ln_fwd_step(a, rec, c_prev, c, s, h, lnv, rv, lnc, rc, g_hh, g_c, beta, eps, const)
-
-    @numba.njit(**_JIT)
-    def ln_bwd_step_(dh, dy, use_dy, gates, s, c_prev, dc, d, dnc, lnc, rc, g_c, g_hh, lnv, rv,
-                     dv):  # fmt: skip
-        ln_bwd_step(
-            dh, dy, use_dy, gates, s, c_prev, dc, d, dnc, lnc, rc, g_c, g_hh, lnv, rv, dv, const
-        )
-
-    @numba.njit(**_JIT)
-    def ln_fwd_seq_(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, w_hh_t, rec, eps):
-        ln_fwd_seq(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, w_hh_t, rec, eps, const)
+    def ln_fwd_seq_(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, wp_hh, rec, eps):
+        ln_fwd_seq(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, wp_hh, rec, eps, const)
 
     @numba.njit(**_JIT)
     def ln_bwd_seq_(start, end, dh, dy, use_dy, gates, s, cs, dc, d, dnc, lnc, rc, g_c, g_hh,
-                    lnv, rv, dv, w_hh):  # fmt: skip
+                    lnv, rv, dv, wp_hht):  # fmt: skip
         ln_bwd_seq(
             start, end, dh, dy, use_dy, gates, s, cs, dc, d, dnc, lnc, rc, g_c, g_hh, lnv, rv,
-            dv, w_hh, const,
+            dv, wp_hht, const,
         )  # fmt: skip
 
     return SimpleNamespace(
-        SMALL_MACS=SMALL_MACS,
-        fwd_step=fwd_step_,
-        bwd_step=bwd_step_,
+        pack=pack,
         fwd_seq=fwd_seq_,
         bwd_seq=bwd_seq_,
         ln_rows=ln_rows_,
         ln_chunk_rows=ln_chunk_rows_,
-        ln_fwd_step=ln_fwd_step_,
-        ln_bwd_step=ln_bwd_step_,
         ln_fwd_seq=ln_fwd_seq_,
         ln_bwd_seq=ln_bwd_seq_,
     )

@@ -306,17 +306,16 @@ def _kernel_options(variant: str, p: dict[str, np.ndarray], H: int) -> tuple:
 
 
 def _forward_kernels(nb, cache: VariantCache, u: np.ndarray, p: dict[str, np.ndarray]):
-    """`variant_forward`'s steps by a backend's kernels: one call a step after the
-    recurrent product; at small sizes the whole sequence in one call."""
+    """`variant_forward`'s steps by a backend's kernels: the whole sequence in one call, the
+    recurrent product against W_hh^T packed once (`kernels_numba.matmul_packed`)."""
     variant, gates, hs, cs, s, ln = (
         cache.variant, cache.gates, cache.hs, cache.cs, cache.s, cache.ln
     )  # fmt: skip
     blocks = BLOCKS[variant]
     T, B, _ = gates.shape
     H, G = hs.shape[2], len(blocks)
-    w_hh_t = np.ascontiguousarray(p["weight_hh"].T)  # (H, G*H): a plain BLAS product
+    wp_hh = nb.pack(p["weight_hh"].T)  # W_hh^T (H, G*H) in panels
     rec = np.empty((B, G * H), gates.dtype)  # h_{t-1} W_hh^T
-    small = B * H * G * H <= nb.SMALL_MACS
     for k, name in enumerate("ifgo"):  # the gates a variant lacks: their constants, once
         if name not in blocks and not (variant == "cifg" and name == "i"):
             gates[:, :, k * H : (k + 1) * H] = 1
@@ -324,25 +323,13 @@ def _forward_kernels(nb, cache: VariantCache, u: np.ndarray, p: dict[str, np.nda
         lns = (ln["v"], ln["rv"], ln["c"], ln["rc"])
         eps = gates.dtype.type(LN_EPS)  # read when called (a test sets it to 0)
         gains = (p["ln_gain_hh"], p["ln_gain_c"], p.get("ln_bias_c"))
-        if small:
-            nb.ln_fwd_seq(gates, hs, cs, s, *lns, *gains, w_hh_t, rec, eps)
-            return cache
-        for t in range(T):
-            np.matmul(hs[t], w_hh_t, out=rec)
-            lnt = (a[t] for a in lns)
-            nb.ln_fwd_step(gates[t], rec, cs[t], cs[t + 1], s[t], hs[t + 1], *lnt, *gains, eps)
+        nb.ln_fwd_seq(gates, hs, cs, s, *lns, *gains, wp_hh, rec, eps)
         return cache
     b = p.get("bias")
     bias = b if b is not None else np.zeros(G * H, gates.dtype)
     opts = _kernel_options(variant, p, H)
     inplace = u is gates  # G = 4: the kernels activate the gates in place (u None)
-    if small:
-        nb.fwd_seq(None if inplace else u, bias, hs, cs, gates, s, w_hh_t, rec, *opts)
-        return cache
-    for t in range(T):
-        np.matmul(hs[t], w_hh_t, out=rec)
-        ut = None if inplace else u[t]
-        nb.fwd_step(ut, bias, rec, gates[t], cs[t], cs[t + 1], s[t], hs[t + 1], *opts)
+    nb.fwd_seq(None if inplace else u, bias, hs, cs, gates, s, wp_hh, rec, *opts)
     return cache
 
 
@@ -452,49 +439,27 @@ def _backward_step(cache: VariantCache, p, t: int, k: int, dy, dh, dc, da, dv, d
 
 def _backward_kernels(nb, cache: VariantCache, p, start, end, dy, dh, dc, da, dv, dnc, du, acc):
     """Steps end-1 .. start of `variant_backward` by a backend's kernels, in place in dh and
-    dc: one call a step before the product dh = dv W_hh; at small sizes one call. Layer
-    norm: also du = LN'(da gamma_ih) and the gains' gradients (into acc), step by step while
-    the step's rows are in cache (`kernels_variants_numba.ln_chunk_rows`)."""
+    dc: one call for the chunk, each step's product dh = dv W_hh against W_hh packed
+    (`kernels_numba.matmul_packed`; packed per chunk: a few per cent of a chunk's work).
+    Layer norm: also du = LN'(da gamma_ih) and the gains' gradients (into acc), for the
+    chunk's rows (`kernels_variants_numba.ln_chunk_rows`)."""
     variant, gates, cs, s, ln = cache.variant, cache.gates, cache.cs, cache.s, cache.ln
-    B, H = dh.shape
-    G = len(BLOCKS[variant])
-    w_hh = p["weight_hh"]
-    small = B * H * G * H <= nb.SMALL_MACS
+    H = dh.shape[1]
+    wp_hht = nb.pack(p["weight_hh"])  # W_hh (G*H, H) in panels
     use_dy = dy is not None
+    dys = dy if use_dy else dh[None]
     if variant == "layernorm":
         lns = (ln["c"], ln["rc"], p["ln_gain_c"], p["ln_gain_hh"], ln["v"], ln["rv"])
         g_ih, lnu, ru = p["ln_gain_ih"], ln["u"], ln["ru"]
-        if small:
-            dys = dy if use_dy else dh[None]
-            args = (gates, s, cs, dc, da, dnc, *lns, dv, np.ascontiguousarray(w_hh))
-            nb.ln_bwd_seq(start, end, dh, dys, use_dy, *args)
-            rows = slice(start, end)
-            chunk = (_rows(a) for a in (da, dnc))
-            lnt = (_rows(a[rows]) for a in (lnu, ru, ln["v"], ln["c"]))
-            nb.ln_chunk_rows(*chunk, g_ih, *lnt, _rows(du), acc)
-            return
-        lc, rc, g_c, g_hh, lv, rv = lns
-        for t in reversed(range(start, end)):
-            k = t - start
-            dy_t = dy[t] if use_dy else dh
-            nb.ln_bwd_step(
-                dh, dy_t, use_dy, gates[t], s[t], cs[t], dc, da[k], dnc[k], lc[t], rc[t], g_c,
-                g_hh, lv[t], rv[t], dv[k],
-            )  # fmt: skip
-            nb.ln_chunk_rows(da[k], dnc[k], g_ih, lnu[t], ru[t], lv[t], lc[t], du[k], acc)
-            np.matmul(dv[k], w_hh, out=dh)
+        args = (gates, s, cs, dc, da, dnc, *lns, dv, wp_hht)
+        nb.ln_bwd_seq(start, end, dh, dys, use_dy, *args)
+        rows = slice(start, end)
+        chunk = (_rows(a) for a in (da, dnc))
+        lnt = (_rows(a[rows]) for a in (lnu, ru, ln["v"], ln["c"]))
+        nb.ln_chunk_rows(*chunk, g_ih, *lnt, _rows(du), acc)
         return
     opts = _kernel_options(variant, p, H)
-    if small:
-        dys = dy if use_dy else dh[None]
-        w_hh_c = np.ascontiguousarray(w_hh)
-        nb.bwd_seq(start, end, dh, dys, use_dy, gates, s, cs, dc, da, w_hh_c, *opts)
-        return
-    for t in reversed(range(start, end)):
-        k = t - start
-        dy_t = dy[t] if use_dy else dh
-        nb.bwd_step(dh, dy_t, use_dy, gates[t], s[t], cs[t], dc, da[k], *opts)
-        np.matmul(da[k], w_hh, out=dh)
+    nb.bwd_seq(start, end, dh, dys, use_dy, gates, s, cs, dc, da, wp_hht, *opts)
 
 
 def _chunk_products(nb, cache: VariantCache, p, start, end, da, dv, dnc, du, dx, grads):
