@@ -92,3 +92,12 @@ def test_plot_connectivity_of_the_demo_models(demo_dir, run_cli, tmp_path, atten
     r = run_cli("seq2seq", "plot", "connectivity", ckpt, "Sep 27, 1994", "--out", png)
     assert r.code == 0, r.err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and r.out.strip() == str(png)
+
+
+def test_plot_connectivity_takes_one_text(demo_dir, run_cli, tmp_path):
+    summary = json.loads((demo_dir / "summary.json").read_text())
+    ckpt = demo_dir / summary["models"]["bahdanau"]["checkpoint"]
+    png = tmp_path / "c.png"
+    r = run_cli("seq2seq", "plot", "connectivity", ckpt, "Sep 27, 1994", "9/27/94", "--out", png)
+    assert r.code == 2 and "one TEXT" in r.err and "Traceback" not in r.err
+    assert not png.exists()

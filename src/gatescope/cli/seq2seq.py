@@ -412,8 +412,11 @@ def _plot_connectivity(args: argparse.Namespace) -> int:
     from gatescope.inspect.seq2seq import connectivity
     from gatescope.viz.seq2seq import connectivity_figure
 
+    if len(args.texts) != 1:
+        raise CLIError(f"plot connectivity takes one TEXT, got {len(args.texts)}")
+    text = args.texts[0]
     model, task, _ = load(args.checkpoint)
-    ids = task.encode([args.text])
+    ids = task.encode([text])
     out = model.translate(ids, max_len=task.max_target_len + 5)[0]
     tokens = [task.decode([i]) for i in out] + (
         ["<eos>"] if len(out) < task.max_target_len + 5 else []
@@ -421,7 +424,7 @@ def _plot_connectivity(args: argparse.Namespace) -> int:
     y = np.array([[*out, EOS][: len(tokens)]])  # the emitted tokens, EOS included
     conn = connectivity(model, ids, y)[0]  # (T, S)
     fig = connectivity_figure(
-        conn, list(args.text), tokens, title=f"connectivity: {args.text!r} -> {task.decode(out)!r}"
+        conn, list(text), tokens, title=f"connectivity: {text!r} -> {task.decode(out)!r}"
     )
     viz.save(fig, args.out)
     print(args.out)
