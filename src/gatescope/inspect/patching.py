@@ -228,6 +228,21 @@ def _check_quantity(layer, quantity: str, layer_index: int) -> None:
 # ----------------------------------------------------------------------------- the maps
 
 
+def _map(pair: _Pair, recovered: np.ndarray, labels, quantity: str, layer: int, method: str):
+    """A PatchingMap of `recovered` with the pair's mean clean and corrupted metrics."""
+    return PatchingMap(
+        recovered, tuple(labels), quantity, layer, float(pair.m_clean.mean()),
+        float(pair.m_corrupt.mean()), method,
+    )  # fmt: skip
+
+
+def _patch_every_step(model, pair: _Pair, layer: int, patches, max_rows: int) -> np.ndarray:
+    """Recovered fraction of each patch (quantity, units) at each step: (T, len(patches))."""
+    T = pair.clean[patches[0][0]].shape[2]
+    m = np.stack([_patched_metrics(model, pair, layer, t, patches, max_rows) for t in range(T)])
+    return (m.mean(axis=2) - pair.m_corrupt.mean()) / pair.span  # (T, P)
+
+
 def patching_map(
     model: Any,
     clean: Any,
@@ -247,15 +262,10 @@ def patching_map(
     rec = recurrent_of(model)
     _check_quantity(rec, quantity, layer)
     pair = _pair(model, clean, corrupted, direction)
-    T, H = pair.clean[quantity].shape[2], rec.hidden_size
+    H = rec.hidden_size
     patches = [(quantity, np.array([u])) for u in range(H)]
-    m = np.stack([_patched_metrics(model, pair, layer, t, patches, max_rows) for t in range(T)])
-    recovered = (m.mean(axis=2) - pair.m_corrupt.mean()) / pair.span  # (T, H)
-    labels = tuple(str(u) for u in range(H))
-    return PatchingMap(
-        recovered, labels, quantity, layer, float(pair.m_clean.mean()),
-        float(pair.m_corrupt.mean()), "patching",
-    )  # fmt: skip
+    recovered = _patch_every_step(model, pair, layer, patches, max_rows)  # (T, H)
+    return _map(pair, recovered, (str(u) for u in range(H)), quantity, layer, "patching")
 
 
 def coarse_map(
@@ -277,14 +287,9 @@ def coarse_map(
     for q in quantities:
         _check_quantity(rec, q, layer)
     pair = _pair(model, clean, corrupted, direction)
-    T, H = pair.clean[quantities[0]].shape[2], rec.hidden_size
-    patches = [(q, np.arange(H)) for q in quantities]
-    m = np.stack([_patched_metrics(model, pair, layer, t, patches, max_rows) for t in range(T)])
-    recovered = (m.mean(axis=2) - pair.m_corrupt.mean()) / pair.span  # (T, Q)
-    return PatchingMap(
-        recovered, quantities, "*", layer, float(pair.m_clean.mean()),
-        float(pair.m_corrupt.mean()), "patching",
-    )  # fmt: skip
+    patches = [(q, np.arange(rec.hidden_size)) for q in quantities]
+    recovered = _patch_every_step(model, pair, layer, patches, max_rows)  # (T, Q)
+    return _map(pair, recovered, quantities, "*", layer, "patching")
 
 
 def attribution_map(
@@ -317,11 +322,8 @@ def attribution_map(
     grad = np.stack([watch.grads[(t, quantity)] for t in range(T)], axis=1)  # (N, T, H)
     diff = pair.clean[quantity][layer] - pair.corrupt[quantity][layer]  # (N, T, H)
     recovered = (grad * diff).mean(axis=0) / pair.span  # (T, H)
-    labels = tuple(str(u) for u in range(rec.hidden_size))
-    return PatchingMap(
-        recovered, labels, quantity, layer, float(pair.m_clean.mean()),
-        float(pair.m_corrupt.mean()), "attribution",
-    )  # fmt: skip
+    labels = (str(u) for u in range(rec.hidden_size))
+    return _map(pair, recovered, labels, quantity, layer, "attribution")
 
 
 # ----------------------------------------------------------------------------- clamps
