@@ -67,6 +67,7 @@ except ImportError as e:  # pragma: no cover - a message, not a traceback
     sys.exit(f"benchmarks need torch and threadpoolctl: pip install -e '.[bench]' ({e})")
 
 import gatescope as gs
+from gatescope.nn import parallel as gs_parallel
 from gatescope.threads import all_cores, parse_threads
 
 HERE = Path(__file__).resolve().parent
@@ -109,8 +110,10 @@ _LIMITS: list = []  # the threadpoolctl limiter in force, undone before the next
 
 
 def set_threads(n: int) -> None:
-    """Every library of the run on `n` threads: torch, NumPy's BLAS (and OpenMP), numba."""
+    """Every library of the run on `n` threads: torch, NumPy's BLAS (and OpenMP), numba,
+    gatescope's batch split (`gatescope.nn.parallel`)."""
     torch.set_num_threads(n)
+    gs_parallel.set_threads(n)
     if _LIMITS:
         _LIMITS.pop().restore_original_limits()
     _LIMITS.append(threadpoolctl.threadpool_limits(limits=n))

@@ -1,4 +1,5 @@
-"""How many threads NumPy's BLAS may use: the one helper every command goes through.
+"""How many threads NumPy's BLAS and gatescope's kernels may use: the one helper every
+command goes through.
 
 The recurrent products are small (B x H by H x 4H): on a busy machine with few cores, BLAS
 threads mostly wait for each other, and one thread can be several times faster (a training
@@ -17,7 +18,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+from gatescope.nn import parallel
 from gatescope.nn.checks import check_positive_int
+from gatescope.nn.parallel import all_cores
 
 __all__ = [
     "BLAS_ENV",
@@ -37,14 +40,6 @@ BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_THREADS: int | str = 1
 # the environment variables that choose it, the first one set wins (the second: the old name)
 THREADS_ENV = ("GATESCOPE_THREADS", "GATESCOPE_BLAS_THREADS")
-
-
-def all_cores() -> int:
-    """The cores this process may run on (its affinity mask; else the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def parse_threads(value: int | str, name: str = "threads") -> int:
@@ -69,11 +64,12 @@ def default_threads() -> int:
 @contextlib.contextmanager
 def limit_blas_threads(n: int, *, override_env: bool = False) -> Iterator[None]:
     """Inside the block, BLAS runs on at most ``n`` threads, in this process and in processes
-    started inside it.
+    started inside it, and the sequence kernels split a batch over at most ``n``.
 
-    This process: ``threadpoolctl.threadpool_limits``. Child processes (a sweep's worker
-    pool): the variables of :data:`BLAS_ENV`, set to ``n`` unless the user set them already
-    (``override_env=True``: set them anyway). Everything is restored on leaving the block.
+    This process: ``threadpoolctl.threadpool_limits`` and ``gatescope.nn.parallel``'s
+    threads. Child processes (a sweep's worker pool): the variables of :data:`BLAS_ENV`, set
+    to ``n`` unless the user set them already (``override_env=True``: set them anyway).
+    Everything is restored on leaving the block.
     """
     n = check_positive_int("threads", n)
     from threadpoolctl import threadpool_limits
@@ -84,10 +80,12 @@ def limit_blas_threads(n: int, *, override_env: bool = False) -> Iterator[None]:
             os.environ[k] = str(n)
         else:
             os.environ.setdefault(k, str(n))
+    old_threads = parallel.set_threads(n)
     try:
         with threadpool_limits(limits=n, user_api="blas"):
             yield
     finally:
+        parallel.set_threads(old_threads)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)

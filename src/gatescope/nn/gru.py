@@ -33,6 +33,7 @@ from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
 from .edits import EditPlan
 from .functional import sigmoid, tanh
+from .parallel import matmul, run_rows
 from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +113,8 @@ def gru_forward(x, h0, w_ih, w_hh, b, b_hn, reset_after, backend=None, edits=Non
     T, B, D = x.shape
     H = h0.shape[1]
     dt = x.dtype
-    gates = np.matmul(x.reshape(T * B, D), w_ih.T).reshape(T, B, 3 * H)  # all input projections
+    gates = np.empty((T, B, 3 * H), x.dtype)
+    matmul(x.reshape(T * B, D), w_ih.T, gates.reshape(T * B, 3 * H))  # all input projections
     if b is not None:
         gates += b
     hs = np.empty((T + 1, B, H), dt)
@@ -172,7 +174,9 @@ def _gru_forward_kernels(nb, cache: GRUCache, w_hh, b_hn, reset_after, rec, nrec
         wp_a = wp_n = nb.pack(w_hh.T)  # one product a step, all three blocks
     else:
         wp_a, wp_n = nb.pack(w_hh[: 2 * H].T), nb.pack(w_hh[2 * H :].T)
-    nb.gru_fwd_seq(gates, hs, hn, wp_a, wp_n, zero_b, b_hn is not None, reset_after, rec, nrec)
+    T, B = gates.shape[:2]
+    args = (gates, hs, hn, wp_a, wp_n, zero_b, b_hn is not None, reset_after, rec, nrec)
+    run_rows(nb.gru_fwd_seq, B, T * B * 3 * H * H, *args)  # the batch's rows over threads
     return cache
 
 
@@ -214,10 +218,11 @@ def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None
     for end in range(T, 0, -K):
         start = max(0, end - K)
         if nb is not None:  # a backend's kernels: the chunk's steps in one call
-            nb.gru_bwd_seq(
+            args = (
                 start, end, dh, dys, dy is not None, gates, hs, hn, dax, dhn_k, wp_rz, wp_n,
                 reset_after, t1,
             )  # fmt: skip
+            run_rows(nb.gru_bwd_seq, B, (end - start) * B * 3 * H * H, *args)
         else:
             for t in reversed(range(start, end)):
                 k = t - start
@@ -258,17 +263,17 @@ def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None
         n_rows = (end - start) * B
         d2 = dax[: end - start].reshape(n_rows, 3 * H)
         h_prev_all = hs[start:end].reshape(n_rows, H)
-        np.matmul(d2, w_ih, out=dx[start:end].reshape(n_rows, D))
-        dw_ih += np.matmul(d2.T, x[start:end].reshape(n_rows, D), out=k_ih)
-        dw_hh[: 2 * H] += np.matmul(d2[:, : 2 * H].T, h_prev_all, out=k_rz)
+        matmul(d2, w_ih, dx[start:end].reshape(n_rows, D))
+        dw_ih += matmul(d2.T, x[start:end].reshape(n_rows, D), k_ih)
+        dw_hh[: 2 * H] += matmul(d2[:, : 2 * H].T, h_prev_all, k_rz)
         db += np.sum(d2, axis=0, out=k_b)
         if reset_after:
             dhn2 = dhn[: end - start].reshape(n_rows, H)
-            dw_hh[2 * H :] += np.matmul(dhn2.T, h_prev_all, out=k_hn)
+            dw_hh[2 * H :] += matmul(dhn2.T, h_prev_all, k_hn)
             db_hn += np.sum(dhn2, axis=0, out=k_b[:H])
         else:
             hn2 = hn[start:end].reshape(n_rows, H)
-            dw_hh[2 * H :] += np.matmul(d2[:, 2 * H :].T, hn2, out=k_hn)
+            dw_hh[2 * H :] += matmul(d2[:, 2 * H :].T, hn2, k_hn)
     return dx, dh, dw_ih, dw_hh, db, db_hn
 
 

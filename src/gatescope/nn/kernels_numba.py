@@ -486,27 +486,33 @@ def lstm_bwd_step(dh, dy, use_dy, a, tc, c_prev, dc, d, const):
 
 
 @numba.njit(**_JIT)
-def lstm_fwd_seq(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec, const):
-    """Every step of `lstm_forward`: with `project`, gates[t] = x_t W_ih^T (else gates holds
-    them already); rec = h_{t-1} W_hh^T (B, 4H); then the step. wp_ih = pack(W_ih^T)
-    (K = D), wp_hh = pack(W_hh^T) (K = H), N = 4H."""
+def lstm_fwd_seq(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec, b0, b1, const):
+    """Every step of `lstm_forward` for the batch rows b0:b1: with `project`, gates[t] =
+    x_t W_ih^T (else gates holds them already); rec = h_{t-1} W_hh^T (B, 4H); then the step.
+    wp_ih = pack(W_ih^T) (K = D), wp_hh = pack(W_hh^T) (K = H), N = 4H."""
     N = gates.shape[2]
+    r = rec[b0:b1]
     for t in range(gates.shape[0]):
+        a = gates[t, b0:b1]  # (b1 - b0, 4H): rows of a C-contiguous block
         if project:
-            matmul_packed(x[t], wp_ih, N, gates[t], False)
-        matmul_packed(hs[t], wp_hh, N, rec, False)
-        lstm_fwd_step(gates[t], bias, rec, cs[t], cs[t + 1], tc[t], hs[t + 1], const)
+            matmul_packed(x[t, b0:b1], wp_ih, N, a, False)
+        matmul_packed(hs[t, b0:b1], wp_hh, N, r, False)
+        lstm_fwd_step(
+            a, bias, r, cs[t, b0:b1], cs[t + 1, b0:b1], tc[t, b0:b1], hs[t + 1, b0:b1], const
+        )
 
 
 @numba.njit(**_JIT)
-def lstm_bwd_seq(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, wp_hh, const):
-    """Steps end-1 .. start of `lstm_backward`, d (K, B, 4H) the chunk's dL/da;
-    wp_hh = pack(W_hh) (K = 4H, N = H)."""
+def lstm_bwd_seq(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, wp_hh, b0, b1, const):
+    """Steps end-1 .. start of `lstm_backward` for the batch rows b0:b1, d (K, b1 - b0, 4H)
+    their dL/da in the chunk; wp_hh = pack(W_hh) (K = 4H, N = H)."""
     H = dh.shape[1]
+    dhb, dcb = dh[b0:b1], dc[b0:b1]
     for t in range(end - 1, start - 1, -1):
-        dyt = dy[t] if use_dy else dy[0]
-        lstm_bwd_step(dh, dyt, use_dy, gates[t], tc[t], cs[t], dc, d[t - start], const)
-        matmul_packed(d[t - start], wp_hh, H, dh, False)
+        dyt = dy[t, b0:b1] if use_dy else dy[0, b0:b1]
+        db = d[t - start]
+        lstm_bwd_step(dhb, dyt, use_dy, gates[t, b0:b1], tc[t, b0:b1], cs[t, b0:b1], dcb, db, const)
+        matmul_packed(db, wp_hh, H, dhb, False)
 
 
 # -- GRU ------------------------------------------------------------------------------------
@@ -632,41 +638,47 @@ def gru_bwd_after(dh, dy, use_dy, a, h_prev, hn, d, dhn, const):
 
 
 @numba.njit(**_JIT)
-def gru_fwd_seq(gates, hs, hn, wp_a, wp_n, b_hn, use_b_hn, reset_after, rec, nrec, const):
-    """Every step of `gru_forward`. reset_after: wp_a = pack(W_hh^T) (N = 3H), rec (B, 3H),
-    wp_n unused; else wp_a = pack(W_hr,hz^T) (N = 2H), rec (B, 2H), wp_n = pack(W_hn^T)."""
+def gru_fwd_seq(gates, hs, hn, wp_a, wp_n, b_hn, use_b_hn, reset_after, rec, nrec, b0, b1, const):
+    """Every step of `gru_forward` for the batch rows b0:b1. reset_after: wp_a =
+    pack(W_hh^T) (N = 3H), rec (B, 3H), wp_n unused; else wp_a = pack(W_hr,hz^T) (N = 2H),
+    rec (B, 2H), wp_n = pack(W_hn^T)."""
     H = hs.shape[2]
+    r, nr = rec[b0:b1], nrec[b0:b1]
     for t in range(gates.shape[0]):
-        a, h_prev, h = gates[t], hs[t], hs[t + 1]
+        a, h_prev, h, hnt = gates[t, b0:b1], hs[t, b0:b1], hs[t + 1, b0:b1], hn[t, b0:b1]
         if reset_after:
-            matmul_packed(h_prev, wp_a, 3 * H, rec, False)
-            gru_fwd_after(a, rec, b_hn, use_b_hn, h_prev, hn[t], h, const)
+            matmul_packed(h_prev, wp_a, 3 * H, r, False)
+            gru_fwd_after(a, r, b_hn, use_b_hn, h_prev, hnt, h, const)
         else:
-            matmul_packed(h_prev, wp_a, 2 * H, rec, False)
-            gru_fwd_rz(a, rec, h_prev, hn[t], const)
-            matmul_packed(hn[t], wp_n, H, nrec, False)
-            gru_fwd_n(a, nrec, h_prev, h, const)
+            matmul_packed(h_prev, wp_a, 2 * H, r, False)
+            gru_fwd_rz(a, r, h_prev, hnt, const)
+            matmul_packed(hnt, wp_n, H, nr, False)
+            gru_fwd_n(a, nr, h_prev, h, const)
 
 
 @numba.njit(**_JIT)
 def gru_bwd_seq(
-    start, end, dh, dy, use_dy, gates, hs, hn, dax, dhn, wp_rz, wp_n, reset_after, tmp, const
-):
-    """Steps end-1 .. start of `gru_backward`: dax (K, B, 3H) the chunk's dL/da, dhn (K, B, H)
-    dL/d(hn) (reset_after); wp_rz = pack(W_hr,hz) (K = 2H), wp_n = pack(W_hn) (K = H)."""
+    start, end, dh, dy, use_dy, gates, hs, hn, dax, dhn, wp_rz, wp_n, reset_after, tmp, b0, b1,
+    const,
+):  # fmt: skip
+    """Steps end-1 .. start of `gru_backward` for the batch rows b0:b1: dax (K, B, 3H) the
+    chunk's dL/da, dhn (K, B, H) dL/d(hn) (reset_after); wp_rz = pack(W_hr,hz) (K = 2H),
+    wp_n = pack(W_hn) (K = H)."""
     H = dh.shape[1]
+    dhb, tb = dh[b0:b1], tmp[b0:b1]
     for t in range(end - 1, start - 1, -1):
         k = t - start
-        a, h_prev, d = gates[t], hs[t], dax[k]
-        dyt = dy[t] if use_dy else dy[0]
+        a, h_prev, d = gates[t, b0:b1], hs[t, b0:b1], dax[k, b0:b1]
+        dyt = dy[t, b0:b1] if use_dy else dy[0, b0:b1]
         if reset_after:
-            gru_bwd_after(dh, dyt, use_dy, a, h_prev, hn[t], d, dhn[k], const)
-            matmul_packed(dhn[k], wp_n, H, dh, True)
+            dn = dhn[k, b0:b1]
+            gru_bwd_after(dhb, dyt, use_dy, a, h_prev, hn[t, b0:b1], d, dn, const)
+            matmul_packed(dn, wp_n, H, dhb, True)
         else:
-            gru_bwd_zn(dh, dyt, use_dy, a, h_prev, d, const)
-            matmul_packed(d[:, 2 * H :], wp_n, H, tmp, False)  # da_n W_hn
-            gru_bwd_r(dh, tmp, a, h_prev, d, const)
-        matmul_packed(d[:, : 2 * H], wp_rz, H, dh, True)
+            gru_bwd_zn(dhb, dyt, use_dy, a, h_prev, d, const)
+            matmul_packed(d[:, 2 * H :], wp_n, H, tb, False)  # da_n W_hn
+            gru_bwd_r(dhb, tb, a, h_prev, d, const)
+        matmul_packed(d[:, : 2 * H], wp_rz, H, dhb, True)
 
 
 # -- RNN ------------------------------------------------------------------------------------
@@ -703,23 +715,27 @@ def rnn_bwd_step(dh, dy, use_dy, h, relu, da, const):
 
 
 @numba.njit(**_JIT)
-def rnn_fwd_seq(hs, wp_hh, relu, const):
-    """Every step of `rnn_forward`: hs[1:] holds x W_ih^T + b; wp_hh = pack(W_hh^T)."""
+def rnn_fwd_seq(hs, wp_hh, relu, b0, b1, const):
+    """Every step of `rnn_forward` for the batch rows b0:b1: hs[1:] holds x W_ih^T + b;
+    wp_hh = pack(W_hh^T)."""
     H = hs.shape[2]
     for t in range(hs.shape[0] - 1):
-        h = hs[t + 1]
-        matmul_packed(hs[t], wp_hh, H, h, True)  # a = (x W_ih^T + b) + h_{t-1} W_hh^T
+        h = hs[t + 1, b0:b1]
+        matmul_packed(hs[t, b0:b1], wp_hh, H, h, True)  # a = (x W_ih^T + b) + h_{t-1} W_hh^T
         rnn_activate(h, relu, const)
 
 
 @numba.njit(**_JIT)
-def rnn_bwd_seq(start, end, dh, dy, use_dy, hs, relu, da, wp_hh, const):
-    """Steps end-1 .. start of `rnn_backward`, da (K, B, H) the chunk's dL/da."""
+def rnn_bwd_seq(start, end, dh, dy, use_dy, hs, relu, da, wp_hh, b0, b1, const):
+    """Steps end-1 .. start of `rnn_backward` for the batch rows b0:b1, da (K, B, H) the
+    chunk's dL/da."""
     H = dh.shape[1]
+    dhb = dh[b0:b1]
     for t in range(end - 1, start - 1, -1):
-        dyt = dy[t] if use_dy else dy[0]
-        rnn_bwd_step(dh, dyt, use_dy, hs[t + 1], relu, da[t - start], const)
-        matmul_packed(da[t - start], wp_hh, H, dh, False)
+        dyt = dy[t, b0:b1] if use_dy else dy[0, b0:b1]
+        d = da[t - start, b0:b1]
+        rnn_bwd_step(dhb, dyt, use_dy, hs[t + 1, b0:b1], relu, d, const)
+        matmul_packed(d, wp_hh, H, dhb, False)
 
 
 def _bind(const: Constants) -> SimpleNamespace:
@@ -736,30 +752,35 @@ def _bind(const: Constants) -> SimpleNamespace:
         return tanh_vec(z, out, const)
 
     @numba.njit(**_JIT)
-    def lstm_fwd_seq_(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec):
-        return lstm_fwd_seq(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec, const)
+    def lstm_fwd_seq_(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec, b0, b1):
+        return lstm_fwd_seq(project, x, wp_ih, gates, bias, hs, cs, tc, wp_hh, rec, b0, b1, const)
 
     @numba.njit(**_JIT)
-    def lstm_bwd_seq_(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, wp_hh):
-        return lstm_bwd_seq(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, wp_hh, const)
+    def lstm_bwd_seq_(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, wp_hh, b0, b1):
+        return lstm_bwd_seq(start, end, dh, dy, use_dy, gates, tc, cs, dc, d, wp_hh, b0, b1, const)
 
     @numba.njit(**_JIT)
-    def gru_fwd_seq_(gates, hs, hn, wp_a, wp_n, b_hn, use_b_hn, reset_after, rec, nrec):
-        return gru_fwd_seq(gates, hs, hn, wp_a, wp_n, b_hn, use_b_hn, reset_after, rec, nrec, const)
-
-    @numba.njit(**_JIT)
-    def gru_bwd_seq_(start, end, dh, dy, use_dy, gates, hs, hn, dax, dhn, wp_rz, wp_n, ra, tmp):
-        return gru_bwd_seq(
-            start, end, dh, dy, use_dy, gates, hs, hn, dax, dhn, wp_rz, wp_n, ra, tmp, const
+    def gru_fwd_seq_(gates, hs, hn, wp_a, wp_n, b_hn, use_b_hn, reset_after, rec, nrec, b0, b1):
+        return gru_fwd_seq(
+            gates, hs, hn, wp_a, wp_n, b_hn, use_b_hn, reset_after, rec, nrec, b0, b1, const
         )
 
     @numba.njit(**_JIT)
-    def rnn_fwd_seq_(hs, wp_hh, relu):
-        return rnn_fwd_seq(hs, wp_hh, relu, const)
+    def gru_bwd_seq_(
+        start, end, dh, dy, use_dy, gates, hs, hn, dax, dhn, wp_rz, wp_n, ra, tmp, b0, b1
+    ):
+        return gru_bwd_seq(
+            start, end, dh, dy, use_dy, gates, hs, hn, dax, dhn, wp_rz, wp_n, ra, tmp, b0, b1,
+            const,
+        )  # fmt: skip
 
     @numba.njit(**_JIT)
-    def rnn_bwd_seq_(start, end, dh, dy, use_dy, hs, relu, da, wp_hh):
-        return rnn_bwd_seq(start, end, dh, dy, use_dy, hs, relu, da, wp_hh, const)
+    def rnn_fwd_seq_(hs, wp_hh, relu, b0, b1):
+        return rnn_fwd_seq(hs, wp_hh, relu, b0, b1, const)
+
+    @numba.njit(**_JIT)
+    def rnn_bwd_seq_(start, end, dh, dy, use_dy, hs, relu, da, wp_hh, b0, b1):
+        return rnn_bwd_seq(start, end, dh, dy, use_dy, hs, relu, da, wp_hh, b0, b1, const)
 
     return SimpleNamespace(
         FUSE_BYTES=FUSE_BYTES,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import Seed, as_float_dtype, as_generator, check_array, check_positive_int
+from .parallel import matmul
 
 
 class Linear:
@@ -46,7 +47,9 @@ class Linear:
         x = np.asarray(x)
         x = check_array("x", x, (*([None] * (x.ndim - 1)), self.in_features), self.dtype)
         self._x = x
-        y = x @ self.params["weight"].T
+        w = self.params["weight"]
+        y = np.empty((*x.shape[:-1], self.out_features), np.result_type(x, w))
+        matmul(x.reshape(-1, self.in_features), w.T, y.reshape(-1, self.out_features))
         if "bias" in self.params:
             y += self.params["bias"]
         return y
@@ -60,7 +63,9 @@ class Linear:
         x = self._x
         dy = check_array("dy", dy, (*x.shape[:-1], self.out_features), self.dtype)
         dy2 = dy.reshape(-1, self.out_features)  # (N, out)
-        self.grads["weight"][...] = dy2.T @ x.reshape(-1, self.in_features)
+        matmul(dy2.T, x.reshape(-1, self.in_features), self.grads["weight"])
         if "bias" in self.grads:
             self.grads["bias"][...] = dy2.sum(axis=0)
-        return dy @ self.params["weight"]
+        dx = np.empty(x.shape, np.result_type(dy, self.params["weight"]))
+        matmul(dy2, self.params["weight"], dx.reshape(-1, self.in_features))
+        return dx

@@ -34,6 +34,7 @@ from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
 from .edits import EditPlan
 from .functional import sigmoid, tanh
+from .parallel import matmul, run_blocks, run_rows
 from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
 # --------------------------------------------------------------------------------------------
@@ -143,14 +144,17 @@ def _lstm_forward_kernels(nb, x, h0, c0, w_ih, w_hh, b) -> LSTMCache:
         gates = np.empty((T, B, 4 * H), x.dtype)
         x = x if x.strides[2] == x.itemsize else np.ascontiguousarray(x)  # unit-stride rows
     else:
-        gates = np.matmul(x.reshape(T * B, D), w_ih.T).reshape(T, B, 4 * H)
+        gates = np.empty((T, B, 4 * H), x.dtype)
+        matmul(x.reshape(T * B, D), w_ih.T, gates.reshape(T * B, 4 * H))
     hs = np.empty((T + 1, B, H), x.dtype)
     cs = np.empty((T + 1, B, H), x.dtype)
     tanh_c = np.empty((T, B, H), x.dtype)
     hs[0], cs[0] = h0, c0
     bias = b if b is not None else np.zeros(4 * H, x.dtype)
     rec = np.empty((B, 4 * H), x.dtype)  # h_{t-1} W_hh^T
-    nb.lstm_fwd_seq(fuse, x, wp_ih, gates, bias, hs, cs, tanh_c, wp_hh, rec)
+    work = T * B * ((D if fuse else 0) + H) * 4 * H  # multiply-adds in the call
+    args = (fuse, x, wp_ih, gates, bias, hs, cs, tanh_c, wp_hh, rec)
+    run_rows(nb.lstm_fwd_seq, B, work, *args)  # the batch's rows over threads
     return LSTMCache(x, gates, hs, cs, tanh_c)
 
 
@@ -167,6 +171,9 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
     dh = da W_hh (seven calls, no temporaries). A finished chunk goes through one product
     for dx and one for each weight gradient, so dL/da is never held for the whole sequence.
     """
+    nb = kernels(cache.x.dtype, backend)
+    if nb is not None:  # a backend's kernels instead of the NumPy below
+        return _lstm_backward_kernels(nb, cache, dy, dhT, dcT, w_ih, w_hh)
     x, gates, hs, cs, tanh_c = cache.x, cache.gates, cache.hs, cache.cs, cache.tanh_c
     T, B, D = x.shape
     H = hs.shape[2]
@@ -181,17 +188,10 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
     p = np.empty((K, B, H), dt)  # o (1 - tanh(c)^2) of one chunk
     tmp = np.empty((B, H), dt)
     dc3 = dc[:, None, :]  # (B, 1, H), broadcast over the i, f, g blocks
-    nb = kernels(dt, backend)
-    wp_hh = nb.pack(w_hh) if nb is not None else None  # W_hh packed once for every step
     for end in range(T, 0, -K):
         start = max(0, end - K)
         n = end - start
         d = da[:n]
-        if nb is not None:  # a backend's kernels instead of the NumPy below
-            dys = dy if dy is not None else dh[None]  # (T, B, H), or a stand-in, never read
-            nb.lstm_bwd_seq(start, end, dh, dys, dy is not None, gates, tanh_c, cs, dc, d, wp_hh)
-            _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, grads, scratch)
-            continue
         a = gates[start:end]  # (n, B, 4H)
         i, f, g, o = a[..., :H], a[..., H : 2 * H], a[..., 2 * H : 3 * H], a[..., 3 * H :]
         d_i, d_f, d_g, d_o = d[..., :H], d[..., H : 2 * H], d[..., 2 * H : 3 * H], d[..., 3 * H :]
@@ -222,15 +222,58 @@ def lstm_backward(cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh, backend=None):
             d_o[k] *= dh  # da_o
             dc *= f[k]  # dc_{t-1}
             np.matmul(d[k], w_hh, out=dh)  # dh_{t-1}
-        _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, grads, scratch)
+        _lstm_chunk_products(d, x, hs, dx, start, end, w_ih, grads, scratch)
     return dx, dh, dc, *grads
 
 
-def _lstm_chunk_products(d, x, hs, start, end, w_ih, dx, grads, scratch):
-    """One chunk's dx = da W_ih, and dW_ih += da^T x, dW_hh += da^T h_{t-1}, db += sum da."""
+def _lstm_backward_kernels(nb, cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh):
+    """`lstm_backward` by a backend's kernels: each chunk's steps in one call, W_hh packed
+    once. The batch's rows go in blocks over threads (`parallel.run_blocks`), each block
+    through every chunk on its own (its steps, then its rows of dx and its part of the
+    weight gradients), so that the threads meet only at the end, where the blocks' parts of
+    the gradients are summed in block order."""
+    x, gates, hs, cs, tanh_c = cache.x, cache.gates, cache.hs, cache.cs, cache.tanh_c
+    T, B, D = x.shape
+    H = hs.shape[2]
+    dt = x.dtype
+    K = chunk_steps(T, B)
+    dx = np.empty((T, B, D), dt)
+    dh = np.array(dhT, dtype=dt)  # (B, H), each block its rows
+    dc = np.array(dcT, dtype=dt)  # (B, H)
+    dys = dy if dy is not None else dh[None]  # (T, B, H), or a stand-in, never read
+    wp_hh = nb.pack(w_hh)  # W_hh packed once for every step
+
+    def rows(b0, b1):
+        da = np.empty((K, b1 - b0, 4 * H), dt)  # the block's dL/da of one chunk
+        grads = (np.zeros((4 * H, D), dt), np.zeros((4 * H, H), dt), np.zeros(4 * H, dt))
+        scratch = tuple(np.empty_like(g) for g in grads)
+        for end in range(T, 0, -K):
+            start = max(0, end - K)
+            d = da[: end - start]
+            args = (start, end, dh, dys, dy is not None, gates, tanh_c, cs, dc, d, wp_hh)
+            nb.lstm_bwd_seq(*args, b0, b1)
+            parts = (x[:, b0:b1], hs[:, b0:b1], dx[:, b0:b1])
+            _lstm_chunk_products(d, *parts, start, end, w_ih, grads, scratch)
+        return grads
+
+    parts = run_blocks(rows, B, T * B * 4 * H * H)
+    grads = parts[0]
+    for part in parts[1:]:
+        for g, p in zip(grads, part, strict=True):
+            g += p
+    return dx, dh, dc, *grads
+
+
+def _lstm_chunk_products(d, x, hs, dx, start, end, w_ih, grads, scratch):
+    """One chunk's dx = da W_ih, and dW_ih += da^T x, dW_hh += da^T h_{t-1}, db += sum da;
+    x, hs, dx may be a block of the batch's rows (then inputs are copied, dx written back)."""
     n, B, G = d.shape
     d2 = d.reshape(n * B, G)
-    np.matmul(d2, w_ih, out=dx[start:end].reshape(n * B, -1))
+    dxc = dx[start:end]  # (n, B, D)
+    if dxc.flags.c_contiguous:
+        np.matmul(d2, w_ih, out=dxc.reshape(n * B, -1))
+    else:
+        dxc[...] = np.matmul(d2, w_ih).reshape(dxc.shape)
     for g, k, inp in zip(grads, scratch, (x, hs, None)):
         if inp is None:
             g += np.sum(d2, axis=0, out=k)

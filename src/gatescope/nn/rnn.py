@@ -23,6 +23,7 @@ from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
 from .edits import EditPlan
 from .functional import tanh
+from .parallel import matmul, run_rows
 from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
 
@@ -74,12 +75,13 @@ def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity, backend=None, edits=None) ->
     H = h0.shape[1]
     hs = np.empty((T + 1, B, H), x.dtype)
     hs[0] = h0
-    np.matmul(x.reshape(T * B, D), w_ih.T, out=hs[1:].reshape(T * B, H))  # input projections
+    matmul(x.reshape(T * B, D), w_ih.T, hs[1:].reshape(T * B, H))  # input projections
     if b is not None:
         hs[1:] += b
     nb = kernels(x.dtype, backend) if edits is None else None
     if nb is not None:  # a backend's kernels: the whole sequence in one call
-        nb.rnn_fwd_seq(hs, nb.pack(w_hh.T), nonlinearity == "relu")
+        args = (hs, nb.pack(w_hh.T), nonlinearity == "relu")
+        run_rows(nb.rnn_fwd_seq, B, T * B * H * H, *args)  # the batch's rows over threads
         return RNNCache(x, hs, edits)
     rec = np.empty((B, H), x.dtype)
     w_hh_t = w_hh.T
@@ -120,7 +122,8 @@ def rnn_backward(cache: RNNCache, dy, dhT, w_ih, w_hh, nonlinearity, backend=Non
     for end in range(T, 0, -K):
         start = max(0, end - K)
         if nb is not None:  # a backend's kernels: the chunk's steps in one call
-            nb.rnn_bwd_seq(start, end, dh, dys, dy is not None, hs, relu, da, wp_hh)
+            args = (start, end, dh, dys, dy is not None, hs, relu, da, wp_hh)
+            run_rows(nb.rnn_bwd_seq, B, (end - start) * B * H * H, *args)
         else:
             for t in reversed(range(start, end)):
                 d = da[t - start]
@@ -142,9 +145,9 @@ def rnn_backward(cache: RNNCache, dy, dhT, w_ih, w_hh, nonlinearity, backend=Non
                 np.matmul(d, w_hh, out=dh)
         n = (end - start) * B
         d2 = da[: end - start].reshape(n, H)
-        np.matmul(d2, w_ih, out=dx[start:end].reshape(n, D))
-        dw_ih += np.matmul(d2.T, x[start:end].reshape(n, D), out=k_ih)
-        dw_hh += np.matmul(d2.T, hs[start:end].reshape(n, H), out=k_hh)
+        matmul(d2, w_ih, dx[start:end].reshape(n, D))
+        dw_ih += matmul(d2.T, x[start:end].reshape(n, D), k_ih)
+        dw_hh += matmul(d2.T, hs[start:end].reshape(n, H), k_hh)
         db += np.sum(d2, axis=0, out=k_b)
     return dx, dh, dw_ih, dw_hh, db
 
