@@ -33,7 +33,7 @@ from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
 from .edits import EditPlan
 from .functional import sigmoid, tanh
-from .parallel import matmul, run_rows
+from .parallel import matmul, run_blocks, run_rows
 from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
 # --------------------------------------------------------------------------------------------
@@ -190,6 +190,9 @@ def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None
     value it computed (`EditPlan.original`), on the NumPy path.
     """
     x, gates, hs, hn, ed = cache.x, cache.gates, cache.hs, cache.hn, cache.edits
+    nb = kernels(x.dtype, backend) if ed is None else None
+    if nb is not None:  # a backend's kernels instead of the NumPy below
+        return _gru_backward_kernels(nb, cache, dy, dhT, w_ih, w_hh, reset_after)
     T, B, D = x.shape
     H = hs.shape[2]
     dt = x.dtype
@@ -198,83 +201,120 @@ def gru_backward(cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after, backend=None
     dax = np.empty((K, B, 3 * H), dt)  # dL/d(input pre-activations) [r, z, n] of a chunk
     dhn = np.empty((K, B, H), dt) if reset_after else None  # dL/d(hn), reset_after form
     dx = np.empty((T, B, D), dt)
-    dw_ih = np.zeros((3 * H, D), dt)
-    dw_hh = np.zeros((3 * H, H), dt)
-    db = np.zeros(3 * H, dt)
-    db_hn = np.zeros(H, dt) if reset_after else None
-    k_ih, k_rz, k_hn, k_b = (
-        np.empty_like(dw_ih),
-        np.empty((2 * H, H), dt),
-        np.empty((H, H), dt),
-        np.empty_like(db),
-    )
+    grads = _gru_grads(D, H, dt, reset_after)
+    scratch = _gru_grads(D, H, dt, reset_after)  # per-chunk products
     dh = np.array(dhT, dtype=dt)
     t1, t2, drh = np.empty((B, H), dt), np.empty((B, H), dt), np.empty((B, H), dt)
-    nb = kernels(dt, backend) if ed is None else None
-    if nb is not None:  # W_hh's blocks packed once for every step
-        wp_rz, wp_n = nb.pack(w_rz), nb.pack(w_hn)
-        dys = dy if dy is not None else dh[None]  # (T, B, H), or a stand-in, never read
-        dhn_k = dhn if reset_after else dax  # a stand-in, never written
     for end in range(T, 0, -K):
         start = max(0, end - K)
-        if nb is not None:  # a backend's kernels: the chunk's steps in one call
-            args = (
-                start, end, dh, dys, dy is not None, gates, hs, hn, dax, dhn_k, wp_rz, wp_n,
-                reset_after, t1,
-            )  # fmt: skip
-            run_rows(nb.gru_bwd_seq, B, (end - start) * B * 3 * H * H, *args)
-        else:
-            for t in reversed(range(start, end)):
-                k = t - start
-                h_prev = hs[t]
-                a = gates[t]
-                r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-                d = dax[k]
-                da_r, da_z, da_n = d[:, :H], d[:, H : 2 * H], d[:, 2 * H :]
-                if ed is not None:  # an edited forward: its own readable step
-                    _gru_backward_step_edited(ed, cache, t, dy, dh, d, dhn, k, w_hh, reset_after)
-                    continue
-                if dy is not None:
-                    dh += dy[t]
-                np.multiply(n, n, out=t1)
-                np.subtract(1, t1, out=t1)  # 1 - n^2
-                np.subtract(1, z, out=t2)
-                t1 *= t2
-                np.multiply(dh, t1, out=da_n)  # dh (1 - z) (1 - n^2)
-                np.subtract(h_prev, n, out=t1)
-                np.multiply(z, t2, out=t2)  # z (1 - z)
-                t1 *= t2
-                np.multiply(dh, t1, out=da_z)  # dh (h_prev - n) z (1 - z)
-                np.multiply(r, r, out=t2)
-                np.subtract(r, t2, out=t2)  # r (1 - r)
-                dh *= z
-                if reset_after:
-                    np.multiply(da_n, hn[t], out=da_r)
-                    da_r *= t2
-                    np.multiply(da_n, r, out=dhn[k])
-                    dh += np.matmul(dhn[k], w_hn, out=t1)
-                else:
-                    np.matmul(da_n, w_hn, out=drh)  # (B, H)
-                    np.multiply(drh, h_prev, out=da_r)
-                    da_r *= t2
-                    dh += np.multiply(drh, r, out=t1)
-                dh += np.matmul(d[:, : 2 * H], w_rz, out=t1)
-        # the chunk's products
-        n_rows = (end - start) * B
-        d2 = dax[: end - start].reshape(n_rows, 3 * H)
-        h_prev_all = hs[start:end].reshape(n_rows, H)
-        matmul(d2, w_ih, dx[start:end].reshape(n_rows, D))
-        dw_ih += matmul(d2.T, x[start:end].reshape(n_rows, D), k_ih)
-        dw_hh[: 2 * H] += matmul(d2[:, : 2 * H].T, h_prev_all, k_rz)
-        db += np.sum(d2, axis=0, out=k_b)
-        if reset_after:
-            dhn2 = dhn[: end - start].reshape(n_rows, H)
-            dw_hh[2 * H :] += matmul(dhn2.T, h_prev_all, k_hn)
-            db_hn += np.sum(dhn2, axis=0, out=k_b[:H])
-        else:
-            hn2 = hn[start:end].reshape(n_rows, H)
-            dw_hh[2 * H :] += matmul(d2[:, 2 * H :].T, hn2, k_hn)
-    return dx, dh, dw_ih, dw_hh, db, db_hn
+        for t in reversed(range(start, end)):
+            k = t - start
+            h_prev = hs[t]
+            a = gates[t]
+            r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+            d = dax[k]
+            da_r, da_z, da_n = d[:, :H], d[:, H : 2 * H], d[:, 2 * H :]
+            if ed is not None:  # an edited forward: its own readable step
+                _gru_backward_step_edited(ed, cache, t, dy, dh, d, dhn, k, w_hh, reset_after)
+                continue
+            if dy is not None:
+                dh += dy[t]
+            np.multiply(n, n, out=t1)
+            np.subtract(1, t1, out=t1)  # 1 - n^2
+            np.subtract(1, z, out=t2)
+            t1 *= t2
+            np.multiply(dh, t1, out=da_n)  # dh (1 - z) (1 - n^2)
+            np.subtract(h_prev, n, out=t1)
+            np.multiply(z, t2, out=t2)  # z (1 - z)
+            t1 *= t2
+            np.multiply(dh, t1, out=da_z)  # dh (h_prev - n) z (1 - z)
+            np.multiply(r, r, out=t2)
+            np.subtract(r, t2, out=t2)  # r (1 - r)
+            dh *= z
+            if reset_after:
+                np.multiply(da_n, hn[t], out=da_r)
+                da_r *= t2
+                np.multiply(da_n, r, out=dhn[k])
+                dh += np.matmul(dhn[k], w_hn, out=t1)
+            else:
+                np.matmul(da_n, w_hn, out=drh)  # (B, H)
+                np.multiply(drh, h_prev, out=da_r)
+                da_r *= t2
+                dh += np.multiply(drh, r, out=t1)
+            dh += np.matmul(d[:, : 2 * H], w_rz, out=t1)
+        _gru_chunk_products(dax, dhn, x, hs, hn, dx, start, end, w_ih, grads, scratch)
+    return dx, dh, *grads
+
+
+def _gru_grads(D: int, H: int, dt, reset_after: bool) -> tuple:
+    """Zeros for (dW_ih, dW_hh, db, db_hn); db_hn None without reset_after."""
+    db_hn = np.zeros(H, dt) if reset_after else None
+    return np.zeros((3 * H, D), dt), np.zeros((3 * H, H), dt), np.zeros(3 * H, dt), db_hn
+
+
+def _gru_chunk_products(dax, dhn, x, hs, hn, dx, start, end, w_ih, grads, scratch):
+    """One chunk's dx = da W_ih and its sums into grads = (dW_ih, dW_hh, db, db_hn), from
+    dax (K, B, 3H) and (reset_after) dhn (K, B, H); x, hs, hn, dx may be a block of the
+    batch's rows (then the inputs are copied, dx written back)."""
+    dw_ih, dw_hh, db, db_hn = grads
+    k_ih, k_hh, k_b, _ = scratch
+    B, D = x.shape[1], x.shape[2]
+    H = hs.shape[2]
+    n_rows = (end - start) * B
+    d2 = dax[: end - start].reshape(n_rows, 3 * H)
+    h_prev_all = hs[start:end].reshape(n_rows, H)
+    dxc = dx[start:end]  # (n, B, D)
+    if dxc.flags.c_contiguous:
+        np.matmul(d2, w_ih, out=dxc.reshape(n_rows, D))
+    else:
+        dxc[...] = np.matmul(d2, w_ih).reshape(dxc.shape)
+    dw_ih += np.matmul(d2.T, x[start:end].reshape(n_rows, D), out=k_ih)
+    dw_hh[: 2 * H] += np.matmul(d2[:, : 2 * H].T, h_prev_all, out=k_hh[: 2 * H])
+    db += np.sum(d2, axis=0, out=k_b)
+    if db_hn is not None:  # reset_after: W_hn's gradient from dL/d(hn)
+        dhn2 = dhn[: end - start].reshape(n_rows, H)
+        dw_hh[2 * H :] += np.matmul(dhn2.T, h_prev_all, out=k_hh[2 * H :])
+        db_hn += np.sum(dhn2, axis=0, out=k_b[:H])
+    else:
+        hn2 = hn[start:end].reshape(n_rows, H)
+        dw_hh[2 * H :] += np.matmul(d2[:, 2 * H :].T, hn2, out=k_hh[2 * H :])
+
+
+def _gru_backward_kernels(nb, cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after):
+    """`gru_backward` by a backend's kernels: each chunk's steps in one call, W_hh's blocks
+    packed once, the batch's rows in blocks over threads, each block through every chunk on
+    its own (as `lstm._lstm_backward_kernels`)."""
+    x, gates, hs, hn = cache.x, cache.gates, cache.hs, cache.hn
+    T, B, D = x.shape
+    H = hs.shape[2]
+    dt = x.dtype
+    K = chunk_steps(T, B)
+    dx = np.empty((T, B, D), dt)
+    dh = np.array(dhT, dtype=dt)  # (B, H), each block its rows
+    tmp = np.empty((B, H), dt)
+    dys = dy if dy is not None else dh[None]  # (T, B, H), or a stand-in, never read
+    wp_rz, wp_n = nb.pack(w_hh[: 2 * H]), nb.pack(w_hh[2 * H :])  # packed once
+
+    def rows(b0, b1):
+        dax = np.empty((K, b1 - b0, 3 * H), dt)  # the block's dL/da of one chunk
+        dhn = np.empty((K, b1 - b0, H), dt) if reset_after else dax  # (else a stand-in)
+        grads = _gru_grads(D, H, dt, reset_after)
+        scratch = _gru_grads(D, H, dt, reset_after)
+        blocks = (x[:, b0:b1], hs[:, b0:b1], hn[:, b0:b1], dx[:, b0:b1])
+        for end in range(T, 0, -K):
+            start = max(0, end - K)
+            args = (start, end, dh, dys, dy is not None, gates, hs, hn, dax, dhn, wp_rz, wp_n)
+            nb.gru_bwd_seq(*args, reset_after, tmp, b0, b1)
+            _gru_chunk_products(dax, dhn, *blocks, start, end, w_ih, grads, scratch)
+        return grads
+
+    parts = run_blocks(rows, B, T * B * 3 * H * H)
+    grads = parts[0]
+    for part in parts[1:]:
+        for g, p in zip(grads, part, strict=True):
+            if g is not None:
+                g += p
+    return dx, dh, *grads
 
 
 def _gru_backward_step_edited(ed, cache: GRUCache, t, dy, dh, d, dhn, k, w_hh, reset_after):

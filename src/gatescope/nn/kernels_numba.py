@@ -661,17 +661,17 @@ def gru_bwd_seq(
     start, end, dh, dy, use_dy, gates, hs, hn, dax, dhn, wp_rz, wp_n, reset_after, tmp, b0, b1,
     const,
 ):  # fmt: skip
-    """Steps end-1 .. start of `gru_backward` for the batch rows b0:b1: dax (K, B, 3H) the
-    chunk's dL/da, dhn (K, B, H) dL/d(hn) (reset_after); wp_rz = pack(W_hr,hz) (K = 2H),
-    wp_n = pack(W_hn) (K = H)."""
+    """Steps end-1 .. start of `gru_backward` for the batch rows b0:b1: dax (K, b1 - b0, 3H)
+    their dL/da in the chunk, dhn (K, b1 - b0, H) their dL/d(hn) (reset_after); wp_rz =
+    pack(W_hr,hz) (K = 2H), wp_n = pack(W_hn) (K = H)."""
     H = dh.shape[1]
     dhb, tb = dh[b0:b1], tmp[b0:b1]
     for t in range(end - 1, start - 1, -1):
         k = t - start
-        a, h_prev, d = gates[t, b0:b1], hs[t, b0:b1], dax[k, b0:b1]
+        a, h_prev, d = gates[t, b0:b1], hs[t, b0:b1], dax[k]
         dyt = dy[t, b0:b1] if use_dy else dy[0, b0:b1]
         if reset_after:
-            dn = dhn[k, b0:b1]
+            dn = dhn[k]
             gru_bwd_after(dhb, dyt, use_dy, a, h_prev, hn[t, b0:b1], d, dn, const)
             matmul_packed(dn, wp_n, H, dhb, True)
         else:
@@ -727,13 +727,13 @@ def rnn_fwd_seq(hs, wp_hh, relu, b0, b1, const):
 
 @numba.njit(**_JIT)
 def rnn_bwd_seq(start, end, dh, dy, use_dy, hs, relu, da, wp_hh, b0, b1, const):
-    """Steps end-1 .. start of `rnn_backward` for the batch rows b0:b1, da (K, B, H) the
-    chunk's dL/da."""
+    """Steps end-1 .. start of `rnn_backward` for the batch rows b0:b1, da (K, b1 - b0, H)
+    their dL/da in the chunk."""
     H = dh.shape[1]
     dhb = dh[b0:b1]
     for t in range(end - 1, start - 1, -1):
         dyt = dy[t, b0:b1] if use_dy else dy[0, b0:b1]
-        d = da[t - start, b0:b1]
+        d = da[t - start]
         rnn_bwd_step(dhb, dyt, use_dy, hs[t + 1, b0:b1], relu, d, const)
         matmul_packed(d, wp_hh, H, dhb, False)
 

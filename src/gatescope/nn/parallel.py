@@ -5,8 +5,10 @@ steps (each product entry is summed in order of k, each element-wise value is it
 a kernel called on rows [b0, b1) of the arrays of a sequence does exactly the work those
 rows need, and nothing that the other rows' calls do. `run_rows` calls a kernel once per
 block of rows, each block on its own thread: the kernels are compiled with nogil, so the
-threads run at once, and each writes its rows only. The result is the same bits as one call
-over every row, at any thread count (tests/test_parallel.py checks that).
+threads run at once, and each writes its rows only. Outputs, states and the trace are then
+the same bits as one call over every row, at any thread count; backward's dL/dx and weight
+gradients (BLAS over a block's rows, the blocks' parts summed in block order) agree within
+the backends' tolerance and give the same bits run to run (tests/test_parallel.py).
 
 The blocks are the rows of the arrays themselves (`hs[t, b0:b1]` inside the kernel: rows
 of a C-contiguous block, which the compiler vectorises), not (T, B/2, .) views of them,

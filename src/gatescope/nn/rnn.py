@@ -23,7 +23,7 @@ from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
 from .edits import EditPlan
 from .functional import tanh
-from .parallel import matmul, run_rows
+from .parallel import matmul, run_blocks, run_rows
 from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
 
@@ -100,56 +100,94 @@ def rnn_backward(cache: RNNCache, dy, dhT, w_ih, w_hh, nonlinearity, backend=Non
     dL/da is kept for a chunk of steps only; each finished chunk goes through one product
     for dx and one for each weight gradient.
     """
-    x, hs = cache.x, cache.hs
+    x, hs, ed = cache.x, cache.hs, cache.edits
+    relu = nonlinearity == "relu"
+    nb = kernels(x.dtype, backend) if ed is None else None  # edited: the NumPy steps below
+    if nb is not None:  # a backend's kernels instead
+        return _rnn_backward_kernels(nb, cache, dy, dhT, w_ih, w_hh, relu)
     T, B, D = x.shape
     H = hs.shape[2]
     dt = x.dtype
     K = chunk_steps(T, B)
     da = np.empty((K, B, H), dt)
     dx = np.empty((T, B, D), dt)
-    dw_ih, dw_hh, db = np.zeros((H, D), dt), np.zeros((H, H), dt), np.zeros(H, dt)
-    k_ih, k_hh, k_b = np.empty_like(dw_ih), np.empty_like(dw_hh), np.empty_like(db)
+    grads = np.zeros((H, D), dt), np.zeros((H, H), dt), np.zeros(H, dt)
+    scratch = tuple(np.empty_like(g) for g in grads)
     dh = np.array(dhT, dtype=dt)
     tmp = np.empty((B, H), dt)
-    nb = kernels(dt, backend)
-    relu = nonlinearity == "relu"
-    ed = cache.edits
-    if ed is not None:
-        nb = None  # an edited forward: the NumPy steps below, with the edit hooks
-    if nb is not None:
-        wp_hh = nb.pack(w_hh)  # W_hh packed once for every step
-        dys = dy if dy is not None else dh[None]  # (T, B, H), or a stand-in, never read
     for end in range(T, 0, -K):
         start = max(0, end - K)
-        if nb is not None:  # a backend's kernels: the chunk's steps in one call
-            args = (start, end, dh, dys, dy is not None, hs, relu, da, wp_hh)
-            run_rows(nb.rnn_bwd_seq, B, (end - start) * B * H * H, *args)
-        else:
-            for t in reversed(range(start, end)):
-                d = da[t - start]
-                if ed is not None:
-                    if dy is not None:
-                        dh += dy[t]
-                    h = ed.original(t, "h", hs[t + 1])  # phi' at the value computed
-                    np.multiply(ed.grad(t, "h", dh), _activation_grad(h, nonlinearity), out=d)
+        for t in reversed(range(start, end)):
+            d = da[t - start]
+            if ed is not None:
+                if dy is not None:
+                    dh += dy[t]
+                h = ed.original(t, "h", hs[t + 1])  # phi' at the value computed
+                np.multiply(ed.grad(t, "h", dh), _activation_grad(h, nonlinearity), out=d)
+            else:
+                if dy is not None:
+                    dh += dy[t]
+                h = hs[t + 1]
+                if relu:
+                    np.greater(h, 0, out=tmp)  # phi'(a) = [h > 0]
                 else:
-                    if dy is not None:
-                        dh += dy[t]
-                    h = hs[t + 1]
-                    if relu:
-                        np.greater(h, 0, out=tmp)  # phi'(a) = [h > 0]
-                    else:
-                        np.multiply(h, h, out=tmp)
-                        np.subtract(1, tmp, out=tmp)  # phi'(a) = 1 - h^2
-                    np.multiply(dh, tmp, out=d)
-                np.matmul(d, w_hh, out=dh)
-        n = (end - start) * B
-        d2 = da[: end - start].reshape(n, H)
-        matmul(d2, w_ih, dx[start:end].reshape(n, D))
-        dw_ih += matmul(d2.T, x[start:end].reshape(n, D), k_ih)
-        dw_hh += matmul(d2.T, hs[start:end].reshape(n, H), k_hh)
-        db += np.sum(d2, axis=0, out=k_b)
-    return dx, dh, dw_ih, dw_hh, db
+                    np.multiply(h, h, out=tmp)
+                    np.subtract(1, tmp, out=tmp)  # phi'(a) = 1 - h^2
+                np.multiply(dh, tmp, out=d)
+            np.matmul(d, w_hh, out=dh)
+        _rnn_chunk_products(da, x, hs, dx, start, end, w_ih, grads, scratch)
+    return dx, dh, *grads
+
+
+def _rnn_chunk_products(da, x, hs, dx, start, end, w_ih, grads, scratch):
+    """One chunk's dx = da W_ih, dW_ih += da^T x, dW_hh += da^T h_{t-1}, db += sum da; x, hs,
+    dx may be a block of the batch's rows (then the inputs are copied, dx written back)."""
+    B, D = x.shape[1], x.shape[2]
+    H = hs.shape[2]
+    n = (end - start) * B
+    d2 = da[: end - start].reshape(n, H)
+    dxc = dx[start:end]  # (n, B, D)
+    if dxc.flags.c_contiguous:
+        np.matmul(d2, w_ih, out=dxc.reshape(n, D))
+    else:
+        dxc[...] = np.matmul(d2, w_ih).reshape(dxc.shape)
+    (dw_ih, dw_hh, db), (k_ih, k_hh, k_b) = grads, scratch
+    dw_ih += np.matmul(d2.T, x[start:end].reshape(n, D), out=k_ih)
+    dw_hh += np.matmul(d2.T, hs[start:end].reshape(n, H), out=k_hh)
+    db += np.sum(d2, axis=0, out=k_b)
+
+
+def _rnn_backward_kernels(nb, cache: RNNCache, dy, dhT, w_ih, w_hh, relu):
+    """`rnn_backward` by a backend's kernels: each chunk's steps in one call, W_hh packed
+    once, the batch's rows in blocks over threads, each block through every chunk on its
+    own (as `lstm._lstm_backward_kernels`)."""
+    x, hs = cache.x, cache.hs
+    T, B, D = x.shape
+    H = hs.shape[2]
+    dt = x.dtype
+    K = chunk_steps(T, B)
+    dx = np.empty((T, B, D), dt)
+    dh = np.array(dhT, dtype=dt)  # (B, H), each block its rows
+    dys = dy if dy is not None else dh[None]  # (T, B, H), or a stand-in, never read
+    wp_hh = nb.pack(w_hh)  # W_hh packed once for every step
+
+    def rows(b0, b1):
+        da = np.empty((K, b1 - b0, H), dt)  # the block's dL/da of one chunk
+        grads = np.zeros((H, D), dt), np.zeros((H, H), dt), np.zeros(H, dt)
+        scratch = tuple(np.empty_like(g) for g in grads)
+        for end in range(T, 0, -K):
+            start = max(0, end - K)
+            nb.rnn_bwd_seq(start, end, dh, dys, dy is not None, hs, relu, da, wp_hh, b0, b1)
+            parts = (x[:, b0:b1], hs[:, b0:b1], dx[:, b0:b1])
+            _rnn_chunk_products(da, *parts, start, end, w_ih, grads, scratch)
+        return grads
+
+    parts = run_blocks(rows, B, T * B * H * H)
+    grads = parts[0]
+    for part in parts[1:]:
+        for g, p in zip(grads, part, strict=True):
+            g += p
+    return dx, dh, *grads
 
 
 class RNNCell:
