@@ -4,11 +4,16 @@ in one call, as `kernels_numba.py` does for the vanilla LSTM.
 An optional accelerator, handed out by `backend.variant_kernels` and held to the same
 contract as `kernels_numba.py`: the NumPy code of `lstm_variants.py` is the reference, and
 every output, state, trace entry and gradient agrees with it within `backend.TOLERANCE`
-(tests/test_variant_kernels.py), with the same bits run to run (no threads; every sum in a
-fixed order). The whole forward, and each chunk of backward, is one call, each step's
+(tests/test_variant_kernels.py), with the same bits run to run (every sum in a fixed
+order). Each kernel takes the batch rows b0:b1 it works on (last, before `const`), and
+indexes every per-step array [t, b0:b1] inside (rows of a C-contiguous block, which LLVM
+vectorises), so that `parallel.run_rows` / `run_blocks` can split a batch over threads
+(nogil) with each row's work that of one call over every row (tests/test_variant_parallel.py).
+The whole forward, and each chunk of backward, is one call per block of rows, each step's
 recurrent product by `kernels_numba.matmul_packed` against W_hh packed once (as the vanilla
-LSTM's kernels do); the input projections and weight gradients stay in NumPy (BLAS). The exp, sigmoid and tanh are
-those of `kernels_numba.py` (imported, as are its compiler flags and constants).
+LSTM's kernels do); the input projections and weight gradients stay in NumPy (BLAS:
+`parallel.matmul`, and each block's own products in backward). The exp, sigmoid and tanh
+are those of `kernels_numba.py` (imported, as are its compiler flags and constants).
 
 What a step does, per variant (equations in `lstm_variants.py`), on u (B, G*H) = the input
 projection (the gates array itself when G = 4) and rec = h_{t-1} W_hh^T:
@@ -224,36 +229,40 @@ def bwd_step(dh, dy, use_dy, gates, s, c_prev, dc, d, ki, kf, kg, ko, peep, cifg
 
 
 @numba.njit(**_JIT)
-def fwd_seq(u, bias, hs, cs, gates, s, wp_hh, rec, ui, uf, ug, uo, peep, cifg, noaf, const):
-    """Every step of the forward; wp_hh = pack(W_hh^T) (`kernels_numba.matmul_packed`); u as
-    in `fwd_step` (None: in place in gates)."""
+def fwd_seq(u, bias, hs, cs, gates, s, wp_hh, rec, ui, uf, ug, uo, peep, cifg, noaf, b0, b1,
+            const):  # fmt: skip
+    """Every step of the forward for the batch rows b0:b1; wp_hh = pack(W_hh^T)
+    (`kernels_numba.matmul_packed`); u as in `fwd_step` (None: in place in gates). Each
+    per-step array is indexed [t, b0:b1] here (rows of a C-contiguous block)."""
+    r = rec[b0:b1]
     for t in range(gates.shape[0]):
-        matmul_packed(hs[t], wp_hh, rec.shape[1], rec, False)
+        matmul_packed(hs[t, b0:b1], wp_hh, rec.shape[1], r, False)
         if u is None:
             fwd_step(
-                None, bias, rec, gates[t], cs[t], cs[t + 1], s[t], hs[t + 1],
-                ui, uf, ug, uo, peep, cifg, noaf, const,
+                None, bias, r, gates[t, b0:b1], cs[t, b0:b1], cs[t + 1, b0:b1], s[t, b0:b1],
+                hs[t + 1, b0:b1], ui, uf, ug, uo, peep, cifg, noaf, const,
             )  # fmt: skip
         else:
             fwd_step(
-                u[t], bias, rec, gates[t], cs[t], cs[t + 1], s[t], hs[t + 1],
-                ui, uf, ug, uo, peep, cifg, noaf, const,
+                u[t, b0:b1], bias, r, gates[t, b0:b1], cs[t, b0:b1], cs[t + 1, b0:b1],
+                s[t, b0:b1], hs[t + 1, b0:b1], ui, uf, ug, uo, peep, cifg, noaf, const,
             )  # fmt: skip
 
 
 @numba.njit(**_JIT)
 def bwd_seq(start, end, dh, dy, use_dy, gates, s, cs, dc, d, wp_hht, ki, kf, kg, ko, peep, cifg,
-            noaf, const):  # fmt: skip
-    """Steps end-1 .. start of the backward, d (K, B, G*H) the chunk's dL/da; wp_hht =
-    pack(W_hh)."""
+            noaf, b0, b1, const):  # fmt: skip
+    """Steps end-1 .. start of the backward for the batch rows b0:b1, d (K, b1 - b0, G*H)
+    their dL/da in the chunk (indexed d[t - start]); wp_hht = pack(W_hh)."""
+    dhb, dcb = dh[b0:b1], dc[b0:b1]
     for t in range(end - 1, start - 1, -1):
-        dyt = dy[t] if use_dy else dy[0]
+        dyt = dy[t, b0:b1] if use_dy else dy[0, b0:b1]
         k = t - start
         bwd_step(
-            dh, dyt, use_dy, gates[t], s[t], cs[t], dc, d[k], ki, kf, kg, ko, peep, cifg, noaf,
-            const,
+            dhb, dyt, use_dy, gates[t, b0:b1], s[t, b0:b1], cs[t, b0:b1], dcb, d[k],
+            ki, kf, kg, ko, peep, cifg, noaf, const,
         )  # fmt: skip
-        matmul_packed(d[k], wp_hht, dh.shape[1], dh, False)
+        matmul_packed(d[k], wp_hht, dh.shape[1], dhb, False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,11 +304,11 @@ def ln_stats(z, n, eps, const):
 
 
 @numba.njit(**_JIT)
-def ln_rows(z, gain, bias, y, r, out, eps, const):
-    """Rows of z (N, M): y = LN(z), r = 1/std (N, 1), out = y * gain + bias (bias may be
-    None). The input projections of every step at once; out may be z itself."""
-    N, M = z.shape
-    for b in range(N):
+def ln_rows(z, gain, bias, y, r, out, eps, b0, b1, const):
+    """Rows b0:b1 of z (N, M): y = LN(z), r = 1/std (N, 1), out = y * gain + bias (bias may
+    be None). The input projections of every step at once; out may be z itself."""
+    M = z.shape[1]
+    for b in range(b0, b1):
         zr, yr, orow = z[b], y[b], out[b]
         mean, rb = ln_stats(zr, M, eps, const)
         r[b, 0] = rb
@@ -341,7 +350,7 @@ def ln_back_rows(dy, gain, y, r, out, const):
 
 @numba.njit(**_JIT)
 def ln_chunk_rows(d, dnc, g_ih, lnu, ru, lnv, lnc, du, acc, const):
-    """A finished chunk's rows (n B of them): du = LN'(d gamma_ih), and the layer-norm
+    """Rows of one step of a finished chunk: du = LN'(d gamma_ih), and the layer-norm
     parameters' gradients added into acc (4, 4H), float64 (one running sum per entry over
     every row of the sequence, so in a wider type): rows sum d LN(u), d LN(v), dnc LN(c),
     dnc (the last two over H)."""
@@ -366,6 +375,20 @@ def ln_chunk_rows(d, dnc, g_ih, lnu, ru, lnv, lnc, du, acc, const):
             a_c[j] += nr[j] * cr[j]
         for j in range(H):
             a_bc[j] += nr[j]
+
+
+@numba.njit(**_JIT)
+def ln_chunk_seq(start, end, d, dnc, g_ih, lnu, ru, lnv, lnc, du, acc, b0, b1, const):
+    """`ln_chunk_rows` over a finished chunk's steps start .. end-1 (in that order, each step's
+    rows in order: the order of acc's running sums), for the batch rows b0:b1: d, dnc, du
+    (K, b1 - b0, .) the block's own, indexed [t - start]; lnu, ru, lnv, lnc the sequence's,
+    indexed [t, b0:b1]."""
+    for t in range(start, end):
+        k = t - start
+        ln_chunk_rows(
+            d[k], dnc[k], g_ih, lnu[t, b0:b1], ru[t, b0:b1], lnv[t, b0:b1], lnc[t, b0:b1], du[k],
+            acc, const,
+        )  # fmt: skip
 
 
 @numba.njit(**_JIT)
@@ -450,28 +473,34 @@ def ln_bwd_step(dh, dy, use_dy, gates, s, c_prev, dc, d, dnc, lnc, rc, g_c, g_hh
 
 
 @numba.njit(**_JIT)
-def ln_fwd_seq(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, wp_hh, rec, eps, const):
-    """Every layer-norm step; wp_hh = pack(W_hh^T)."""
+def ln_fwd_seq(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, wp_hh, rec, eps, b0, b1,
+               const):  # fmt: skip
+    """Every layer-norm step for the batch rows b0:b1 (each per-step array indexed
+    [t, b0:b1]); wp_hh = pack(W_hh^T)."""
+    r = rec[b0:b1]
     for t in range(gates.shape[0]):
-        matmul_packed(hs[t], wp_hh, rec.shape[1], rec, False)
+        matmul_packed(hs[t, b0:b1], wp_hh, rec.shape[1], r, False)
         ln_fwd_step(
-            gates[t], rec, cs[t], cs[t + 1], s[t], hs[t + 1], lnv[t], rv[t], lnc[t], rc[t],
-            g_hh, g_c, beta, eps, const,
+            gates[t, b0:b1], r, cs[t, b0:b1], cs[t + 1, b0:b1], s[t, b0:b1], hs[t + 1, b0:b1],
+            lnv[t, b0:b1], rv[t, b0:b1], lnc[t, b0:b1], rc[t, b0:b1], g_hh, g_c, beta, eps,
+            const,
         )  # fmt: skip
 
 
 @numba.njit(**_JIT)
 def ln_bwd_seq(start, end, dh, dy, use_dy, gates, s, cs, dc, d, dnc, lnc, rc, g_c, g_hh, lnv,
-               rv, dv, wp_hht, const):  # fmt: skip
-    """Layer-norm steps end-1 .. start; d, dnc, dv: the chunk's; wp_hht = pack(W_hh)."""
+               rv, dv, wp_hht, b0, b1, const):  # fmt: skip
+    """Layer-norm steps end-1 .. start for the batch rows b0:b1; d, dnc, dv (K, b1 - b0, .):
+    the block's own for the chunk, indexed [t - start]; wp_hht = pack(W_hh)."""
+    dhb, dcb = dh[b0:b1], dc[b0:b1]
     for t in range(end - 1, start - 1, -1):
-        dyt = dy[t] if use_dy else dy[0]
+        dyt = dy[t, b0:b1] if use_dy else dy[0, b0:b1]
         k = t - start
         ln_bwd_step(
-            dh, dyt, use_dy, gates[t], s[t], cs[t], dc, d[k], dnc[k], lnc[t], rc[t], g_c, g_hh,
-            lnv[t], rv[t], dv[k], const,
+            dhb, dyt, use_dy, gates[t, b0:b1], s[t, b0:b1], cs[t, b0:b1], dcb, d[k], dnc[k],
+            lnc[t, b0:b1], rc[t, b0:b1], g_c, g_hh, lnv[t, b0:b1], rv[t, b0:b1], dv[k], const,
         )  # fmt: skip
-        matmul_packed(dv[k], wp_hht, dh.shape[1], dh, False)
+        matmul_packed(dv[k], wp_hht, dh.shape[1], dhb, False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -480,38 +509,46 @@ def ln_bwd_seq(start, end, dh, dy, use_dy, gates, s, cs, dc, d, dnc, lnc, rc, g_
 def _bind(const: Constants) -> SimpleNamespace:
     """The kernels `backend.variant_kernels` hands out, `const` bound (layer norm's eps, of
     the float type, is an argument: `lstm_variants.LN_EPS` when called); closures over the
-    constants alone, so numba's cache finds them."""
+    constants alone, so numba's cache finds them. Each takes the batch rows b0, b1 last
+    (`parallel.run_rows` calls kernel(*args, b0, b1))."""
 
     @numba.njit(**_JIT)
-    def fwd_seq_(u, bias, hs, cs, gates, s, wp_hh, rec, ui, uf, ug, uo, peep, cifg, noaf):
-        fwd_seq(u, bias, hs, cs, gates, s, wp_hh, rec, ui, uf, ug, uo, peep, cifg, noaf, const)
-
-    @numba.njit(**_JIT)
-    def bwd_seq_(start, end, dh, dy, use_dy, gates, s, cs, dc, d, wp_hht, ki, kf, kg, ko, peep,
-                 cifg, noaf):  # fmt: skip
-        bwd_seq(
-            start, end, dh, dy, use_dy, gates, s, cs, dc, d, wp_hht, ki, kf, kg, ko, peep, cifg,
-            noaf, const,
+    def fwd_seq_(u, bias, hs, cs, gates, s, wp_hh, rec, ui, uf, ug, uo, peep, cifg, noaf, b0,
+                 b1):  # fmt: skip
+        fwd_seq(
+            u, bias, hs, cs, gates, s, wp_hh, rec, ui, uf, ug, uo, peep, cifg, noaf, b0, b1,
+            const,
         )  # fmt: skip
 
     @numba.njit(**_JIT)
-    def ln_rows_(z, gain, bias, y, r, out, eps):
-        ln_rows(z, gain, bias, y, r, out, eps, const)
+    def bwd_seq_(start, end, dh, dy, use_dy, gates, s, cs, dc, d, wp_hht, ki, kf, kg, ko, peep,
+                 cifg, noaf, b0, b1):  # fmt: skip
+        bwd_seq(
+            start, end, dh, dy, use_dy, gates, s, cs, dc, d, wp_hht, ki, kf, kg, ko, peep, cifg,
+            noaf, b0, b1, const,
+        )  # fmt: skip
 
     @numba.njit(**_JIT)
-    def ln_chunk_rows_(d, dnc, g_ih, lnu, ru, lnv, lnc, du, acc):
-        ln_chunk_rows(d, dnc, g_ih, lnu, ru, lnv, lnc, du, acc, const)
+    def ln_rows_(z, gain, bias, y, r, out, eps, b0, b1):
+        ln_rows(z, gain, bias, y, r, out, eps, b0, b1, const)
 
     @numba.njit(**_JIT)
-    def ln_fwd_seq_(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, wp_hh, rec, eps):
-        ln_fwd_seq(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, wp_hh, rec, eps, const)
+    def ln_chunk_seq_(start, end, d, dnc, g_ih, lnu, ru, lnv, lnc, du, acc, b0, b1):
+        ln_chunk_seq(start, end, d, dnc, g_ih, lnu, ru, lnv, lnc, du, acc, b0, b1, const)
+
+    @numba.njit(**_JIT)
+    def ln_fwd_seq_(gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, wp_hh, rec, eps, b0,
+                    b1):  # fmt: skip
+        ln_fwd_seq(
+            gates, hs, cs, s, lnv, rv, lnc, rc, g_hh, g_c, beta, wp_hh, rec, eps, b0, b1, const
+        )
 
     @numba.njit(**_JIT)
     def ln_bwd_seq_(start, end, dh, dy, use_dy, gates, s, cs, dc, d, dnc, lnc, rc, g_c, g_hh,
-                    lnv, rv, dv, wp_hht):  # fmt: skip
+                    lnv, rv, dv, wp_hht, b0, b1):  # fmt: skip
         ln_bwd_seq(
             start, end, dh, dy, use_dy, gates, s, cs, dc, d, dnc, lnc, rc, g_c, g_hh, lnv, rv,
-            dv, wp_hht, const,
+            dv, wp_hht, b0, b1, const,
         )  # fmt: skip
 
     return SimpleNamespace(
@@ -519,7 +556,7 @@ def _bind(const: Constants) -> SimpleNamespace:
         fwd_seq=fwd_seq_,
         bwd_seq=bwd_seq_,
         ln_rows=ln_rows_,
-        ln_chunk_rows=ln_chunk_rows_,
+        ln_chunk_seq=ln_chunk_seq_,
         ln_fwd_seq=ln_fwd_seq_,
         ln_bwd_seq=ln_bwd_seq_,
     )

@@ -61,7 +61,9 @@ Python loop over steps, with the input projections (and their normalisation) don
 steps at once, and backward in chunks of steps as in lstm.py (each finished chunk's products
 and parameter sums at once). Without edits, `backend.variant_kernels` may hand each step's
 element-wise work to numba kernels (`kernels_variants_numba.py`), tested against this code
-at `backend.TOLERANCE` (tests/test_variant_kernels.py).
+at `backend.TOLERANCE` (tests/test_variant_kernels.py), with the batch's rows in blocks over
+threads (`parallel`, as lstm.py: forward the same bits at any thread count, backward's
+gradients the blocks' parts summed in block order; tests/test_variant_parallel.py).
 """
 
 from __future__ import annotations
@@ -73,10 +75,15 @@ import numpy as np
 from .backend import variant_kernels
 from .edits import EditPlan
 from .functional import sigmoid, tanh
+from .parallel import matmul, run_blocks, run_rows
 from .recurrent import LSTM_VARIANTS, chunk_steps, init_packed
 
 VARIANTS = LSTM_VARIANTS
 LN_EPS = 1e-5  # layer norm's epsilon (PyTorch's LayerNorm default)
+# the kernels' normalisation of the input projections: an entry's cost in multiply-adds of a
+# product, for `parallel.row_blocks`' work threshold (measured roughly, one thread, float32:
+# about 0.45 ns an entry of (6400, 512), 0.015 ns a multiply-add of BLAS's (6400, 32, 512))
+LN_WORK = 30
 
 # the gate blocks each variant packs into weight_ih / weight_hh / bias, in this order
 BLOCKS: dict[str, str] = {
@@ -212,13 +219,17 @@ def variant_forward(
 
     gates = np.empty((T, B, 4 * H), x.dtype)
     u = gates if G == 4 else np.empty((T, B, G * H), x.dtype)  # G = 4: in place, as lstm.py
-    np.matmul(x.reshape(T * B, D), w_ih.T, out=u.reshape(T * B, G * H))  # all steps at once
+    if nb is not None:  # all steps at once, the rows over threads (`parallel.matmul`)
+        matmul(x.reshape(T * B, D), w_ih.T, u.reshape(T * B, G * H))
+    else:
+        np.matmul(x.reshape(T * B, D), w_ih.T, out=u.reshape(T * B, G * H))  # all steps at once
     if is_ln:
         ln["u"] = np.empty((T, B, G * H), x.dtype)  # normalised input projections
         ln["ru"] = np.empty((T, B, 1), x.dtype)  # their 1 / std
-        if nb is not None:  # u = LN(u) gamma_ih + b, in one pass
+        if nb is not None:  # u = LN(u) gamma_ih + b, in one pass, the rows over threads
             eps = x.dtype.type(LN_EPS)
-            nb.ln_rows(_rows(u), p["ln_gain_ih"], b, _rows(ln["u"]), _rows(ln["ru"]), _rows(u), eps)
+            args = (_rows(u), p["ln_gain_ih"], b, _rows(ln["u"]), _rows(ln["ru"]), _rows(u), eps)
+            run_rows(nb.ln_rows, T * B, LN_WORK * T * B * G * H, *args)
         else:
             ln["u"][...], ln["ru"][...] = layer_norm(u)
             np.multiply(ln["u"], p["ln_gain_ih"], out=u)
@@ -306,14 +317,17 @@ def _kernel_options(variant: str, p: dict[str, np.ndarray], H: int) -> tuple:
 
 
 def _forward_kernels(nb, cache: VariantCache, u: np.ndarray, p: dict[str, np.ndarray]):
-    """`variant_forward`'s steps by a backend's kernels: the whole sequence in one call, the
-    recurrent product against W_hh^T packed once (`kernels_numba.matmul_packed`)."""
+    """`variant_forward`'s steps by a backend's kernels: the whole sequence in one call per
+    block of the batch's rows (`parallel.run_rows`: the blocks on threads, each row's work
+    that of one call over every row, so the same bits at any thread count), the recurrent
+    product against W_hh^T packed once (`kernels_numba.matmul_packed`)."""
     variant, gates, hs, cs, s, ln = (
         cache.variant, cache.gates, cache.hs, cache.cs, cache.s, cache.ln
     )  # fmt: skip
     blocks = BLOCKS[variant]
     T, B, _ = gates.shape
     H, G = hs.shape[2], len(blocks)
+    work = T * B * G * H * H  # multiply-adds of the recurrent products
     wp_hh = nb.pack(p["weight_hh"].T)  # W_hh^T (H, G*H) in panels
     rec = np.empty((B, G * H), gates.dtype)  # h_{t-1} W_hh^T
     for k, name in enumerate("ifgo"):  # the gates a variant lacks: their constants, once
@@ -323,13 +337,14 @@ def _forward_kernels(nb, cache: VariantCache, u: np.ndarray, p: dict[str, np.nda
         lns = (ln["v"], ln["rv"], ln["c"], ln["rc"])
         eps = gates.dtype.type(LN_EPS)  # read when called (a test sets it to 0)
         gains = (p["ln_gain_hh"], p["ln_gain_c"], p.get("ln_bias_c"))
-        nb.ln_fwd_seq(gates, hs, cs, s, *lns, *gains, wp_hh, rec, eps)
+        run_rows(nb.ln_fwd_seq, B, work, gates, hs, cs, s, *lns, *gains, wp_hh, rec, eps)
         return cache
     b = p.get("bias")
     bias = b if b is not None else np.zeros(G * H, gates.dtype)
     opts = _kernel_options(variant, p, H)
     inplace = u is gates  # G = 4: the kernels activate the gates in place (u None)
-    nb.fwd_seq(None if inplace else u, bias, hs, cs, gates, s, wp_hh, rec, *opts)
+    args = (None if inplace else u, bias, hs, cs, gates, s, wp_hh, rec, *opts)
+    run_rows(nb.fwd_seq, B, work, *args)
     return cache
 
 
@@ -351,15 +366,18 @@ def variant_backward(
     Time runs backwards in chunks of K steps (`recurrent.chunk_steps`), as in lstm.py: a
     finished chunk's dL/da goes through the products for dx and the weight gradients at
     once, so dL/da is never held for the whole sequence. Without edits, `backend` may hand
-    each step's element-wise work to a kernel (`kernels_variants_numba.py`).
+    each step's element-wise work to a kernel (`kernels_variants_numba.py`), the batch's
+    rows in blocks over threads (`_backward_kernels`).
     """
     variant, x, hs = cache.variant, cache.x, cache.hs
+    dt = x.dtype
+    nb = variant_kernels(dt, backend) if cache.edits is None else None
+    if nb is not None:  # a backend's kernels instead of the NumPy below
+        return _backward_kernels(nb, cache, p, dy, dhT, dcT)
     T, B, D = x.shape
     H = hs.shape[2]
     G = len(BLOCKS[variant])
-    dt = x.dtype
     is_ln = variant == "layernorm"
-    nb = variant_kernels(dt, backend) if cache.edits is None else None
 
     K = chunk_steps(T, B)
     da = np.empty((K, B, G * H), dt)  # dL/d(pre-activations a_t) of one chunk
@@ -368,25 +386,15 @@ def variant_backward(
     du = da if not is_ln else np.empty_like(da)  # dL/d(u_t), the input projection
     dx = np.empty((T, B, D), dt)
     grads = {n: np.zeros_like(a) for n, a in p.items()}
-    # the kernels sum layer norm's gain gradients over the sequence in float64
-    acc = np.zeros((4, G * H)) if is_ln and nb is not None else None
     dh = np.array(dhT, dtype=dt)  # (B, H)
     dc = np.array(dcT, dtype=dt)  # (B, H)
     for end in range(T, 0, -K):
         start = max(0, end - K)
         n = end - start
         bufs = (da[:n], dv[:n], dnc[:n] if is_ln else None)
-        if nb is not None:
-            _backward_kernels(nb, cache, p, start, end, dy, dh, dc, *bufs, du[:n], acc)
-        else:
-            for t in reversed(range(start, end)):
-                dh, dc = _backward_step(cache, p, t, t - start, dy, dh, dc, *bufs)
-        _chunk_products(nb, cache, p, start, end, *bufs, du[:n], dx, grads)
-    if acc is not None:
-        names = ("ln_gain_ih", "ln_gain_hh", "ln_gain_c", "ln_bias_c")
-        for k, name in enumerate(names):
-            if name in grads:
-                grads[name][...] = acc[k, : grads[name].shape[0]]
+        for t in reversed(range(start, end)):
+            dh, dc = _backward_step(cache, p, t, t - start, dy, dh, dc, *bufs)
+        _chunk_products(cache, p, start, end, *bufs, du[:n], dx, grads)
     return dx, dh, dc, grads
 
 
@@ -437,41 +445,84 @@ def _backward_step(cache: VariantCache, p, t: int, k: int, dy, dh, dc, da, dv, d
     return dv[k] @ p["weight_hh"], dc  # dh_{t-1}
 
 
-def _backward_kernels(nb, cache: VariantCache, p, start, end, dy, dh, dc, da, dv, dnc, du, acc):
-    """Steps end-1 .. start of `variant_backward` by a backend's kernels, in place in dh and
-    dc: one call for the chunk, each step's product dh = dv W_hh against W_hh packed
-    (`kernels_numba.matmul_packed`; packed per chunk: a few per cent of a chunk's work).
-    Layer norm: also du = LN'(da gamma_ih) and the gains' gradients (into acc), for the
-    chunk's rows (`kernels_variants_numba.ln_chunk_rows`)."""
-    variant, gates, cs, s, ln = cache.variant, cache.gates, cache.cs, cache.s, cache.ln
-    H = dh.shape[1]
-    wp_hht = nb.pack(p["weight_hh"])  # W_hh (G*H, H) in panels
-    use_dy = dy is not None
-    dys = dy if use_dy else dh[None]
-    if variant == "layernorm":
-        lns = (ln["c"], ln["rc"], p["ln_gain_c"], p["ln_gain_hh"], ln["v"], ln["rv"])
-        g_ih, lnu, ru = p["ln_gain_ih"], ln["u"], ln["ru"]
-        args = (gates, s, cs, dc, da, dnc, *lns, dv, wp_hht)
-        nb.ln_bwd_seq(start, end, dh, dys, use_dy, *args)
-        rows = slice(start, end)
-        chunk = (_rows(a) for a in (da, dnc))
-        lnt = (_rows(a[rows]) for a in (lnu, ru, ln["v"], ln["c"]))
-        nb.ln_chunk_rows(*chunk, g_ih, *lnt, _rows(du), acc)
-        return
-    opts = _kernel_options(variant, p, H)
-    nb.bwd_seq(start, end, dh, dys, use_dy, gates, s, cs, dc, da, wp_hht, *opts)
+def _backward_kernels(nb, cache: VariantCache, p, dy, dhT, dcT):
+    """`variant_backward` by a backend's kernels: each chunk's steps in one call, W_hh packed
+    once, each step's product dh = dv W_hh against it (`kernels_numba.matmul_packed`).
 
-
-def _chunk_products(nb, cache: VariantCache, p, start, end, da, dv, dnc, du, dx, grads):
-    """One finished chunk: du (layer norm: LN'(da gamma_ih)), dx = du W_ih, and every
-    parameter's gradient summed over its steps into `grads` (with the kernels, layer norm's
-    du and gains are done: `_backward_kernels`)."""
-    x, hs, cs, ln = cache.x, cache.hs, cache.cs, cache.ln
-    n, B, GH = da.shape
+    The batch's rows go in blocks over threads (`parallel.run_blocks`), each block through
+    every chunk on its own, as lstm.py's `_lstm_backward_kernels`: its steps (its own dL/da,
+    dv, dnc, du of b1 - b0 rows), layer norm's du = LN'(da gamma_ih) and gains' sums
+    (`kernels_variants_numba.ln_chunk_seq`, into the block's own float64 acc), then its rows
+    of dx and its part of every parameter gradient. The threads meet only at the end, where
+    the blocks' parts are summed in block order (one block: the one-call results, bits
+    included)."""
+    variant, x, gates, hs, cs, s, ln = (
+        cache.variant, cache.x, cache.gates, cache.hs, cache.cs, cache.s, cache.ln
+    )  # fmt: skip
+    T, B, D = x.shape
     H = hs.shape[2]
+    G = len(BLOCKS[variant])
+    dt = x.dtype
+    is_ln = variant == "layernorm"
+    K = chunk_steps(T, B)
+    dx = np.empty((T, B, D), dt)
+    dh = np.array(dhT, dtype=dt)  # (B, H), each block its rows
+    dc = np.array(dcT, dtype=dt)  # (B, H)
+    use_dy = dy is not None
+    dys = dy if use_dy else dh[None]  # (T, B, H), or a stand-in, never read
+    wp_hht = nb.pack(p["weight_hh"])  # W_hh (G*H, H) in panels, once for every step
+    summed = [n for n in p if not n.startswith("ln_")]  # by products; layer norm's in acc
+    if is_ln:
+        lns = (ln["c"], ln["rc"], p["ln_gain_c"], p["ln_gain_hh"], ln["v"], ln["rv"])
+        lnt = (p["ln_gain_ih"], ln["u"], ln["ru"], ln["v"], ln["c"])
+    else:
+        opts = _kernel_options(variant, p, H)
+
+    def rows(b0, b1):
+        da = np.empty((K, b1 - b0, G * H), dt)  # the block's dL/da of one chunk
+        dv = da if not is_ln else np.empty_like(da)  # dL/d(v_t)
+        dnc = np.empty((K, b1 - b0, H), dt) if is_ln else None  # dL/d(LN(c) gamma_c + beta_c)
+        du = da if not is_ln else np.empty_like(da)  # dL/d(u_t)
+        grads = {n: np.zeros_like(p[n]) for n in summed}
+        # layer norm's gain gradients, summed over the block's rows in float64
+        acc = np.zeros((4, G * H)) if is_ln else None
+        blk = (x[:, b0:b1], hs[:, b0:b1], cs[:, b0:b1], dx[:, b0:b1])
+        for end in range(T, 0, -K):
+            start = max(0, end - K)
+            n = end - start
+            d, dvn, dun = da[:n], dv[:n], du[:n]
+            if is_ln:
+                dn = dnc[:n]
+                args = (gates, s, cs, dc, d, dn, *lns, dvn, wp_hht, b0, b1)
+                nb.ln_bwd_seq(start, end, dh, dys, use_dy, *args)
+                nb.ln_chunk_seq(start, end, d, dn, *lnt, dun, acc, b0, b1)
+            else:
+                nb.bwd_seq(start, end, dh, dys, use_dy, gates, s, cs, dc, d, wp_hht, *opts, b0, b1)
+            _products(variant, p, *blk, start, end, d, dvn, dun, grads)
+        return grads, acc
+
+    work = T * B * G * H * (2 * H + 2 * D)  # recurrent products, dx, dW_ih, dW_hh
+    parts = run_blocks(rows, B, work)
+    grads, acc = parts[0]
+    for part, part_acc in parts[1:]:
+        for n in summed:
+            grads[n] += part[n]
+        if acc is not None:
+            acc += part_acc
+    if acc is not None:
+        for k, name in enumerate(("ln_gain_ih", "ln_gain_hh", "ln_gain_c", "ln_bias_c")):
+            if name in p:
+                grads[name] = acc[k, : p[name].shape[0]].astype(dt)
+    return dx, dh, dc, {n: grads[n] for n in p}
+
+
+def _chunk_products(cache: VariantCache, p, start, end, da, dv, dnc, du, dx, grads):
+    """One finished chunk of the reference backward: du (layer norm: LN'(da gamma_ih)), dx =
+    du W_ih, and every parameter's gradient summed over its steps into `grads`."""
+    ln = cache.ln
     rows = slice(start, end)
     d2 = _rows(da)  # (n B, G H)
-    if cache.variant == "layernorm" and nb is None:  # (the kernels did this step by step)
+    if cache.variant == "layernorm":
         lnu = _rows(ln["u"][rows])
         grads["ln_gain_ih"] += np.einsum("ij,ij->j", d2, lnu)
         grads["ln_gain_hh"] += np.einsum("ij,ij->j", d2, _rows(ln["v"][rows]))
@@ -481,14 +532,28 @@ def _chunk_products(nb, cache: VariantCache, p, start, end, da, dv, dnc, du, dx,
             grads["ln_bias_c"] += dn2.sum(axis=0)
         g_ih, r = p["ln_gain_ih"], _rows(ln["ru"][rows])
         _rows(du)[...] = layer_norm_backward(d2 * g_ih, lnu, r)
+    _products(cache.variant, p, cache.x, cache.hs, cache.cs, dx, start, end, da, dv, du, grads)
+
+
+def _products(variant, p, x, hs, cs, dx, start, end, da, dv, du, grads):
+    """A finished chunk's products: dx = du W_ih, and dW_ih, dW_hh, db, the peepholes'
+    gradient summed into `grads`. x, hs, cs, dx may be a block of the batch's rows (as
+    da, dv, du are then): inputs are copied, dx written back."""
+    H = hs.shape[2]
+    rows = slice(start, end)
+    d2 = _rows(da)  # (n B, G H)
     du2 = _rows(du)
-    np.matmul(du2, p["weight_ih"], out=_rows(dx[rows]))
+    dxc = dx[rows]  # (n, B, D)
+    if dxc.flags.c_contiguous:
+        np.matmul(du2, p["weight_ih"], out=_rows(dxc))
+    else:
+        dxc[...] = np.matmul(du2, p["weight_ih"]).reshape(dxc.shape)
     grads["weight_ih"] += du2.T @ _rows(x[rows])
     grads["weight_hh"] += _rows(dv).T @ _rows(hs[rows])
     if "bias" in p:
         grads["bias"] += d2.sum(axis=0)
     if "peephole" in p:
-        d = _blocks_of(d2, BLOCKS[cache.variant], H)
+        d = _blocks_of(d2, BLOCKS[variant], H)
         gp = grads["peephole"]
         gp[:H] += np.einsum("ij,ij->j", d["i"], _rows(cs[rows]))
         gp[H : 2 * H] += np.einsum("ij,ij->j", d["f"], _rows(cs[rows]))
