@@ -33,7 +33,7 @@ from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
 from .edits import EditPlan
 from .functional import sigmoid, tanh
-from .parallel import matmul, run_blocks, run_rows
+from .parallel import matmul, matmul_block, run_blocks, run_rows, sum_blocks
 from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
 # --------------------------------------------------------------------------------------------
@@ -263,11 +263,7 @@ def _gru_chunk_products(dax, dhn, x, hs, hn, dx, start, end, w_ih, grads, scratc
     n_rows = (end - start) * B
     d2 = dax[: end - start].reshape(n_rows, 3 * H)
     h_prev_all = hs[start:end].reshape(n_rows, H)
-    dxc = dx[start:end]  # (n, B, D)
-    if dxc.flags.c_contiguous:
-        np.matmul(d2, w_ih, out=dxc.reshape(n_rows, D))
-    else:
-        dxc[...] = np.matmul(d2, w_ih).reshape(dxc.shape)
+    matmul_block(d2, w_ih, dx[start:end])
     dw_ih += np.matmul(d2.T, x[start:end].reshape(n_rows, D), out=k_ih)
     dw_hh[: 2 * H] += np.matmul(d2[:, : 2 * H].T, h_prev_all, out=k_hh[: 2 * H])
     db += np.sum(d2, axis=0, out=k_b)
@@ -308,12 +304,7 @@ def _gru_backward_kernels(nb, cache: GRUCache, dy, dhT, w_ih, w_hh, reset_after)
             _gru_chunk_products(dax, dhn, *blocks, start, end, w_ih, grads, scratch)
         return grads
 
-    parts = run_blocks(rows, B, T * B * 3 * H * H)
-    grads = parts[0]
-    for part in parts[1:]:
-        for g, p in zip(grads, part, strict=True):
-            if g is not None:
-                g += p
+    grads = sum_blocks(run_blocks(rows, B, T * B * 3 * H * H))
     return dx, dh, *grads
 
 

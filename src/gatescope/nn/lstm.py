@@ -34,7 +34,7 @@ from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
 from .edits import EditPlan
 from .functional import sigmoid, tanh
-from .parallel import matmul, run_blocks, run_rows
+from .parallel import matmul, matmul_block, run_blocks, run_rows, sum_blocks
 from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
 # --------------------------------------------------------------------------------------------
@@ -256,11 +256,7 @@ def _lstm_backward_kernels(nb, cache: LSTMCache, dy, dhT, dcT, w_ih, w_hh):
             _lstm_chunk_products(d, *parts, start, end, w_ih, grads, scratch)
         return grads
 
-    parts = run_blocks(rows, B, T * B * 4 * H * H)
-    grads = parts[0]
-    for part in parts[1:]:
-        for g, p in zip(grads, part, strict=True):
-            g += p
+    grads = sum_blocks(run_blocks(rows, B, T * B * 4 * H * H))
     return dx, dh, dc, *grads
 
 
@@ -269,11 +265,7 @@ def _lstm_chunk_products(d, x, hs, dx, start, end, w_ih, grads, scratch):
     x, hs, dx may be a block of the batch's rows (then inputs are copied, dx written back)."""
     n, B, G = d.shape
     d2 = d.reshape(n * B, G)
-    dxc = dx[start:end]  # (n, B, D)
-    if dxc.flags.c_contiguous:
-        np.matmul(d2, w_ih, out=dxc.reshape(n * B, -1))
-    else:
-        dxc[...] = np.matmul(d2, w_ih).reshape(dxc.shape)
+    matmul_block(d2, w_ih, dx[start:end])
     for g, k, inp in zip(grads, scratch, (x, hs, None)):
         if inp is None:
             g += np.sum(d2, axis=0, out=k)

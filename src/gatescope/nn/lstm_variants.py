@@ -75,7 +75,7 @@ import numpy as np
 from .backend import variant_kernels
 from .edits import EditPlan
 from .functional import sigmoid, tanh
-from .parallel import matmul, run_blocks, run_rows
+from .parallel import matmul, matmul_block, run_blocks, run_rows, sum_blocks
 from .recurrent import LSTM_VARIANTS, chunk_steps, init_packed
 
 VARIANTS = LSTM_VARIANTS
@@ -503,12 +503,8 @@ def _backward_kernels(nb, cache: VariantCache, p, dy, dhT, dcT):
 
     work = T * B * G * H * (2 * H + 2 * D)  # recurrent products, dx, dW_ih, dW_hh
     parts = run_blocks(rows, B, work)
+    sum_blocks([(*(g[n] for n in summed), a) for g, a in parts])  # into the first's arrays
     grads, acc = parts[0]
-    for part, part_acc in parts[1:]:
-        for n in summed:
-            grads[n] += part[n]
-        if acc is not None:
-            acc += part_acc
     if acc is not None:
         for k, name in enumerate(("ln_gain_ih", "ln_gain_hh", "ln_gain_c", "ln_bias_c")):
             if name in p:
@@ -543,11 +539,7 @@ def _products(variant, p, x, hs, cs, dx, start, end, da, dv, du, grads):
     rows = slice(start, end)
     d2 = _rows(da)  # (n B, G H)
     du2 = _rows(du)
-    dxc = dx[rows]  # (n, B, D)
-    if dxc.flags.c_contiguous:
-        np.matmul(du2, p["weight_ih"], out=_rows(dxc))
-    else:
-        dxc[...] = np.matmul(du2, p["weight_ih"]).reshape(dxc.shape)
+    matmul_block(du2, p["weight_ih"], dx[rows])
     grads["weight_ih"] += du2.T @ _rows(x[rows])
     grads["weight_hh"] += _rows(dv).T @ _rows(hs[rows])
     if "bias" in p:

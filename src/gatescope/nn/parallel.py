@@ -118,6 +118,26 @@ def run_blocks(fn: Callable, rows: int, work: float) -> list:
     return [first, *rest]
 
 
+def sum_blocks(parts: list) -> tuple:
+    """The blocks' parts of `run_blocks` (each a tuple of arrays, or None where a part is
+    absent) summed in block order into the first block's arrays, which are returned."""
+    total = parts[0]
+    for part in parts[1:]:
+        for g, p in zip(total, part, strict=True):
+            if g is not None:
+                g += p
+    return total
+
+
+def matmul_block(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out (n, rows, N) = (a (n rows, K) @ b (K, N)) for `out` a block of a batch's rows
+    (x[:, b0:b1]-like, not contiguous: the product is written back) or a whole array."""
+    if out.flags.c_contiguous:
+        np.matmul(a, b, out=out.reshape(a.shape[0], -1))
+    else:
+        out[...] = np.matmul(a, b).reshape(out.shape)
+
+
 def run_rows(kernel: Callable, rows: int, work: float, *args) -> None:
     """`kernel(*args, b0, b1)` for each block of `row_blocks(rows, work)`: the first on this
     thread, the others on the pool's, all finished (and their errors raised) on return."""

@@ -23,7 +23,7 @@ from .backend import kernels
 from .checks import Seed, as_float_dtype, as_generator
 from .edits import EditPlan
 from .functional import tanh
-from .parallel import matmul, run_blocks, run_rows
+from .parallel import matmul, matmul_block, run_blocks, run_rows, sum_blocks
 from .recurrent import Recurrent, RecurrentConfig, chunk_steps, init_packed
 
 
@@ -146,11 +146,7 @@ def _rnn_chunk_products(da, x, hs, dx, start, end, w_ih, grads, scratch):
     H = hs.shape[2]
     n = (end - start) * B
     d2 = da[: end - start].reshape(n, H)
-    dxc = dx[start:end]  # (n, B, D)
-    if dxc.flags.c_contiguous:
-        np.matmul(d2, w_ih, out=dxc.reshape(n, D))
-    else:
-        dxc[...] = np.matmul(d2, w_ih).reshape(dxc.shape)
+    matmul_block(d2, w_ih, dx[start:end])
     (dw_ih, dw_hh, db), (k_ih, k_hh, k_b) = grads, scratch
     dw_ih += np.matmul(d2.T, x[start:end].reshape(n, D), out=k_ih)
     dw_hh += np.matmul(d2.T, hs[start:end].reshape(n, H), out=k_hh)
@@ -182,11 +178,7 @@ def _rnn_backward_kernels(nb, cache: RNNCache, dy, dhT, w_ih, w_hh, relu):
             _rnn_chunk_products(da, *parts, start, end, w_ih, grads, scratch)
         return grads
 
-    parts = run_blocks(rows, B, T * B * H * H)
-    grads = parts[0]
-    for part in parts[1:]:
-        for g, p in zip(grads, part, strict=True):
-            g += p
+    grads = sum_blocks(run_blocks(rows, B, T * B * H * H))
     return dx, dh, *grads
 
 
